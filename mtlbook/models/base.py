@@ -1,0 +1,147 @@
+"""The common interface of every model in :mod:`mtlbook.models`."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..data import Batch, MultiTaskData, Schema
+from ..losses import task_losses
+
+__all__ = ["MultiTaskModel"]
+
+
+class MultiTaskModel(nn.Module):
+    """Base class: ``forward(batch)`` returns ``{task name: [batch] tensor}``.
+
+    Binary tasks output logits, regression tasks output predictions. Subclasses build their
+    layers in ``__init__`` and end it with ``self.reset_parameters(seed)`` so that the same
+    ``seed`` always gives the same initial weights, whatever the global random state.
+
+    Hooks used by :func:`mtlbook.fit` and the loss-weighting strategies:
+
+    * :meth:`task_losses` — per-task losses (masked tasks averaged over their subspace);
+    * :meth:`shared_parameters` — the parameters all tasks share (for gradient-based weighting);
+    * :meth:`regularization` — an extra penalty added to the loss (``None`` if none).
+    """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        # Construct under a forked RNG when a seed is given, so that building a seeded model
+        # leaves the global random state exactly as it was (layers initialise themselves on
+        # creation before ``reset_parameters(seed)`` sets the final weights).
+        super().__init_subclass__(**kwargs)
+        init = cls.__init__
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def wrapped(self, *args, **kw):
+            if getattr(self, "_constructing", False):
+                return init(self, *args, **kw)
+            bound = signature.bind(self, *args, **kw)
+            bound.apply_defaults()
+            if bound.arguments.get("seed") is None:
+                return init(self, *args, **kw)
+            object.__setattr__(self, "_constructing", True)
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    init(self, *args, **kw)
+            finally:
+                object.__delattr__(self, "_constructing")
+
+        cls.__init__ = wrapped
+
+    def __init__(self, schema: Schema) -> None:
+        super().__init__()
+        if not isinstance(schema, Schema):
+            raise TypeError(f"expected a Schema (data.schema), got {type(schema).__name__}")
+        self.schema = schema
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return self.schema.task_names
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ hooks
+    def task_losses(self, outputs: dict[str, torch.Tensor], batch: Batch
+                    ) -> dict[str, torch.Tensor]:
+        """Per-task mean losses (log-loss or MSE) for one batch."""
+        return task_losses(outputs, batch, self.schema)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters that every task's loss depends on; empty for models that share nothing."""
+        return []
+
+    def regularization(self) -> torch.Tensor | None:
+        """An extra term added to the training loss (``None``: no term)."""
+        return None
+
+    def transform(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Turn raw outputs into predictions: probabilities for binary tasks."""
+        return {
+            t.name: torch.sigmoid(outputs[t.name]) if t.kind == "binary" else outputs[t.name]
+            for t in self.schema.tasks
+        }
+
+    # ------------------------------------------------------------------ utilities
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """Re-initialise every layer; with ``seed`` the result is reproducible and the global
+        random state is left untouched."""
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            _reset_children(self)
+
+    def n_parameters(self, trainable_only: bool = True) -> int:
+        """Number of (trainable) scalar parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    @torch.no_grad()
+    def predict(self, data: MultiTaskData, batch_size: int = 8192) -> pd.DataFrame:
+        """Predictions for every sample: one column per task (probabilities for binary tasks)."""
+        self._check_data(data)
+        was_training = self.training
+        self.eval()
+        device = next(iter(self.parameters()), torch.empty(0)).device
+        chunks: dict[str, list[np.ndarray]] = {name: [] for name in self.task_names}
+        try:
+            for batch in data.loader(batch_size, shuffle=False):
+                outputs = self.transform(self(batch.to(device)))
+                for name in chunks:
+                    chunks[name].append(outputs[name].float().cpu().numpy())
+        finally:
+            self.train(was_training)
+        return pd.DataFrame({name: np.concatenate(parts) if parts else np.empty(0)
+                             for name, parts in chunks.items()})
+
+    def _check_data(self, data: MultiTaskData) -> None:
+        if not isinstance(data, MultiTaskData):
+            raise TypeError(f"expected a MultiTaskData, got {type(data).__name__}")
+        if data.schema != self.schema:
+            raise ValueError(
+                "the data's schema differs from the one the model was built with: "
+                f"model {self.schema} vs data {data.schema}"
+            )
+
+
+def _reset_children(module: nn.Module) -> None:
+    """Reset each sub-module that knows how to; one that does owns its children's reset."""
+    for child in module.children():
+        if hasattr(child, "reset_parameters"):
+            child.reset_parameters()
+        else:
+            _reset_children(child)
+
+
+def _check_units(name: str, units: Iterable[int]) -> tuple[int, ...]:
+    units = tuple(units)
+    if not units or not all(isinstance(u, int) and u >= 1 for u in units):
+        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {units!r}")
+    return units
