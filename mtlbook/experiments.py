@@ -23,7 +23,7 @@ from .metrics import LOWER_IS_BETTER, evaluate
 from .models.base import MultiTaskModel
 from .training import fit
 
-__all__ = ["PerTask", "mean_interval", "mtl_gain", "repeat_fits"]
+__all__ = ["PerTask", "correlation_sweep", "mean_interval", "mtl_gain", "repeat_fits"]
 
 
 @dataclass(frozen=True)
@@ -138,3 +138,37 @@ def mtl_gain(df: pd.DataFrame, baseline: str, *, by: Sequence[str] = (),
     joined = joined.assign(gain=100.0 * diff / joined["baseline"].abs())
     return mean_interval(joined, [*by, "model", "task", "metric"], value="gain",
                          confidence=confidence)
+
+
+def correlation_sweep(
+    correlations: Iterable[float],
+    models: Mapping[str, Callable[[Schema, int], MultiTaskModel] | PerTask],
+    seeds: Iterable[int],
+    *,
+    n_samples: int = 3_000,
+    task_type: str = "regression",
+    sparse_task: str | None = None,
+    label_fraction: float = 1.0,
+    **fit_kwargs,
+) -> pd.DataFrame:
+    """:func:`repeat_fits` on :func:`~mtlbook.data.make_correlated_tasks` data for each
+    task correlation; the result has an extra ``correlation`` column.
+
+    With ``sparse_task`` and ``label_fraction < 1`` that task keeps labels on only that
+    fraction of the *training* split (validation and test keep all of them).
+    """
+    from .data import make_correlated_tasks
+
+    seeds = list(seeds)
+    transform = None
+    if sparse_task is not None and label_fraction < 1.0:
+        def transform(train: MultiTaskData, seed: int) -> MultiTaskData:
+            return train.subsample_labels(sparse_task, label_fraction, seed=seed)
+
+    frames = []
+    for p in correlations:
+        frame = repeat_fits(
+            lambda seed, p=p: make_correlated_tasks(n_samples, p, task_type=task_type, seed=seed),
+            models, seeds, transform_train=transform, **fit_kwargs)
+        frames.append(frame.assign(correlation=float(p)))
+    return pd.concat(frames, ignore_index=True)

@@ -304,6 +304,10 @@ class MultiTaskData:
 
         if groups is not None:
             groups = np.asarray(groups).reshape(-1)
+            n_missing = int(pd.isna(groups).sum())
+            if n_missing:
+                raise ValueError(f"groups has {n_missing} missing values; every sample needs "
+                                 "a group id (for example its user id)")
             if len(groups) != n:
                 raise ValueError(f"length mismatch: groups has {len(groups)} entries "
                                  f"but the features have {n} rows")

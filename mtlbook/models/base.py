@@ -94,9 +94,11 @@ class MultiTaskModel(nn.Module):
     def reset_parameters(self, seed: int | None = None) -> None:
         """Re-initialise every layer; with ``seed`` the result is reproducible and the global
         random state is left untouched."""
+        if seed is None:
+            _reset_children(self)
+            return
         with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(int(seed))
+            torch.manual_seed(int(seed))
             _reset_children(self)
 
     def n_parameters(self, trainable_only: bool = True) -> int:
