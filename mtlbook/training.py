@@ -20,6 +20,8 @@ from .weighting import EqualWeight, Weighting
 
 __all__ = ["Callback", "FitResult", "fit"]
 
+_COLUMNS = ("epoch", "split", "task", "metric", "value")
+
 
 class Callback:
     """Hooks into :func:`fit` so diagnostics need no second training loop.
@@ -68,14 +70,13 @@ class FitResult:
         return rows.pivot(index="task", columns="metric", values="value")
 
 
-def _monitor_value(rows: pd.DataFrame, monitor: str) -> float:
-    valid = rows[rows["split"] == "valid"]
-    if monitor == "loss":
-        return float(valid.loc[(valid["task"] == "all") & (valid["metric"] == "loss"),
-                               "value"].iloc[0])
-    task, metric = monitor.split(":")
-    value = valid.loc[(valid["task"] == task) & (valid["metric"] == metric), "value"]
-    return float(value.iloc[0])
+def _monitor_value(rows: list[tuple], monitor: str) -> float:
+    task, metric = ("all", "loss") if monitor == "loss" else monitor.split(":")
+    for _, split, row_task, row_metric, value in rows:
+        if split == "valid" and row_task == task and row_metric == metric:
+            return float(value)
+    raise ValueError(f"monitor {monitor!r} was not computed on the validation split "
+                     "(is the task defined on any validation sample?)")
 
 
 def _check_monitor(monitor: str, data: MultiTaskData) -> bool:
@@ -219,11 +220,12 @@ def fit(
                            for t, v in zip(task_loss["task"], task_loss["value"], strict=True)]
             epoch_rows.append((epoch, "valid", "all", "loss", float(task_loss["value"].sum())))
             rows += epoch_rows
-            frame = pd.DataFrame(epoch_rows, columns=["epoch", "split", "task", "metric", "value"])
-            for cb in callbacks:
-                cb.on_epoch_end(model, epoch, frame)
+            if callbacks:
+                frame = pd.DataFrame(epoch_rows, columns=list(_COLUMNS))
+                for cb in callbacks:
+                    cb.on_epoch_end(model, epoch, frame)
 
-            score = _monitor_value(frame, monitor)
+            score = _monitor_value(epoch_rows, monitor)
             improved = best_score is None or (score > best_score if higher_is_better
                                               else score < best_score)
             if improved:
@@ -240,7 +242,7 @@ def fit(
     if restore_best and best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    history = pd.DataFrame(rows, columns=["epoch", "split", "task", "metric", "value"])
+    history = pd.DataFrame(rows, columns=list(_COLUMNS))
     return FitResult(model=model, history=history, best_epoch=best_epoch,
                      best_score=float(best_score), monitor=monitor, epochs_run=epoch,
                      train_seconds=time.perf_counter() - start)
