@@ -5,9 +5,7 @@
 #     bash tools/build_book.sh            # incremental build
 #     bash tools/build_book.sh --all      # re-read every page (extra args go to jupyter-book)
 #
-# Execution follows _config.yml (`execute_notebooks: auto`): notebooks without outputs are
-# executed, which on a clean checkout is every chapter, since notebooks are committed
-# without outputs.
+# Execution follows _config.yml (`execute_notebooks: force`): every chapter is executed.
 set -euo pipefail
 
 # shellcheck source=tools/env.sh

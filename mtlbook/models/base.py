@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,26 @@ from torch import nn
 from ..data import Batch, MultiTaskData, Schema
 from ..losses import task_losses
 
-__all__ = ["MultiTaskModel"]
+__all__ = ["GateRecord", "MultiTaskModel"]
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """The gate weights of one gate on the last forward pass.
+
+    Attributes:
+        level: extraction level (0 for single-level models such as MMoE).
+        gate: the task the gate serves, or ``"shared"`` for a shared gate (PLE, OMoE).
+        experts: names of the experts the gate mixes, in column order, e.g.
+            ``("shared/0", "shared/1", "click/0")``; the part before ``/`` says whether the
+            expert is shared or belongs to a task.
+        weights: ``[batch, len(experts)]`` detached tensor; each row sums to 1 for softmax gates.
+    """
+
+    level: int
+    gate: str
+    experts: tuple[str, ...]
+    weights: torch.Tensor
 
 
 class MultiTaskModel(nn.Module):
@@ -80,8 +100,35 @@ class MultiTaskModel(nn.Module):
         return []
 
     def regularization(self) -> torch.Tensor | None:
-        """An extra term added to the training loss (``None``: no term)."""
+        """An extra term added to the training loss (``None``: no term).
+
+        :func:`mtlbook.fit` calls it right after ``forward`` in every step, so a model may use
+        quantities recorded during that forward pass (AITM's calibrator does).
+        """
         return None
+
+    # ------------------------------------------------------------------ introspection
+    def gate_records(self) -> list[GateRecord]:
+        """Gate weights of every gate on the last forward pass (empty for ungated models).
+
+        Gated models append :class:`GateRecord` objects to ``self._gate_records`` in
+        ``forward`` (after clearing it); diagnostics read them from here.
+        """
+        return list(getattr(self, "_gate_records", []))
+
+    def _record_gate(self, level: int, gate: str, experts: Iterable[str],
+                     weights: torch.Tensor) -> None:
+        if not hasattr(self, "_gate_records"):
+            object.__setattr__(self, "_gate_records", [])
+        self._gate_records.append(GateRecord(level, gate, tuple(experts), weights.detach()))
+
+    def _clear_gates(self) -> None:
+        object.__setattr__(self, "_gate_records", [])
+
+    def mixing_parameters(self) -> dict[str, torch.Tensor]:
+        """Learned mixing parameters by name (cross-stitch α, sluice α/β), detached copies;
+        empty for models without any."""
+        return {}
 
     def transform(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Turn raw outputs into predictions: probabilities for binary tasks."""

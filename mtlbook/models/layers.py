@@ -55,7 +55,20 @@ class InputLayer(nn.Module):
         if self.embedding is not None:
             nn.init.normal_(self.embedding.weight, std=0.05)
 
+    def check(self, batch: Batch) -> None:
+        """Raise a clear error if ``batch`` does not have the schema this layer was built for."""
+        got_dense = 0 if batch.dense is None else int(batch.dense.shape[-1])
+        got_fields = 0 if batch.categorical is None else int(batch.categorical.shape[-1])
+        if got_dense != self.n_dense or got_fields != self.n_fields:
+            raise ValueError(
+                f"the batch does not match the model's schema: the model was built for "
+                f"{self.n_dense} dense and {self.n_fields} categorical columns, the batch has "
+                f"{got_dense} dense and {got_fields} categorical columns; build the model with "
+                "this data's schema (Model(data.schema))"
+            )
+
     def forward(self, batch: Batch) -> torch.Tensor:
+        self.check(batch)
         parts = []
         if self.embedding is not None:
             index = batch.categorical + self.offsets  # [batch, fields]
