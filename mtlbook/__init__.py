@@ -9,7 +9,7 @@ from . import data, models, weighting
 from .data import MultiTaskData, make_correlated_tasks, simulate_funnel
 from .metrics import evaluate, gauc, score_predictions
 from .training import Callback, FitResult, fit
-from .utils import resolve_device, set_seed
+from .utils import count_parameters, match_width, resolve_device, set_seed
 
 __version__ = "0.1.0"
 
@@ -17,11 +17,13 @@ __all__ = [
     "Callback",
     "FitResult",
     "MultiTaskData",
+    "count_parameters",
     "data",
     "evaluate",
     "fit",
     "gauc",
     "make_correlated_tasks",
+    "match_width",
     "models",
     "resolve_device",
     "score_predictions",
