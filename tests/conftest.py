@@ -30,6 +30,12 @@ def funnel_small() -> MultiTaskData:
 
 
 @pytest.fixture(scope="package")
+def funnel_binary(funnel_small) -> MultiTaskData:
+    """The small funnel with its binary tasks only: click and purchase (no dwell_time)."""
+    return funnel_small.select_tasks(["click", "purchase"])
+
+
+@pytest.fixture(scope="package")
 def funnel_large() -> MultiTaskData:
     """200,000 impressions with the default knobs, for rate checks."""
     return mb.simulate_funnel(200_000, seed=0)

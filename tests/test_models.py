@@ -13,6 +13,21 @@ from mtlbook.models import InputLayer, MultiTaskModel, ParallelMLP, SharedBottom
 
 MODEL_NAMES = list(models.__all__)
 DATASETS = ["funnel_small", "correlated_small"]
+#: What a model that cannot take a data set's schema is tested on instead: the same data with
+#: binary tasks only (funnel models such as ESMM and AITM need binary funnel steps).
+BINARY_VARIANTS = {"funnel_small": "funnel_binary", "correlated_small": "correlated_binary"}
+
+
+def accepts(model_cls, schema) -> bool:
+    """Whether ``model_cls`` declares that it can be built for ``schema``.
+
+    Reads the class attributes ``min_tasks`` and ``binary_tasks_only`` of every model and
+    ``min_binary_tasks`` of models that need some binary tasks but take others besides.
+    """
+    n_binary = sum(t.kind == "binary" for t in schema.tasks)
+    return (len(schema.tasks) >= model_cls.min_tasks
+            and not (model_cls.binary_tasks_only and n_binary < len(schema.tasks))
+            and n_binary >= getattr(model_cls, "min_binary_tasks", 0))
 
 
 @pytest.fixture(params=MODEL_NAMES)
@@ -21,8 +36,16 @@ def model_cls(request):
 
 
 @pytest.fixture(params=DATASETS)
-def data(request):
-    return request.getfixturevalue(request.param)
+def data(request, model_cls):
+    """The data set, or its binary variant for a model that declares it cannot take it
+    (:func:`test_schemas_a_model_cannot_take_raise` checks that it indeed refuses)."""
+    data = request.getfixturevalue(request.param)
+    if accepts(model_cls, data.schema):
+        return data
+    variant = request.getfixturevalue(BINARY_VARIANTS[request.param])
+    assert accepts(model_cls, variant.schema), (
+        f"{model_cls.__name__} takes neither {request.param} nor its binary variant")
+    return variant
 
 
 def _batch(data, n: int = 512):
@@ -68,6 +91,10 @@ def test_single_task_schema(model_cls):
                         categorical=rng.integers(0, 4, size=(40, 2)),
                         labels={"y": (rng.random(40) < 0.5).astype(float)}, tasks={"y": "binary"},
                         dense_names=["a", "b", "c"], categorical_names=["u", "v"])
+    if not accepts(model_cls, one.schema):
+        with pytest.raises(ValueError, match=model_cls.__name__):
+            model_cls(one.schema)
+        return
     model = model_cls(one.schema)
     batch = _batch(one, 8)
     out = model(batch)
@@ -79,7 +106,11 @@ def test_single_task_schema(model_cls):
 def test_predict_shapes_and_ranges(model_cls, data):
     model = model_cls(data.schema)
     pred = model.predict(data, batch_size=300)
-    assert list(pred.columns) == list(data.task_names)
+    # The task columns first, in task order; a model may add its own after them (ESMM: pctr,
+    # pcvr, pctcvr).
+    names = list(data.task_names)
+    assert list(pred.columns[:len(names)]) == names
+    assert not set(pred.columns[len(names):]) & set(names)
     assert len(pred) == len(data)
     for task in data.schema.tasks:
         if task.kind == "binary":
@@ -117,8 +148,12 @@ def test_seed_fixes_initial_weights(model_cls, data):
     c = model_cls(data.schema, seed=2)
     assert _same_weights(a, b)
     assert not _same_weights(a, c)
-    for (name, pa), pc in zip(a.named_parameters(), c.parameters(), strict=True):
-        assert not torch.equal(pa, pc), name
+    # Every parameter depends on the seed, except those with a fixed initialisation from the
+    # paper (cross-stitch and sluice mixing weights), which are then equal for every seed.
+    d = model_cls(data.schema, seed=3)
+    for (name, pa), pc, pd in zip(a.named_parameters(), c.parameters(), d.parameters(),
+                                  strict=True):
+        assert not torch.equal(pa, pc) or torch.equal(pa, pd), name
 
 
 def test_seed_does_not_depend_on_global_rng(model_cls, data):
@@ -170,6 +205,37 @@ def test_unseeded_reset_draws_new_weights(model_cls, data):
 def test_rejects_non_schema(model_cls, data):
     with pytest.raises(TypeError, match="Schema"):
         model_cls(data)
+
+
+@pytest.mark.parametrize("data_name", DATASETS)
+def test_schemas_a_model_cannot_take_raise(request, model_cls, data_name):
+    """A model builds for every schema it declares it accepts and refuses the others with a
+    ValueError that names it."""
+    data = request.getfixturevalue(data_name)
+    if accepts(model_cls, data.schema):
+        assert model_cls(data.schema).task_names == data.task_names
+    else:
+        with pytest.raises(ValueError, match=model_cls.__name__):
+            model_cls(data.schema)
+
+
+def test_batch_of_another_schema_raises(request, model_cls):
+    """A model built for one data set, given a batch or data of another, says so clearly."""
+    pairs = [(name, other) for name in DATASETS for other in DATASETS if other != name]
+    for name, other in pairs:
+        data, wrong = (request.getfixturevalue(n) for n in (name, other))
+        if not accepts(model_cls, data.schema):
+            data = request.getfixturevalue(BINARY_VARIANTS[name])
+        model = model_cls(data.schema)
+        with pytest.raises(ValueError, match="does not match the model's schema"):
+            model(_batch(wrong, 8))
+        with pytest.raises(ValueError, match="schema differs"):
+            model.predict(wrong)
+    # The same features with other tasks: the forward pass cannot tell, predict can.
+    full, binary = request.getfixturevalue("funnel_small"), request.getfixturevalue("funnel_binary")
+    data, wrong = (full, binary) if accepts(model_cls, full.schema) else (binary, full)
+    with pytest.raises(ValueError, match="schema differs"):
+        model_cls(data.schema).predict(wrong)
 
 
 def test_training_loss_falls(model_cls, data):

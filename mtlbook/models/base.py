@@ -69,17 +69,37 @@ class MultiTaskModel(nn.Module):
                 return init(self, *args, **kw)
             object.__setattr__(self, "_constructing", True)
             try:
-                with torch.random.fork_rng(devices=[]):
+                with torch.random.fork_rng(devices=_cuda_devices()):
                     init(self, *args, **kw)
             finally:
                 object.__delattr__(self, "_constructing")
 
         cls.__init__ = wrapped
 
+    #: Whether the model needs every task to be binary (funnel models such as ESMM and AITM).
+    binary_tasks_only: bool = False
+    #: The smallest number of tasks the model works with.
+    min_tasks: int = 1
+    #: The smallest number of binary tasks the model works with (ESMM and AITM need a funnel).
+    min_binary_tasks: int = 0
+
     def __init__(self, schema: Schema) -> None:
         super().__init__()
         if not isinstance(schema, Schema):
             raise TypeError(f"expected a Schema (data.schema), got {type(schema).__name__}")
+        name = type(self).__name__
+        if len(schema.tasks) < self.min_tasks:
+            raise ValueError(f"{name} needs at least {self.min_tasks} tasks, the schema has "
+                             f"{len(schema.tasks)}: {list(schema.task_names)}")
+        n_binary = sum(t.kind == "binary" for t in schema.tasks)
+        if n_binary < self.min_binary_tasks:
+            raise ValueError(f"{name} needs at least {self.min_binary_tasks} binary tasks, the "
+                             f"schema has {n_binary}: {[t.kind for t in schema.tasks]}")
+        if self.binary_tasks_only:
+            other = [t.name for t in schema.tasks if t.kind != "binary"]
+            if other:
+                raise ValueError(f"{name} models binary funnel steps only; task(s) {other} are "
+                                 "not binary (use data.select_tasks([...]) to drop them)")
         self.schema = schema
 
     @property
@@ -144,7 +164,7 @@ class MultiTaskModel(nn.Module):
         if seed is None:
             _reset_children(self)
             return
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=_cuda_devices()):
             torch.manual_seed(int(seed))
             _reset_children(self)
 
@@ -152,9 +172,15 @@ class MultiTaskModel(nn.Module):
         """Number of (trainable) scalar parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
+    def predict_batch(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Predictions for one batch: the transformed task outputs, plus any extra quantity a
+        model reports (ESMM adds ``pctr``, ``pcvr`` and ``pctcvr``)."""
+        return self.transform(self(batch))
+
     @torch.no_grad()
     def predict(self, data: MultiTaskData, batch_size: int = 8192) -> pd.DataFrame:
-        """Predictions for every sample: one column per task (probabilities for binary tasks)."""
+        """Predictions for every sample: one column per task (probabilities for binary tasks),
+        followed by any extra columns of :meth:`predict_batch`."""
         self._check_data(data)
         was_training = self.training
         self.eval()
@@ -162,9 +188,8 @@ class MultiTaskModel(nn.Module):
         chunks: dict[str, list[np.ndarray]] = {name: [] for name in self.task_names}
         try:
             for batch in data.loader(batch_size, shuffle=False):
-                outputs = self.transform(self(batch.to(device)))
-                for name in chunks:
-                    chunks[name].append(outputs[name].float().cpu().numpy())
+                for name, value in self.predict_batch(batch.to(device)).items():
+                    chunks.setdefault(name, []).append(value.float().cpu().numpy())
         finally:
             self.train(was_training)
         return pd.DataFrame({name: np.concatenate(parts) if parts else np.empty(0)
@@ -178,6 +203,11 @@ class MultiTaskModel(nn.Module):
                 "the data's schema differs from the one the model was built with: "
                 f"model {self.schema} vs data {data.schema}"
             )
+
+
+def _cuda_devices() -> list[int]:
+    """The CUDA devices whose random state a seeded construction must leave untouched."""
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
 def _reset_children(module: nn.Module) -> None:

@@ -1,0 +1,242 @@
+"""Building blocks of the mixture-of-experts family: stacked experts, gates, and the mixture.
+
+The models of chapter 12.3.3 of the book (:class:`~mtlbook.models.OMoE`,
+:class:`~mtlbook.models.MMoE`, :class:`~mtlbook.models.CGC`, :class:`~mtlbook.models.PLE` and
+:class:`~mtlbook.models.DSelectK`) all compute, for every gate ``g`` and sample ``x``,
+
+    f_g(x) = Σ_i w_g(x)_i · E_i(x),
+
+a gated mixture of the outputs of ``n`` experts ``E_i`` (Jacobs et al., *Neural Computation*
+1991; Ma et al., KDD 2018). They differ in which experts a gate may choose from and in how the
+weights ``w_g`` are made. The pieces here keep that computation free of Python loops:
+
+* :class:`StackedExperts` — every expert of a layer as one stacked weight tensor per layer,
+  evaluated by one matrix multiply (one GEMM when all experts read the same input, else one
+  batched GEMM);
+* :class:`SoftmaxGates` — any number of softmax gates as one linear layer, each gate restricted
+  to its own subset of the experts by a mask applied before the softmax;
+* :func:`mix` — the weighted sums of all gates at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .layers import ParallelMLP
+
+__all__ = ["SoftmaxGates", "StackedExperts", "mix"]
+
+
+class StackedExperts(nn.Module):
+    """``len(names)`` expert MLPs of identical shape, evaluated as one stacked weight tensor per
+    layer: one GEMM per layer when every expert reads the same input, one batched GEMM when not.
+
+    Every layer, the last one included, is followed by ReLU (and dropout), as the experts of
+    the MMoE and PLE papers are. The input is ``[batch, in_dim]`` (every expert reads it) or
+    ``[n_sources, batch, in_dim]``, several representations of which expert ``i`` reads number
+    ``sources[i]`` (PLE above its first level: a task's experts read that task's output of the
+    level below, the shared experts the shared output). The output is
+    ``[n_experts, batch, units[-1]]``.
+
+    The parameters may be split into consecutive groups of experts (``groups``), each a
+    :class:`~mtlbook.models.ParallelMLP` holding ``[group size, in, out]`` weights per layer, so
+    that a model can name, for example, its shared experts' parameters apart from its task
+    experts' (:meth:`~mtlbook.models.MultiTaskModel.shared_parameters`). The forward pass
+    concatenates the groups' weights into one ``[n_experts, in, out]`` tensor per layer, a copy
+    of the weights that is small next to the activations, and multiplies once.
+
+    Args:
+        in_dim: input size.
+        units: layer sizes of each expert, e.g. ``(256, 128)``.
+        names: one name per expert, ``"shared/0"`` or ``"click/1"``: the part before ``/`` is
+            ``"shared"`` or the task the expert belongs to.
+        sources: for a 3-D input, the index of the representation each expert reads.
+        groups: sizes of the consecutive parameter groups (default: one group of all experts).
+        dropout: dropout probability after each activation.
+    """
+
+    def __init__(self, in_dim: int, units: Sequence[int], names: Sequence[str],
+                 sources: Sequence[int] | None = None, groups: Sequence[int] | None = None,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        n_experts = len(self.names)
+        groups = (n_experts,) if groups is None else tuple(int(g) for g in groups if g)
+        if n_experts < 1 or sum(groups) != n_experts:
+            raise ValueError(f"the expert groups {groups} do not add up to the {n_experts} "
+                             "experts named")
+        if sources is not None and len(sources) != n_experts:
+            raise ValueError(f"need one source per expert, got {len(sources)} sources for "
+                             f"{n_experts} experts")
+        self.groups = nn.ModuleList(
+            ParallelMLP(size, in_dim, units, dropout=dropout, final_activation=True)
+            for size in groups
+        )
+        self.in_dim, self.units = in_dim, self.groups[0].units
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        source = None if sources is None else torch.tensor(list(sources), dtype=torch.long)
+        self.register_buffer("sources", source, persistent=False)
+
+    @property
+    def n_experts(self) -> int:
+        return len(self.names)
+
+    @property
+    def out_dim(self) -> int:
+        return self.units[-1]
+
+    def stacked(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the ``[experts, in, out]`` weight and ``[experts, 1, out]`` bias."""
+        layers = zip(*(zip(g.weights, g.biases, strict=True) for g in self.groups), strict=True)
+        if len(self.groups) == 1:
+            return [pairs[0] for pairs in layers]
+        return [(torch.cat([w for w, _ in pairs]), torch.cat([b for _, b in pairs]))
+                for pairs in layers]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            if self.sources is None:
+                raise ValueError("a 3-D input needs the experts' sources (StackedExperts(..., "
+                                 "sources=[...]))")
+            x = x.index_select(0, self.sources)  # [experts, batch, in]
+        if len(self.groups) == 1:
+            return self.groups[0](x)  # [experts, batch, units]
+        for w, b in self.stacked():
+            if x.dim() == 2:  # one GEMM: [batch, in] @ [in, experts * out]
+                n, d_in, d_out = w.shape
+                flat = torch.addmm(b.reshape(1, n * d_out), x,
+                                   w.permute(1, 0, 2).reshape(d_in, n * d_out))
+                x = flat.view(-1, n, d_out).transpose(0, 1)  # [experts, batch, out]
+            else:
+                x = torch.baddbmm(b, x, w)  # [experts, batch, out]
+            x = self.dropout(torch.relu(x))
+        return x  # [experts, batch, units]
+
+    def extra_repr(self) -> str:
+        return f"n_experts={self.n_experts}, in_dim={self.in_dim}, units={self.units}"
+
+
+class SoftmaxGates(nn.Module):
+    """Several softmax gates as one linear layer; gate ``g`` chooses among ``allowed[g]`` only.
+
+    Gate ``g`` computes ``w_g(x) = softmax(W_g x + b_g)`` over the experts it may choose from,
+    with zero weight on every other expert. All gates' logits come from one matrix multiply:
+    the parameters are stored compactly (one column per allowed gate-expert pair, so
+    :meth:`~mtlbook.models.MultiTaskModel.n_parameters` counts only parameters that are used),
+    scattered into a ``[in_dim, gates × experts]`` matrix, and the logits of the experts a gate
+    may not use are set to ``-inf`` before the softmax. When every gate may use every expert
+    (MMoE), the scatter and the mask are skipped.
+
+    Input ``[batch, in_dim]`` (every gate reads it: one GEMM) or ``[gates, batch, in_dim]``
+    (gate ``g`` reads row ``g``: one batched GEMM); output ``[batch, gates, experts]`` with
+    rows summing to 1.
+
+    Args:
+        in_dim: input size.
+        allowed: ``[gates, experts]`` boolean mask; every gate needs at least one expert.
+    """
+
+    def __init__(self, in_dim: int, allowed: torch.Tensor) -> None:
+        super().__init__()
+        allowed = torch.as_tensor(allowed, dtype=torch.bool)
+        if allowed.dim() != 2 or in_dim < 1 or not allowed.any(dim=1).all():
+            raise ValueError(f"invalid SoftmaxGates: in_dim={in_dim}, allowed of shape "
+                             f"{tuple(allowed.shape)} (every gate needs at least one expert)")
+        self.in_dim = in_dim
+        self.n_gates, self.n_experts = allowed.shape
+        n_pairs = int(allowed.sum())
+        self.weight = nn.Parameter(torch.empty(in_dim, n_pairs))
+        self.bias = nn.Parameter(torch.empty(n_pairs))
+        self.register_buffer("allowed", allowed.clone(), persistent=False)
+        self.dense = bool(allowed.all())
+        # Position of each stored column in the flattened [gates * experts] logits.
+        self.register_buffer("columns", allowed.flatten().nonzero().squeeze(1), persistent=False)
+        self.register_buffer("blocked", ~allowed.unsqueeze(0), persistent=False)  # [1, g, e]
+        self.counts = tuple(int(c) for c in allowed.sum(dim=1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Linear's scheme: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        bound = 1.0 / math.sqrt(self.in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, gates, experts]`` logits; ``-inf`` where a gate may not use an expert."""
+        n_out = self.n_gates * self.n_experts
+        weight, bias = self.weight, self.bias
+        if not self.dense:  # scatter the stored columns into the full matrix (zeros elsewhere)
+            weight = weight.new_zeros(self.in_dim, n_out).index_copy(1, self.columns, weight)
+            bias = bias.new_zeros(n_out).index_copy(0, self.columns, bias)
+        if x.dim() == 2:
+            out = torch.addmm(bias, x, weight).view(-1, self.n_gates, self.n_experts)
+        else:  # gate g reads x[g]: [gates, batch, in] @ [gates, in, experts]
+            w = weight.view(self.in_dim, self.n_gates, self.n_experts).transpose(0, 1)
+            b = bias.view(self.n_gates, 1, self.n_experts)
+            out = torch.baddbmm(b, x, w).transpose(0, 1)  # [batch, gates, experts]
+        if not self.dense:
+            out = out.masked_fill(self.blocked, float("-inf"))
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(x), dim=-1)  # [batch, gates, experts]
+
+    def experts_of(self, gate: int) -> list[int]:
+        """Indices of the experts gate ``gate`` may choose from."""
+        return self.allowed[gate].nonzero().squeeze(1).tolist()
+
+    def per_gate(self, weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each gate's detached ``[batch, n_g]`` weights over the ``n_g`` experts it may use
+        (in the order of :meth:`experts_of`), from the ``[batch, gates, experts]`` output."""
+        weights = weights.detach()
+        if self.dense:
+            return weights.unbind(1)
+        return weights.flatten(1).index_select(1, self.columns).split(self.counts, dim=1)
+
+    def extra_repr(self) -> str:
+        return (f"in_dim={self.in_dim}, gates={self.n_gates}, experts={self.n_experts}, "
+                f"pairs={self.weight.shape[1]}")
+
+
+class _BatchedMix(torch.autograd.Function):
+    """``out[b] = w[b] @ h[b]`` for ``w [batch, gates, experts]``, ``h [batch, experts, units]``.
+
+    A batched matrix product, like ``torch.bmm``, whose backward hands ``bmm`` contiguous
+    operands: autograd's own backward of ``bmm`` passes transposed views, which for thousands
+    of tiny matrices the CPU kernel multiplies one matrix at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        w, h = w.contiguous(), h.contiguous()
+        ctx.save_for_backward(w, h)
+        return torch.bmm(w, h)  # [batch, gates, units]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        w, h = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_w = grad_h = None
+        if ctx.needs_input_grad[0]:
+            grad_w = torch.bmm(grad, h.transpose(1, 2).contiguous())  # [batch, gates, experts]
+        if ctx.needs_input_grad[1]:
+            grad_h = torch.bmm(w.transpose(1, 2).contiguous(), grad)  # [batch, experts, units]
+        return grad_w, grad_h
+
+
+def mix(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """Every gate's mixture ``f_g = Σ_i w_{g,i} · E_i`` at once.
+
+    Args:
+        weights: ``[batch, gates, experts]`` gate weights.
+        experts: ``[experts, batch, units]`` expert outputs (as :class:`StackedExperts` returns).
+
+    Returns:
+        ``[gates, batch, units]``.
+    """
+    out = _BatchedMix.apply(weights, experts.transpose(0, 1))  # [batch, gates, units]
+    return out.transpose(0, 1)  # [gates, batch, units]
