@@ -197,6 +197,7 @@ def fit(
                     )
                 total = weighting.backward(losses, model, extra)
                 optimizer.step()
+                weighting.after_step(model, batch)
                 values = values.tolist()
                 for name, v in zip(model.task_names, values, strict=True):
                     sums[name] += v

@@ -48,6 +48,8 @@ class MultiTaskModel(nn.Module):
 
     * :meth:`task_losses` — per-task losses (masked tasks averaged over their subspace);
     * :meth:`shared_parameters` — the parameters all tasks share (for gradient-based weighting);
+    * :meth:`shared_representation` — the shared representation of the last forward pass, if
+      the model has one (for MGDA-UB);
     * :meth:`regularization` — an extra penalty added to the loss (``None`` if none).
     """
 
@@ -118,6 +120,24 @@ class MultiTaskModel(nn.Module):
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters that every task's loss depends on; empty for models that share nothing."""
         return []
+
+    def shared_representation(self) -> torch.Tensor | None:
+        """The shared representation of the last forward pass, ``[batch, units]``: the one
+        tensor every task's tower reads; ``None`` for models without a single one.
+
+        A model that has one stores it in ``self._last_representation`` during ``forward``
+        (:class:`~mtlbook.models.SharedBottom` does). MGDA-UB
+        (:class:`~mtlbook.weighting.MGDA` with ``upper_bound=True``) differentiates the task
+        losses with respect to it. It carries the forward pass's graph, so a copy or pickle of
+        the model starts without it.
+        """
+        return getattr(self, "_last_representation", None)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        if "_last_representation" in state:
+            state["_last_representation"] = None
+        return state
 
     def regularization(self) -> torch.Tensor | None:
         """An extra term added to the training loss (``None``: no term).

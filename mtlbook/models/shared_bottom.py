@@ -61,5 +61,6 @@ class SharedBottom(MultiTaskModel):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         h = self.representation(batch)  # [batch, units]
+        self._last_representation = h  # read by shared_representation() (MGDA-UB)
         out = self.towers(h).squeeze(-1)  # [tasks, batch]
         return dict(zip(self.task_names, out, strict=True))

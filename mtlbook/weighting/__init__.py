@@ -2,5 +2,19 @@
 :mod:`mtlbook.models`."""
 
 from .base import EqualWeight, Weighting
+from .cagrad import CAGrad
+from .dwa import DWA
+from .famo import FAMO
+from .fixed import FixedWeights
+from .gradnorm import GradNorm
+from .imtl import IMTL
+from .mgda import MGDA
+from .pcgrad import PCGrad
+from .rlw import RLW
+from .scheduled import ScheduledWeights
+from .uncertainty import UncertaintyWeighting
 
 __all__ = ["EqualWeight", "Weighting"]
+__all__ += ["DWA", "FAMO", "RLW", "FixedWeights", "ScheduledWeights",  # loss-based
+            "UncertaintyWeighting"]
+__all__ += ["IMTL", "MGDA", "CAGrad", "GradNorm", "PCGrad"]  # gradient-based

@@ -23,8 +23,9 @@ class Weighting(ABC):
     """Base class of loss-weighting strategies.
 
     Lifecycle, driven by :func:`mtlbook.fit`: :meth:`setup` once before training (a strategy may
-    create its own learnable parameters there), :meth:`backward` every step, and
-    :meth:`epoch_end` after every epoch with the mean training loss of each task.
+    create its own learnable parameters there), :meth:`backward` every step, :meth:`after_step`
+    after each optimiser step, and :meth:`epoch_end` after every epoch with the mean training
+    loss of each task. :attr:`weights` are the weights the latest step applied.
     """
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
@@ -38,6 +39,10 @@ class Weighting(ABC):
 
         Returns the combined scalar loss (detached use only: for logging).
         """
+
+    def after_step(self, model: nn.Module, batch) -> None:  # noqa: B027
+        """Called right after each optimiser step with the step's batch (FAMO measures the
+        decrease of the losses on it); does nothing by default."""
 
     def epoch_end(self, epoch: int, train_losses: Mapping[str, float]) -> None:  # noqa: B027
         """Called after every epoch with the mean training loss of each task."""
