@@ -22,8 +22,10 @@ from .data import MultiTaskData, Schema
 from .metrics import LOWER_IS_BETTER, evaluate
 from .models.base import MultiTaskModel
 from .training import fit
+from .weighting import Weighting
 
-__all__ = ["PerTask", "correlation_sweep", "mean_interval", "mtl_gain", "repeat_fits"]
+__all__ = ["PerTask", "correlation_sweep", "mean_interval", "mtl_gain", "repeat_fits",
+           "time_overhead"]
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,12 @@ def repeat_fits(
     *,
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
     transform_train: Callable[[MultiTaskData, int], MultiTaskData] | None = None,
+    weightings: Mapping[str, Callable[[], Weighting]] | None = None,
     progress: bool = False,
     **fit_kwargs,
 ) -> pd.DataFrame:
-    """Train every model on every seed and report test metrics at the validation-best epoch.
+    """Train every model (under every weighting) on every seed and report test metrics at the
+    validation-best epoch.
 
     Args:
         make_data: ``seed → MultiTaskData``; called once per seed.
@@ -59,12 +63,17 @@ def repeat_fits(
         transform_train: optional ``(train, seed) → train`` applied to the training split only,
             e.g. ``lambda d, s: d.subsample_labels("task2", 0.1, seed=s)`` to make a task sparse
             while validation and test keep all labels.
+        weightings: optional name → ``() → Weighting``: each model is trained once per
+            strategy, with a fresh strategy object per fit (strategies keep state). Without
+            it, every fit uses equal weights and the ``weighting`` column reads ``"equal"``.
+            :class:`PerTask` models have one task each, so they are trained once and their
+            rows repeated under every strategy name.
         progress: show a progress bar over seeds.
         **fit_kwargs: passed to :func:`mtlbook.fit` (``epochs``, ``lr``, ...).
 
     Returns:
-        Tidy DataFrame with columns ``model, seed, task, metric, value, best_epoch,
-        train_seconds``.
+        Tidy DataFrame with columns ``model, weighting, seed, task, metric, value, best_epoch,
+        epochs_run, train_seconds`` (``train_seconds`` includes the per-epoch validation).
     """
     from tqdm.auto import tqdm
 
@@ -72,6 +81,9 @@ def repeat_fits(
         raise ValueError("models must name at least one model factory")
     if len(fractions) != 3:
         raise ValueError(f"fractions must be (train, valid, test), got {fractions!r}")
+    if "weighting" in fit_kwargs:
+        raise ValueError("pass strategies as weightings={name: factory}, not weighting=...")
+    strategies = dict(weightings) if weightings else {"equal": lambda: None}
     fit_kwargs.setdefault("progress", False)
     frames = []
     for seed in tqdm(list(seeds), desc="seeds", disable=not progress, leave=False):
@@ -83,16 +95,27 @@ def repeat_fits(
                 parts = [(factory.factory, [t]) for t in train.task_names]
             else:
                 parts = [(factory, list(train.task_names))]
-            for make_model, tasks in parts:
+            if isinstance(factory, PerTask):
+                # One task per model: a weighting has nothing to balance. Train each once
+                # and report the same rows under every strategy name, so gains stay paired.
+                runs = [(part, None, list(strategies)) for part in parts]
+            else:
+                runs = [(parts[0], make, [strategy]) for strategy, make in strategies.items()]
+            for (make_model, tasks), make_weighting, labels in runs:
                 tr, va, te = (d.select_tasks(tasks) if len(parts) > 1 else d
                               for d in (train, valid, test))
                 model = make_model(tr.schema, seed)
-                result = fit(model, tr, va, seed=seed, **fit_kwargs)
-                frames.append(evaluate(model, te).assign(
-                    model=name, seed=seed, best_epoch=result.best_epoch,
-                    train_seconds=result.train_seconds))
+                weighting = None if make_weighting is None else make_weighting()
+                result = fit(model, tr, va, seed=seed, weighting=weighting, **fit_kwargs)
+                metrics = evaluate(model, te)
+                frames += [metrics.assign(model=name, weighting=label, seed=seed,
+                                          best_epoch=result.best_epoch,
+                                          epochs_run=result.epochs_run,
+                                          train_seconds=result.train_seconds)
+                           for label in labels]
     out = pd.concat(frames, ignore_index=True)
-    return out[["model", "seed", "task", "metric", "value", "best_epoch", "train_seconds"]]
+    return out[["model", "weighting", "seed", "task", "metric", "value", "best_epoch",
+                "epochs_run", "train_seconds"]]
 
 
 def mean_interval(df: pd.DataFrame, by: Sequence[str], value: str = "value",
@@ -129,6 +152,10 @@ def mtl_gain(df: pd.DataFrame, baseline: str, *, by: Sequence[str] = (),
     if baseline not in set(df["model"]):
         raise ValueError(f"baseline {baseline!r} not among the models {sorted(set(df['model']))}")
     keys = [*by, "seed", "task", "metric"]
+    if "weighting" in df.columns and "weighting" not in keys:
+        if df["weighting"].nunique() > 1:
+            raise ValueError("the results mix several weightings; compare models under one "
+                             "weighting (filter df) or pass by=['weighting', ...]")
     base = df[df["model"] == baseline].set_index(keys)["value"]
     others = df[df["model"] != baseline]
     joined = others.join(base.rename("baseline"), on=keys)
@@ -172,3 +199,26 @@ def correlation_sweep(
             models, seeds, transform_train=transform, **fit_kwargs)
         frames.append(frame.assign(correlation=float(p)))
     return pd.concat(frames, ignore_index=True)
+
+
+def time_overhead(results: pd.DataFrame, baseline: str = "equal",
+                  column: str = "weighting") -> pd.DataFrame:
+    """Training time per epoch of each ``column`` value (e.g. weighting strategy) relative to
+    ``baseline``, paired by seed (and model): median and range of the per-seed ratios.
+
+    Per epoch, because early stopping lets runs last different numbers of epochs.
+    ``results`` is the output of :func:`repeat_fits`; ``train_seconds`` is repeated on every
+    metric row of a fit, so each fit is counted once.
+    """
+    if baseline not in set(results[column]):
+        raise ValueError(f"baseline {baseline!r} not among {sorted(set(results[column]))}")
+    fits = results.drop_duplicates(["model", column, "seed"])[
+        ["model", column, "seed", "train_seconds", "epochs_run"]].copy()
+    fits["epoch_seconds"] = fits["train_seconds"] / fits["epochs_run"]
+    base = fits[fits[column] == baseline].set_index(["model", "seed"])["epoch_seconds"]
+    fits = fits.join(base.rename("baseline_seconds"), on=["model", "seed"])
+    fits["ratio"] = fits["epoch_seconds"] / fits["baseline_seconds"]
+    return (fits.groupby(["model", column], sort=False)
+            .agg(epoch_seconds=("epoch_seconds", "median"), ratio=("ratio", "median"),
+                 ratio_min=("ratio", "min"), ratio_max=("ratio", "max"))
+            .reset_index())
