@@ -5,7 +5,7 @@ The two axes of a multi-task model are independent: an architecture from
 :func:`fit`. Data come from :mod:`mtlbook.data`; :func:`evaluate` scores a trained model.
 """
 
-from . import data, models, weighting
+from . import data, diagnostics, models, weighting
 from .data import MultiTaskData, make_correlated_tasks, simulate_funnel
 from .metrics import evaluate, gauc, score_predictions
 from .training import Callback, FitResult, fit
@@ -19,6 +19,7 @@ __all__ = [
     "MultiTaskData",
     "count_parameters",
     "data",
+    "diagnostics",
     "evaluate",
     "fit",
     "gauc",
