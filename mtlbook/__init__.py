@@ -6,6 +6,7 @@ The two axes of a multi-task model are independent: an architecture from
 """
 
 from . import data, diagnostics, models, weighting
+from .compare import CompareResult, compare
 from .data import MultiTaskData, make_correlated_tasks, simulate_funnel
 from .metrics import evaluate, gauc, score_predictions
 from .training import Callback, FitResult, fit
@@ -15,8 +16,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Callback",
+    "CompareResult",
     "FitResult",
     "MultiTaskData",
+    "compare",
     "count_parameters",
     "data",
     "diagnostics",

@@ -35,6 +35,15 @@ import seaborn as sns
 import torch
 from scipy.stats import rankdata
 
+# The comparison-based diagnostics live in mtlbook.compare (they train models over seeds);
+# they are part of the diagnostics toolbox too.
+from .compare import (
+    negative_transfer,
+    pareto_front,
+    plot_negative_transfer,
+    plot_seesaw,
+    seesaw,
+)
 from .data import Batch, MultiTaskData
 from .models.base import MultiTaskModel
 from .training import Callback
@@ -46,11 +55,16 @@ __all__ = [
     "expert_utilization",
     "gate_weights",
     "gradient_conflict",
+    "negative_transfer",
     "pairwise_cosine",
+    "pareto_front",
     "plot_expert_utilization",
     "plot_gate_heatmap",
     "plot_gradient_conflict",
+    "plot_negative_transfer",
+    "plot_seesaw",
     "plot_task_relatedness",
+    "seesaw",
     "task_relatedness",
 ]
 
