@@ -10,9 +10,8 @@ a gated mixture of the outputs of ``n`` experts ``E_i`` (Jacobs et al., *Neural 
 1991; Ma et al., KDD 2018). They differ in which experts a gate may choose from and in how the
 weights ``w_g`` are made. The pieces here keep that computation free of Python loops:
 
-* :class:`StackedExperts` — every expert of a layer as one stacked weight tensor per layer,
-  evaluated by one matrix multiply (one GEMM when all experts read the same input, else one
-  batched GEMM);
+* :class:`StackedExperts` — the experts as one stacked weight tensor per layer, evaluated by
+  one batched matrix multiply per layer;
 * :class:`SoftmaxGates` — any number of softmax gates as one linear layer, each gate restricted
   to its own subset of the experts by a mask applied before the softmax;
 * :func:`mix` — the weighted sums of all gates at once.
@@ -32,15 +31,15 @@ __all__ = ["SoftmaxGates", "StackedExperts", "mix"]
 
 
 class StackedExperts(nn.Module):
-    """``len(names)`` expert MLPs of identical shape, evaluated as one stacked weight tensor per
-    layer: one GEMM per layer when every expert reads the same input, one batched GEMM when not.
+    """``len(names)`` expert MLPs of identical shape: one stacked ``[experts, in, out]`` weight
+    tensor and one batched matrix multiply (``baddbmm``) per layer.
 
     Every layer, the last one included, is followed by ReLU (and dropout), as the experts of
-    the MMoE and PLE papers are. The input is ``[batch, in_dim]`` (every expert reads it) or
-    ``[n_sources, batch, in_dim]``, several representations of which expert ``i`` reads number
-    ``sources[i]`` (PLE above its first level: a task's experts read that task's output of the
-    level below, the shared experts the shared output). The output is
-    ``[n_experts, batch, units[-1]]``.
+    the MMoE and PLE papers are. The input is ``[batch, in_dim]`` (every expert reads it, as a
+    stride-0 view: no copy) or ``[n_sources, batch, in_dim]``, several representations of
+    which expert ``i`` reads number ``sources[i]`` (PLE above its first level: a task's
+    experts read that task's output of the level below, the shared experts the shared
+    output). The output is ``[n_experts, batch, units[-1]]``.
 
     The parameters may be split into consecutive groups of experts (``groups``), each a
     :class:`~mtlbook.models.ParallelMLP` holding ``[group size, in, out]`` weights per layer, so
@@ -57,7 +56,15 @@ class StackedExperts(nn.Module):
         sources: for a 3-D input, the index of the representation each expert reads.
         groups: sizes of the consecutive parameter groups (default: one group of all experts).
         dropout: dropout probability after each activation.
+
+    Attributes:
+        single_gemm: multiply a 2-D input by the first layer of every expert as one ``[batch,
+            in] @ [in, experts × out]`` GEMM instead of expanding it to every expert. Off by
+            default; :func:`~mtlbook.population.fit_population` turns it on, because under
+            ``torch.vmap`` the expanded input would be copied once per expert and member.
     """
+
+    single_gemm: bool = False
 
     def __init__(self, in_dim: int, units: Sequence[int], names: Sequence[str],
                  sources: Sequence[int] | None = None, groups: Sequence[int] | None = None,
@@ -98,22 +105,27 @@ class StackedExperts(nn.Module):
                 for pairs in layers]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = self.stacked()
         if x.dim() == 3:
             if self.sources is None:
                 raise ValueError("a 3-D input needs the experts' sources (StackedExperts(..., "
                                  "sources=[...]))")
             x = x.index_select(0, self.sources)  # [experts, batch, in]
-        if len(self.groups) == 1:
-            return self.groups[0](x)  # [experts, batch, units]
-        for w, b in self.stacked():
-            if x.dim() == 2:  # one GEMM: [batch, in] @ [in, experts * out]
-                n, d_in, d_out = w.shape
-                flat = torch.addmm(b.reshape(1, n * d_out), x,
-                                   w.permute(1, 0, 2).reshape(d_in, n * d_out))
-                x = flat.view(-1, n, d_out).transpose(0, 1)  # [experts, batch, out]
-            else:
-                x = torch.baddbmm(b, x, w)  # [experts, batch, out]
-            x = self.dropout(torch.relu(x))
+        elif self.single_gemm:
+            w, b = layers.pop(0)
+            n, d_in, d_out = w.shape
+            flat = torch.addmm(b.reshape(1, n * d_out), x,
+                               w.permute(1, 0, 2).reshape(d_in, n * d_out))  # [batch, n * out]
+            x = self.dropout(flat.relu_()).view(-1, n, d_out).transpose(0, 1)  # [n, batch, out]
+        else:
+            # Every expert reads the same input: a stride-0 view, no copy. Keeping every layer
+            # in the [experts, batch, units] layout keeps the activations and their gradients
+            # contiguous (one [batch, in] @ [in, experts * out] GEMM, as ParallelMLP does for a
+            # 2-D input, leaves the first layer's output transposed, which measurably slows the
+            # ReLU and every op of the backward pass below it).
+            x = x.expand(self.n_experts, -1, -1)  # [experts, batch, in]
+        for w, b in layers:
+            x = self.dropout(torch.relu_(torch.baddbmm(b, x, w)))  # [experts, batch, out]
         return x  # [experts, batch, units]
 
     def extra_repr(self) -> str:
@@ -203,28 +215,95 @@ class SoftmaxGates(nn.Module):
 
 
 class _BatchedMix(torch.autograd.Function):
-    """``out[b] = w[b] @ h[b]`` for ``w [batch, gates, experts]``, ``h [batch, experts, units]``.
+    """``out[:, b] = w[b] @ h[:, b]`` for ``w [batch, gates, experts]`` and ``h [experts, batch,
+    units]``, returning ``[gates, batch, units]``; the core of :func:`mix`.
 
-    A batched matrix product, like ``torch.bmm``, whose backward hands ``bmm`` contiguous
-    operands: autograd's own backward of ``bmm`` passes transposed views, which for thousands
-    of tiny matrices the CPU kernel multiplies one matrix at a time.
+    A batched matrix product over the samples, with a hand-written backward so that every
+    operand ``bmm`` sees is a batch of row-major matrices and every tensor handed back to
+    autograd (the output, the gradient of ``h``) is contiguous in the ``[·, batch, units]``
+    layout the experts and towers use. Autograd's own backward of ``bmm`` would pass
+    column-major views, which the CPU kernel, for thousands of tiny matrices, multiplies one at
+    a time, and a transposed gradient slows every elementwise op below it. Only ``[batch,
+    gates, ·]`` tensors and the gradient of ``h`` are copied into a new layout.
+
+    Under ``torch.vmap`` (a population of models, :mod:`mtlbook.population`) :meth:`vmap` runs
+    :class:`_MembersMix` once for all members.
     """
 
     @staticmethod
-    def forward(ctx, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        w, h = w.contiguous(), h.contiguous()
-        ctx.save_for_backward(w, h)
-        return torch.bmm(w, h)  # [batch, gates, units]
+    def forward(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        # h.transpose(0, 1) is a valid strided batch of row-major [experts, units] matrices
+        # (leading dimension batch * units): bmm reads it in place, no copy.
+        out = torch.bmm(w.contiguous(), h.transpose(0, 1))  # [batch, gates, units]
+        return out.transpose(0, 1).contiguous()  # [gates, batch, units]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        w, h = inputs
+        ctx.save_for_backward(w.contiguous(), h)  # w: [batch, gates, experts]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         w, h = ctx.saved_tensors
-        grad = grad.contiguous()
+        grad = grad.transpose(0, 1).contiguous()  # [batch, gates, units]
         grad_w = grad_h = None
-        if ctx.needs_input_grad[0]:
-            grad_w = torch.bmm(grad, h.transpose(1, 2).contiguous())  # [batch, gates, experts]
+        if ctx.needs_input_grad[0]:  # (h @ gradᵀ)ᵀ: transposes the small grad, not h
+            grad_w = torch.bmm(h.transpose(0, 1), grad.transpose(1, 2).contiguous())  # [b, e, g]
+            grad_w = grad_w.transpose(1, 2)  # [batch, gates, experts]
         if ctx.needs_input_grad[1]:
             grad_h = torch.bmm(w.transpose(1, 2).contiguous(), grad)  # [batch, experts, units]
+            grad_h = grad_h.transpose(0, 1).contiguous()  # [experts, batch, units]
+        return grad_w, grad_h
+
+    @staticmethod
+    def vmap(info, in_dims, w: torch.Tensor, h: torch.Tensor):
+        n = info.batch_size  # members of the population
+        w = w.movedim(in_dims[0], 0) if in_dims[0] is not None else w.expand(n, *w.shape)
+        h = h.movedim(in_dims[1], 0) if in_dims[1] is not None else h.expand(n, *h.shape)
+        return _MembersMix.apply(w, h), 0  # [members, gates, batch, units]
+
+
+class _MembersMix(torch.autograd.Function):
+    """:class:`_BatchedMix` for a population of models: ``out[m, g, b] = Σ_i w[m, b, g, i] ·
+    h[m, i, b]`` for ``w [members, batch, gates, experts]`` and ``h [members, experts, batch,
+    units]``, returning ``[members, gates, batch, units]``.
+
+    It works in the sample-major layout ``[members, batch, ·, units]`` in which one GEMM leaves
+    the experts (:attr:`StackedExperts.single_gemm`), so ``h`` is read in place and its
+    gradient returns in the same layout. With members × batch tiny matrices, ``bmm`` spends its
+    time per matrix; only the gradient of ``w`` is faster as one, the mixture and the gradient
+    of ``h`` are elementwise products summed over the experts or gates (a loop over gates).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        h = h.transpose(1, 2)  # [members, batch, experts, units]
+        out = torch.stack([(w[:, :, g, :, None] * h).sum(2)  # [members, batch, units]
+                           for g in range(w.shape[2])], dim=2)  # [members, batch, gates, units]
+        return out.transpose(1, 2)  # [members, gates, batch, units]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        w, h = ctx.saved_tensors
+        n_members, n_batch, n_gates, n_experts = w.shape
+        h, grad = h.transpose(1, 2), grad.transpose(1, 2)  # [members, batch, ·, units]
+        grad_w = grad_h = None
+        if ctx.needs_input_grad[0]:  # grad @ hᵀ per sample: [gates, units] @ [units, experts]
+            samples = n_members * n_batch
+            grad_w = torch.bmm(grad.reshape(samples, n_gates, -1),
+                               h.reshape(samples, n_experts, -1).transpose(1, 2))
+            grad_w = grad_w.view(n_members, n_batch, n_gates, n_experts)
+        if ctx.needs_input_grad[1]:  # Σ over gates of w · grad
+            grad_h = w[:, :, 0, :, None] * grad[:, :, 0, None]  # [members, batch, experts, u]
+            for g in range(1, n_gates):
+                grad_h.addcmul_(w[:, :, g, :, None], grad[:, :, g, None])
+            grad_h = grad_h.transpose(1, 2)  # [members, experts, batch, units]
         return grad_w, grad_h
 
 
@@ -236,7 +315,6 @@ def mix(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
         experts: ``[experts, batch, units]`` expert outputs (as :class:`StackedExperts` returns).
 
     Returns:
-        ``[gates, batch, units]``.
+        ``[gates, batch, units]``, contiguous.
     """
-    out = _BatchedMix.apply(weights, experts.transpose(0, 1))  # [batch, gates, units]
-    return out.transpose(0, 1)  # [gates, batch, units]
+    return _BatchedMix.apply(weights, experts)  # [gates, batch, units]
