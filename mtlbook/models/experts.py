@@ -280,9 +280,9 @@ class _MembersMix(torch.autograd.Function):
     @staticmethod
     def forward(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         h = h.transpose(1, 2)  # [members, batch, experts, units]
-        out = torch.stack([(w[:, :, g, :, None] * h).sum(2)  # [members, batch, units]
-                           for g in range(w.shape[2])], dim=2)  # [members, batch, gates, units]
-        return out.transpose(1, 2)  # [members, gates, batch, units]
+        w = w.permute(2, 0, 1, 3).unsqueeze(-1).contiguous()  # [gates, members, batch, e, 1]
+        out = torch.stack([(w_g * h).sum(2) for w_g in w])  # [gates, members, batch, units]
+        return out.transpose(0, 1)  # [members, gates, batch, units]
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -300,9 +300,10 @@ class _MembersMix(torch.autograd.Function):
                                h.reshape(samples, n_experts, -1).transpose(1, 2))
             grad_w = grad_w.view(n_members, n_batch, n_gates, n_experts)
         if ctx.needs_input_grad[1]:  # Σ over gates of w · grad
-            grad_h = w[:, :, 0, :, None] * grad[:, :, 0, None]  # [members, batch, experts, u]
+            w = w.permute(2, 0, 1, 3).unsqueeze(-1).contiguous()  # [gates, members, batch, e, 1]
+            grad_h = w[0] * grad[:, :, 0, None]  # [members, batch, experts, units]
             for g in range(1, n_gates):
-                grad_h.addcmul_(w[:, :, g, :, None], grad[:, :, g, None])
+                grad_h.addcmul_(w[g], grad[:, :, g, None])
             grad_h = grad_h.transpose(1, 2)  # [members, experts, batch, units]
         return grad_w, grad_h
 

@@ -1,0 +1,329 @@
+"""fit_population(): per seed the same numbers as separate fit() runs, per-member model
+selection and early stopping, per-member Adam, clear errors for what it cannot do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import mtlbook as mb
+import mtlbook.models as models
+from mtlbook.data import MultiTaskData
+from mtlbook.metrics import _binary_metrics, _regression_metrics
+from mtlbook.models import MMoE, SharedBottom
+from mtlbook.models.experts import StackedExperts, mix
+from mtlbook.population import PopulationResult, _member_metrics, fit_population
+
+# float32 and batched matrix products that sum in another order: the runs agree to rounding.
+RTOL, ATOL = 1e-4, 1e-5
+# Weights (of order 1) after tens of Adam steps, which turn rounding differences in tiny
+# gradient entries into steps of up to lr-size: a few 1e-5 apart.
+WEIGHT_ATOL = 1e-4
+SEEDS = (3, 11, 4)
+FAST = {"batch_size": 128, "lr": 1e-2, "device": "cpu"}
+
+
+def _small(cls):
+    if cls is MMoE:
+        return lambda schema, seed: MMoE(schema, n_experts=3, expert_units=(8,),
+                                         tower_units=(4,), seed=seed)
+    return lambda schema, seed: SharedBottom(schema, bottom_units=(16,), tower_units=(8,),
+                                             seed=seed)
+
+
+def _fit(factory, train, valid, seed, **kwargs):
+    return mb.fit(factory(train.schema, seed), train, valid, seed=seed, progress=False, **kwargs)
+
+
+def _member_history(result: PopulationResult, member: int) -> pd.DataFrame:
+    rows = result.history[result.history["member"] == member]
+    assert (rows["seed"] == result.seeds[member]).all()
+    return rows.drop(columns=["member", "seed"]).reset_index(drop=True)
+
+
+def _assert_same_run(result: PopulationResult, member: int, separate: mb.FitResult) -> None:
+    """Member ``member`` of the population is the separate run, to rounding."""
+    ours, theirs = _member_history(result, member), separate.history
+    keys = ["epoch", "split", "task", "metric"]
+    pd.testing.assert_frame_equal(ours[keys], theirs[keys])
+    np.testing.assert_allclose(ours["value"], theirs["value"], rtol=RTOL, atol=ATOL)
+    summary = result.summary.loc[member]
+    assert summary["best_epoch"] == separate.best_epoch
+    assert summary["epochs_run"] == separate.epochs_run
+    assert summary["best_score"] == pytest.approx(separate.best_score, rel=RTOL, abs=ATOL)
+    model = result.model(member)
+    assert type(model) is type(separate.model) and not model.training
+    for (name, p), q in zip(model.named_parameters(), separate.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=RTOL, atol=WEIGHT_ATOL, msg=name)
+
+
+@pytest.fixture(scope="module")
+def correlated_parts(correlated_small):
+    return correlated_small.split((0.7, 0.3), seed=0)
+
+
+@pytest.fixture(scope="module")
+def funnel_parts(funnel_small):
+    """Categorical and dense features, a masked regression task (dwell time)."""
+    return funnel_small.split((0.7, 0.3), seed=0)
+
+
+@pytest.fixture(scope="module")
+def binary_parts(correlated_binary):
+    return correlated_binary.split((0.5, 0.5), seed=0)
+
+
+# ---------------------------------------------------------------- the same runs as fit()
+
+
+@pytest.mark.parametrize("cls", [SharedBottom, MMoE])
+@pytest.mark.parametrize("parts", ["correlated_parts", "funnel_parts"])
+def test_members_are_separate_fit_runs(cls, parts, request):
+    train, valid = request.getfixturevalue(parts)
+    factory = _small(cls)
+    result = fit_population(lambda s: factory(train.schema, s), train, valid, SEEDS,
+                            epochs=3, **FAST)
+    assert isinstance(result, PopulationResult) and len(result) == len(SEEDS)
+    assert result.seeds == SEEDS and result.train_seconds > 0
+    assert list(result.history.columns) == ["member", "seed", "epoch", "split", "task",
+                                            "metric", "value"]
+    for member, seed in enumerate(SEEDS):
+        _assert_same_run(result, member, _fit(factory, train, valid, seed, epochs=3, **FAST))
+    # Different seeds, different members.
+    first, second = result.model(0), result.model(1)
+    assert not torch.equal(next(first.parameters()), next(second.parameters()))
+
+
+def test_early_stopping_and_best_epoch_per_member(binary_parts):
+    train, valid = binary_parts
+    factory = _small(SharedBottom)
+    seeds = range(6)
+    settings = {"epochs": 12, "batch_size": 128, "lr": 3e-2, "early_stopping": 2,
+                "monitor": "task1:auc", "device": "cpu"}
+    result = fit_population(lambda s: factory(train.schema, s), train, valid, seeds,
+                            **settings)
+    summary = result.summary
+    # The members stop at different epochs (some never), each after 2 epochs without a better
+    # validation AUC; rows stop with them.
+    assert summary["epochs_run"].nunique() > 2 and summary["epochs_run"].max() == 12
+    assert (summary["epochs_run"] - summary["best_epoch"] <= 2).all()
+    assert ((summary["epochs_run"] == 12) | (summary["epochs_run"] - summary["best_epoch"]
+                                             == 2)).all()
+    last = result.history.groupby("member")["epoch"].max()
+    assert (last.to_numpy() == summary["epochs_run"].to_numpy()).all()
+    for member, seed in enumerate(seeds):
+        _assert_same_run(result, member, _fit(factory, train, valid, seed, **settings))
+    # valid_metrics reads the member's best epoch.
+    best = result.valid_metrics(0)
+    assert best.loc["task1", "auc"] == pytest.approx(summary.loc[0, "best_score"])
+
+
+def test_evaluate_is_evaluate_of_each_member(funnel_parts):
+    train, valid = funnel_parts
+    factory = _small(MMoE)
+    result = fit_population(lambda s: factory(train.schema, s), train, valid, SEEDS,
+                            epochs=2, **FAST)
+    scores = result.evaluate(valid)
+    assert list(scores.columns) == ["member", "seed", "task", "metric", "value"]
+    for member, seed in enumerate(SEEDS):
+        ours = scores[scores["member"] == member].drop(columns=["member", "seed"])
+        theirs = mb.evaluate(result.model(member), valid)
+        pd.testing.assert_frame_equal(ours[["task", "metric"]].reset_index(drop=True),
+                                      theirs[["task", "metric"]])
+        np.testing.assert_allclose(ours["value"], theirs["value"], rtol=RTOL, atol=ATOL)
+        assert (scores.loc[scores["member"] == member, "seed"] == seed).all()
+
+
+@pytest.mark.parametrize("name", models.__all__)
+def test_every_model_family_vectorises(name, funnel_small, funnel_binary):
+    """Each architecture trains as a population and matches a separate fit (one epoch)."""
+    cls = getattr(models, name)
+    data = funnel_small if name not in ("ESMM", "AITM") else funnel_binary
+    train, valid = data.split((0.7, 0.3), seed=1)
+    seeds = (0, 1)
+    result = fit_population(lambda s: cls(train.schema, seed=s), train, valid, seeds,
+                            epochs=1, batch_size=256, device="cpu")
+    for member, seed in enumerate(seeds):
+        separate = mb.fit(cls(train.schema, seed=seed), train, valid, seed=seed, epochs=1,
+                          batch_size=256, device="cpu", progress=False)
+        np.testing.assert_allclose(_member_history(result, member)["value"],
+                                   separate.history["value"], rtol=1e-3, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the pieces
+
+
+@pytest.mark.parametrize("kernel", ["foreach", "fused"])
+def test_adam_on_stacked_parameters_is_adam_per_member(kernel):
+    torch.manual_seed(0)
+    stacked = torch.randn(4, 5, 3, requires_grad=True)
+    separate = [stacked[k].detach().clone().requires_grad_() for k in range(4)]
+    settings = {"lr": 1e-2, "weight_decay": 1e-3, kernel: True}
+    opt = torch.optim.Adam([stacked], **settings)
+    opts = [torch.optim.Adam([p], **settings) for p in separate]
+    for _ in range(5):
+        grads = torch.randn(4, 5, 3)
+        stacked.grad = grads.clone()
+        opt.step()
+        for k, (p, o) in enumerate(zip(separate, opts, strict=True)):
+            p.grad = grads[k].clone()
+            o.step()
+    for k in range(4):
+        assert torch.equal(stacked[k], separate[k])
+
+
+def test_single_gemm_experts_compute_the_same():
+    torch.manual_seed(0)
+    experts = StackedExperts(6, (5, 4), [f"shared/{i}" for i in range(3)], groups=(2, 1))
+    x = torch.randn(7, 6)
+    expected = experts(x)
+    expected_grads = torch.autograd.grad(expected.square().sum(), list(experts.parameters()))
+    experts.single_gemm = True
+    out = experts(x)
+    grads = torch.autograd.grad(out.square().sum(), list(experts.parameters()))
+    torch.testing.assert_close(out, expected)
+    for g, e in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, e)
+    assert not StackedExperts.single_gemm  # off for every other model
+
+
+@pytest.mark.parametrize("kind", ["binary", "regression"])
+def test_metrics_of_all_members_are_mtlbook_metrics(kind):
+    rng = np.random.default_rng(0)
+    n = 500
+    y = (rng.random(n) < 0.3).astype(float) if kind == "binary" else rng.standard_normal(n)
+    p = rng.random((4, n))
+    p[:, :40] = 0.5  # ties
+    p[0, 40:50] = 1.0  # clipped
+    groups = rng.integers(0, 20, n) if kind == "binary" else None
+    ours = _member_metrics(kind, y, p, groups)
+    for k in range(4):
+        theirs = (_binary_metrics(y, p[k], groups) if kind == "binary"
+                  else _regression_metrics(y, p[k]))
+        assert list(ours) == list(theirs)
+        for metric, value in theirs.items():
+            assert ours[metric][k] == pytest.approx(value, rel=1e-12, abs=1e-12), metric
+    single_class = _member_metrics("binary", np.zeros(n), p, None)
+    assert np.isnan(single_class["auc"]).all() and np.isfinite(single_class["logloss"]).all()
+
+
+def test_mix_under_vmap_matches_each_member_and_gradcheck():
+    torch.manual_seed(0)
+    w = torch.softmax(torch.randn(3, 5, 2, 4, dtype=torch.float64), -1).requires_grad_()
+    h = torch.randn(3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    ours = torch.vmap(mix)(w, h)  # [members, gates, batch, units]
+    theirs = torch.stack([mix(w[k], h[k]) for k in range(3)])
+    torch.testing.assert_close(ours, theirs)
+    assert torch.autograd.gradcheck(lambda w, h: torch.vmap(mix)(w, h), (w, h))
+    assert torch.autograd.gradcheck(lambda w, h: torch.vmap(mix, in_dims=(0, None))(w, h[0]),
+                                    (w, h))
+
+
+def test_gate_records_still_work_after_a_population(correlated_parts):
+    train, valid = correlated_parts
+    factory = _small(MMoE)
+    result = fit_population(lambda s: factory(train.schema, s), train, valid, SEEDS[:2],
+                            epochs=1, **FAST)
+    model = result.model(1)
+    model(next(iter(valid.loader(16, shuffle=False))))
+    records = model.gate_records()
+    assert len(records) == 2 and records[0].weights.shape == (16, 3)
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"seeds": []}, "at least one member"),
+    ({"seeds": [1, 2, 1]}, r"seeds \[1\] appear more than once"),
+    ({"seeds": 5}, r"range\(5\)"),
+    ({"seeds": [0.5]}, "must be integers"),
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"lr": 0.0}, "lr must be positive"),
+    ({"weight_decay": -1.0}, "weight_decay"),
+    ({"early_stopping": 0}, "early_stopping"),
+    ({"monitor": "task9:auc"}, "monitor must be"),
+    ({"monitor": "task1:auc"}, "not computed for regression"),
+])
+def test_bad_arguments_raise(correlated_parts, kwargs, match):
+    train, valid = correlated_parts
+    factory = _small(SharedBottom)
+    arguments = {"seeds": SEEDS, "epochs": 1, **kwargs}
+    seeds = arguments.pop("seeds")
+    with pytest.raises((ValueError, TypeError), match=match):
+        fit_population(lambda s: factory(train.schema, s), train, valid, seeds, **arguments)
+
+
+def test_bad_models_and_data_raise(correlated_parts, funnel_parts):
+    train, valid = correlated_parts
+    with pytest.raises(TypeError, match="make_model must be a callable"):
+        fit_population(SharedBottom(train.schema), train, valid, SEEDS)
+    with pytest.raises(TypeError, match="must return a mtlbook MultiTaskModel"):
+        fit_population(lambda s: torch.nn.Linear(2, 2), train, valid, SEEDS)
+    with pytest.raises(ValueError, match="different parameters"):
+        fit_population(lambda s: SharedBottom(train.schema, bottom_units=(8 + s,), seed=s),
+                       train, valid, SEEDS)
+    with pytest.raises(ValueError, match="one architecture"):
+        fit_population(lambda s: (SharedBottom if s == SEEDS[0] else MMoE)(train.schema),
+                       train, valid, SEEDS)
+    with pytest.raises(ValueError, match="does not support dropout"):
+        fit_population(lambda s: SharedBottom(train.schema, dropout=0.1, seed=s), train, valid,
+                       SEEDS)
+    with pytest.raises(ValueError, match="schema differs"):
+        fit_population(lambda s: SharedBottom(train.schema, seed=s), train, funnel_parts[1],
+                       SEEDS)
+    with pytest.raises(TypeError, match="valid must be a MultiTaskData"):
+        fit_population(lambda s: SharedBottom(train.schema, seed=s), train, None, SEEDS)
+    result = fit_population(lambda s: SharedBottom(train.schema, seed=s), train, valid,
+                            SEEDS[:1], epochs=1, **FAST)
+    with pytest.raises(IndexError, match=r"0 \.\. 0"):
+        result.model(1)
+    with pytest.raises(ValueError, match="schema differs"):
+        result.evaluate(funnel_parts[1])
+
+
+class _PythonNumber(SharedBottom):
+    """Turns a tensor into a Python number inside forward: impossible under vmap."""
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        scale = max(1.0, float(out["task1"].abs().max()))
+        return {name: value / scale for name, value in out.items()}
+
+
+class _HiddenState(SharedBottom):
+    """Keeps a seed-dependent tensor outside its parameters and buffers: vmap would silently
+    use the first member's for every member."""
+
+    def __init__(self, schema, seed=0):
+        super().__init__(schema, bottom_units=(8,), tower_units=(4,), seed=seed)
+        self.offset = torch.tensor(float(seed))
+
+    def forward(self, batch):
+        return {name: value + self.offset for name, value in super().forward(batch).items()}
+
+
+@pytest.mark.parametrize("cls, match", [(_PythonNumber, "does not run under torch.vmap"),
+                                        (_HiddenState, "differ from the model's own")])
+def test_models_that_cannot_be_vectorised_are_refused(correlated_parts, cls, match):
+    train, valid = correlated_parts
+    with pytest.raises(NotImplementedError, match=rf"{cls.__name__} cannot be trained as a "
+                                                   rf"vectorised population.*{match}"):
+        fit_population(lambda s: cls(train.schema, seed=s), train, valid, SEEDS, epochs=1)
+
+
+def test_nan_guard_names_the_member(correlated_small):
+    data = correlated_small
+    scaled = MultiTaskData(
+        dense=data.dense,
+        labels={"task1": data.labels["task1"], "task2": data.labels["task2"] * 1e25},
+        tasks=data.schema.tasks,
+        dense_names=data.schema.dense,
+    )
+    train, valid = scaled.split((0.8, 0.2), seed=0)
+    with pytest.raises(FloatingPointError, match=r"task 'task2' of member 0 \(seed 3\).*step 1"):
+        fit_population(lambda s: SharedBottom(train.schema, seed=s), train, valid, SEEDS,
+                       epochs=1, device="cpu")
