@@ -44,6 +44,9 @@ class MMoE(MultiTaskModel):
         seed: seed of the initial weights (``None``: use the global random state).
     """
 
+    #: One softmax gate shared by every task instead of one per task (:class:`OMoE`).
+    one_gate: bool = False
+
     def __init__(self, schema: Schema, n_experts: int = 4, expert_units: Sequence[int] = (64,),
                  tower_units: Sequence[int] = (32,), embedding_dim: int = 8,
                  dropout: float = 0.0, seed: int | None = 0) -> None:
@@ -53,11 +56,12 @@ class MMoE(MultiTaskModel):
         expert_units = _check_units("expert_units", expert_units)
         tower_units = _check_units("tower_units", tower_units) if tuple(tower_units) else ()
         n_tasks = len(schema.tasks)
+        n_gates = 1 if self.one_gate else n_tasks
         self.input = InputLayer(schema, embedding_dim)
         self.experts = StackedExperts(self.input.output_dim, expert_units,
                                       [f"shared/{i}" for i in range(n_experts)], dropout=dropout)
         self.gates = SoftmaxGates(self.input.output_dim,
-                                  torch.ones(n_tasks, n_experts, dtype=torch.bool))
+                                  torch.ones(n_gates, n_experts, dtype=torch.bool))
         self.towers = ParallelMLP(n_tasks, expert_units[-1], (*tower_units, 1), dropout=dropout)
         self.reset_parameters(seed)
 
@@ -70,9 +74,11 @@ class MMoE(MultiTaskModel):
         self._clear_gates()
         x = self.input(batch)  # [batch, input_dim]
         experts = self.experts(x)  # [experts, batch, units]
-        weights = self.gates(x)  # [batch, tasks, experts]
-        fused = mix(weights, experts)  # [tasks, batch, units]
-        for k, task in enumerate(self.task_names):
-            self._record_gate(0, task, self.experts.names, weights[:, k])
+        weights = self.gates(x)  # [batch, gates, experts]
+        fused = mix(weights, experts)  # [gates, batch, units]
+        for k, gate in enumerate(["shared"] if self.one_gate else self.task_names):
+            self._record_gate(0, gate, self.experts.names, weights[:, k])
+        if self.one_gate:  # OMoE: every task reads the one mixture
+            fused = fused.expand(len(self.task_names), -1, -1)  # [tasks, batch, units]
         out = self.towers(fused).squeeze(-1)  # [tasks, batch]
         return dict(zip(self.task_names, out, strict=True))
