@@ -10,6 +10,12 @@ prints the times and the speed-up, repeated and interleaved (population, sequent
 
     python benchmarks/bench_population.py                # 32 seeds, 3 epochs, 2 threads
     python benchmarks/bench_population.py --seeds 64 --epochs 5 --threads 1
+    python benchmarks/bench_population.py --harness      # mtlbook.compare, both trainers
+
+With ``--harness`` it times :func:`mtlbook.compare` instead (single-task, Shared-Bottom and
+MMoE on ``correlated:0.5``, every seed its own data): its default trainer, which trains each
+configuration's seeds as one population, against ``trainer=train_jobs`` (one ``fit`` per
+seed), and checks that the two tables agree.
 """
 
 from __future__ import annotations
@@ -31,6 +37,41 @@ def final_valid_loss(history) -> np.ndarray:
     return rows.sort_values("epoch").groupby("seed")["value"].last().to_numpy()
 
 
+def harness(args) -> None:
+    from mtlbook.experiments import train_jobs
+
+    settings = {"epochs": args.epochs, "batch_size": args.batch_size, "device": "cpu",
+                "n_samples": args.samples}
+    models = ["single", "shared_bottom", "mmoe"]
+
+    def run(**kwargs):
+        return mb.compare(models, "correlated:0.5", seeds=args.seeds, **settings, **kwargs)
+
+    run()  # warm-up
+    times: dict[str, list[float]] = {"population": [], "sequential": []}
+    for _ in range(args.repeats):
+        for name, kwargs in (("population", {}), ("sequential", {"trainer": train_jobs})):
+            start = time.perf_counter()
+            out = run(**kwargs).raw
+            times[name].append(time.perf_counter() - start)
+            if name == "population":
+                pop = out
+            else:
+                seq = out
+    diff = np.abs(pop["value"].to_numpy() - seq["value"].to_numpy())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); compare({models}, "
+          f"'correlated:0.5', seeds={args.seeds}), {args.samples} samples per seed (60/20/20), "
+          f"batch {args.batch_size}, {args.epochs} epochs, {args.repeats} repeats")
+    print(f"max |metric, population − sequential| over the table: {diff.max():.2e}; "
+          f"best epochs equal: {bool((pop['best_epoch'] == seq['best_epoch']).all())}")
+    for name, values in times.items():
+        print(f"{name:>10}: {statistics.median(values):7.2f} s "
+              f"(min {min(values):.2f}, max {max(values):.2f})")
+    ratios = [s / p for s, p in zip(times["sequential"], times["population"], strict=True)]
+    print(f"speed-up: {statistics.median(ratios):.1f}x (range {min(ratios):.1f}–"
+          f"{max(ratios):.1f}x over repeats)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=32)
@@ -39,8 +80,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--harness", action="store_true",
+                        help="time mtlbook.compare with both trainers instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.harness:
+        harness(args)
+        return
 
     n_valid = args.samples // 5
     data = mb.make_correlated_tasks(args.samples + n_valid, 0.5, seed=0)

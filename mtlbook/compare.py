@@ -89,9 +89,14 @@ def model_factory(cls: type[MultiTaskModel], **options: Any) -> Factory:
     """A ``(schema, seed) → model`` factory that builds ``cls(schema, seed=seed, **options)``.
 
     Example:
+        >>> import mtlbook as mb
+        >>> from mtlbook.experiments import PerTask
         >>> from mtlbook.models import MMoE, SingleTask
         >>> models = {"single": PerTask(model_factory(SingleTask)),
         ...           "MMoE-8": model_factory(MMoE, n_experts=8)}
+        >>> schema = mb.make_correlated_tasks(100, 0.5, n_features=4).schema
+        >>> models["MMoE-8"](schema, 0).experts.n_experts
+        8
     """
     if not (isinstance(cls, type) and issubclass(cls, MultiTaskModel)):
         raise TypeError(f"model_factory needs a model class, got {cls!r}")
@@ -520,7 +525,10 @@ def compare(
         n_samples: size of named data (default in :data:`DATA_NAMES`).
         **fit_kwargs: passed to :func:`~mtlbook.experiments.repeat_fits` and on to
             :func:`mtlbook.fit` (``epochs``, ``lr``, ``batch_size``, ``early_stopping``,
-            ``monitor``, ``transform_train``, ``trainer``, ...).
+            ``monitor``, ``transform_train``, ...). The seeds of each configuration train
+            together as one vectorised population where the model and weighting allow it
+            (:func:`~mtlbook.population.population_trainer`, the default ``trainer``);
+            ``trainer=mtlbook.experiments.train_jobs`` trains every fit separately.
 
     Returns:
         A :class:`CompareResult`; ``result.table()`` is the summary, ``result.gains("single")``
@@ -531,9 +539,13 @@ def compare(
             the valid ones), or a model that cannot be built for the data's tasks.
 
     Example:
+        >>> from mtlbook.compare import compare
         >>> result = compare(["single", "shared_bottom", "mmoe"], "correlated:0.5", seeds=3,
-        ...                  epochs=20, early_stopping=3)
-        >>> result.table(wide=True)
+        ...                  n_samples=600, epochs=3)
+        >>> sorted(result.raw["model"].unique())
+        ['mmoe', 'shared_bottom', 'single']
+        >>> table = result.table(wide=True)  # model × (task, metric): mean [interval]
+        >>> gains = result.gains("single")  # paired gains over the single-task models
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
@@ -542,8 +554,16 @@ def compare(
                 progress=progress, **fit_kwargs)
 
 
+def _vectorised(fit_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``fit_kwargs`` with the vectorised multi-seed trainer unless another one is given."""
+    from .population import population_trainer
+
+    return {"trainer": population_trainer, **fit_kwargs}
+
+
 def _run(plan: _Plan, *, fractions, metrics, confidence, csv, progress, **fit_kwargs
          ) -> CompareResult:
+    fit_kwargs = _vectorised(fit_kwargs)
     raw = repeat_fits(plan.make_data, plan.models, plan.seeds, fractions=fractions,
                       weightings=plan.weightings, progress=progress, **fit_kwargs)
     result = CompareResult(raw=raw, confidence=confidence, metrics=metrics,
@@ -571,7 +591,11 @@ def pareto_front(table: pd.DataFrame, maximize: Sequence[str] = (),
         minimize: columns where lower is better (MSE, log-loss).
 
     Example:
-        >>> pareto_front(summary, maximize=["click_auc"], minimize=["dwell_time_mse"])
+        >>> import pandas as pd
+        >>> summary = pd.DataFrame({"click_auc": [0.70, 0.72, 0.69],
+        ...                         "dwell_time_mse": [10.0, 12.0, 11.0]}, index=list("abc"))
+        >>> pareto_front(summary, maximize=["click_auc"], minimize=["dwell_time_mse"]).tolist()
+        [True, True, False]
     """
     maximize, minimize = list(maximize), list(minimize)
     if not maximize and not minimize:
@@ -635,12 +659,25 @@ def seesaw(
         seeds: the number of seeds or the seeds.
         split: ``"test"`` or ``"valid"`` (see above).
         fractions, n_samples, progress: as in :func:`compare`.
-        **fit_kwargs: passed to :func:`~mtlbook.experiments.repeat_fits` and :func:`mtlbook.fit`.
+        **fit_kwargs: passed to :func:`~mtlbook.experiments.repeat_fits` and :func:`mtlbook.fit`;
+            as in :func:`compare`, the seeds train as vectorised populations by default.
 
     Returns:
         Tidy DataFrame with one row per configuration × seed × task and columns
         ``configuration, model, weighting, ratio, seed, task, metric, value, split``
         (``ratio`` is NaN for equal weights and for the baseline).
+
+    Example:
+        >>> from mtlbook.compare import plot_seesaw, seesaw
+        >>> frame = seesaw(["shared_bottom", "mmoe"], "correlated:0.2", seeds=2,
+        ...                n_samples=600, epochs=3)
+        >>> sorted(frame["configuration"].unique())
+        ['mmoe', 'shared_bottom', 'single']
+        >>> swept = seesaw(["shared_bottom"], "correlated:0.2", ratios=[0.5, 2], seeds=2,
+        ...                n_samples=600, epochs=3)
+        >>> sorted(swept["configuration"].unique())
+        ['shared_bottom task1:task2=0.5:1', 'shared_bottom task1:task2=2:1', 'single']
+        >>> fig = plot_seesaw(frame)  # task1's MSE on x, task2's on y, single-task crosshairs
     """
     if "weightings" in fit_kwargs:
         raise ValueError("seesaw sweeps FixedWeights ratios; pass ratios=[...], not weightings")
@@ -672,6 +709,7 @@ def seesaw(
                 lambda weights=weights: FixedWeights(weights))
     frames = []
     cache: dict[int, MultiTaskData] = {}
+    fit_kwargs = _vectorised(fit_kwargs)
 
     def make_data(seed: int) -> MultiTaskData:  # both runs below see the same data per seed
         if seed not in cache:
@@ -796,6 +834,14 @@ def plot_seesaw(frame: pd.DataFrame, task_a: str | None = None, task_b: str | No
         baseline: the configuration drawn as crosshairs (``None``: none).
         confidence: interval level.
         ax: draw into these axes instead of a new figure.
+
+    Example:
+        >>> from mtlbook.compare import plot_seesaw, seesaw
+        >>> frame = seesaw(["shared_bottom", "mmoe"], "correlated:0.2", seeds=2,
+        ...                n_samples=600, epochs=3)
+        >>> fig = plot_seesaw(frame)
+        >>> fig.axes[0].get_xlabel()
+        'task1 MSE (test; ↓ better, axis reversed)'
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_rgba
@@ -956,6 +1002,16 @@ def negative_transfer(
         n_samples: size of named data.
         **fit_kwargs: passed to :func:`~mtlbook.experiments.repeat_fits` (``transform_train``,
             ``fractions``, ...) and :func:`mtlbook.fit` (``epochs``, ``lr``, ...).
+            As in :func:`compare`, the seeds train as vectorised populations by default.
+
+    Example:
+        >>> from mtlbook.compare import negative_transfer
+        >>> verdicts = negative_transfer("shared_bottom", "correlated:0.0", seeds=3,
+        ...                              n_samples=600, epochs=3)
+        >>> verdicts["task"].tolist()
+        ['task1', 'task2']
+        >>> set(verdicts["verdict"]) <= {"positive", "negative", "inconclusive"}
+        True
     """
     if isinstance(mtl_model, Mapping):
         if len(mtl_model) != 1:
@@ -981,7 +1037,7 @@ def negative_transfer(
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
     plan = _plan(models, data, weightings, seeds, n_samples, metrics)
     raw = repeat_fits(plan.make_data, plan.models, plan.seeds, weightings=plan.weightings,
-                      **fit_kwargs)
+                      **_vectorised(fit_kwargs))
     return summarise_transfer(raw, name, base_name, metrics, confidence)
 
 
@@ -992,6 +1048,12 @@ def plot_negative_transfer(frame: pd.DataFrame, ax: plt.Axes | None = None) -> p
     """The paired gain of each task with its interval, coloured by verdict, around 0.
 
     ``frame`` is the output of :func:`negative_transfer` or :func:`summarise_transfer`.
+
+    Example:
+        >>> from mtlbook.compare import negative_transfer, plot_negative_transfer
+        >>> verdicts = negative_transfer("shared_bottom", "correlated:0.0", seeds=3,
+        ...                              n_samples=600, epochs=3)
+        >>> fig = plot_negative_transfer(verdicts)
     """
     import matplotlib.pyplot as plt
 

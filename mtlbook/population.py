@@ -24,7 +24,16 @@ best epoch, early stopping and the restoration of the best weights are per membe
 :func:`mtlbook.fit`. It is made for experiments like the paper's trainability study; chapter
 12.3.3 of the book re-runs the paper's synthetic experiments.
 
-Limitations: equal loss weighting only; no dropout (a member's dropout masks could not be
+The members may share one data set (a trainability study: the seeds vary only the initial
+weights and the batch order) or each have their own of the same size (each seed's own draw
+and split, as :func:`mtlbook.experiments.repeat_fits` makes them). :func:`population_trainer`
+plugs this into :func:`~mtlbook.experiments.repeat_fits` and so into
+:func:`mtlbook.compare.compare`, :func:`~mtlbook.compare.seesaw` and
+:func:`~mtlbook.compare.negative_transfer`: the seeds of every configuration that allows it
+train as one population, the others one by one with :func:`mtlbook.fit`.
+
+Limitations: fixed loss weights only (equal, or :class:`~mtlbook.weighting.FixedWeights`'
+constants), not the adaptive strategies; no dropout (a member's dropout masks could not be
 those of its separate run); every member must have the same architecture. A model whose forward
 pass cannot run under ``torch.vmap``, or gives other results there than member by member, is
 refused with an error that names it (checked on a probe batch before training).
@@ -32,9 +41,11 @@ refused with an error that names it (checked on a probe batch before training).
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,13 +56,15 @@ from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
 from .data import Batch, MultiTaskData
+from .experiments import FitJob, FitOutcome, train_jobs
 from .metrics import gauc
 from .models.base import MultiTaskModel
 from .models.experts import StackedExperts
 from .training import _check_monitor
 from .utils import resolve_device
+from .weighting import EqualWeight, FixedWeights
 
-__all__ = ["PopulationResult", "fit_population"]
+__all__ = ["PopulationResult", "fit_population", "population_trainer"]
 
 _HISTORY = ["member", "seed", "epoch", "split", "task", "metric", "value"]
 _SCORES = ["member", "seed", "task", "metric", "value"]
@@ -61,19 +74,20 @@ _PROBE_RTOL, _PROBE_ATOL = 1e-3, 1e-5
 
 
 class _Losses(nn.Module):
-    """The loss part of one training step of :func:`mtlbook.fit` with equal weights:
-    per-task losses ``[tasks]`` and the total ``Σ_k L_k (+ regularization)``."""
+    """The loss part of one training step of :func:`mtlbook.fit` with fixed weights:
+    per-task losses ``[tasks]`` and the total ``Σ_k w_k L_k (+ regularization)``."""
 
-    def __init__(self, model: MultiTaskModel) -> None:
+    def __init__(self, model: MultiTaskModel, weights: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model = model
+        self.weights = weights  # [tasks] fixed loss weights, None: all 1
 
     def forward(self, dense, categorical, labels, masks):
         batch = Batch(dense, categorical, labels, masks)
         losses = self.model.task_losses(self.model(batch), batch)
         extra = self.model.regularization()
         values = torch.stack(list(losses.values()))  # [tasks]
-        total = values.sum()
+        total = values.sum() if self.weights is None else (self.weights * values).sum()
         if extra is not None:
             total = total + extra
         return values, total
@@ -95,13 +109,14 @@ class _Population:
     """The template module, the stacked parameters of the members still training and the
     vectorised functions that run them."""
 
-    def __init__(self, template: MultiTaskModel, params: dict[str, torch.Tensor]) -> None:
+    def __init__(self, template: MultiTaskModel, params: dict[str, torch.Tensor],
+                 weights: torch.Tensor | None = None) -> None:
         self.template = template
         for module in template.modules():  # vmap-friendly layout of the experts' first layer
             if isinstance(module, StackedExperts):
                 module.single_gemm = True
         self.params = params  # "model.<name>" -> [members, ...]
-        self._losses, self._predict = _Losses(template), _Predict(template)
+        self._losses, self._predict = _Losses(template, weights), _Predict(template)
 
     def losses(self, params, dense, categorical, labels, masks):
         """Per-member task losses ``[members, tasks]`` and totals ``[members]``; the batch
@@ -112,22 +127,55 @@ class _Population:
         return run(params, dense, categorical, labels, masks)
 
     @torch.no_grad()
-    def predict(self, params, data: MultiTaskData, device: torch.device, batch_size: int
-                ) -> dict[str, np.ndarray]:
-        """Every member's predictions on ``data``: task -> ``[members, n]`` float32 array."""
+    def predict(self, params, data: MultiTaskData | _MemberData, device: torch.device,
+                batch_size: int, members: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+        """Every member's predictions on ``data``: task -> ``[members, n]`` float32 array.
+
+        ``data`` is one data set that every member predicts, or a :class:`_MemberData` whose
+        rows ``members`` (the members in ``params``, in order) each member predicts on its own.
+        """
+        shared = isinstance(data, MultiTaskData)
+        dense_dim = None if shared or data.dense is None else 0
+        categorical_dim = None if shared or data.categorical is None else 0
         run = torch.vmap(lambda p, d, c: functional_call(self._predict, p, (d, c)),
-                         in_dims=(0, None, None), randomness="error")
+                         in_dims=(0, dense_dim, categorical_dim), randomness="error")
         was_training = self.template.training
         self.template.eval()
         chunks: dict[str, list[np.ndarray]] = {name: [] for name in self.template.task_names}
         try:
-            for batch in data.loader(batch_size, shuffle=False):
-                batch = batch.to(device)
-                for name, value in run(params, batch.dense, batch.categorical).items():
+            if shared:
+                batches = ((b.dense, b.categorical) for b in
+                           (batch.to(device) for batch in data.loader(batch_size, shuffle=False)))
+            else:
+                batches = data.chunks(members, batch_size, device)
+            for dense, categorical in batches:
+                for name, value in run(params, dense, categorical).items():
                     chunks[name].append(value.float().cpu().numpy())  # [members, chunk]
         finally:
             self.template.train(was_training)
         return {name: np.concatenate(parts, axis=1) for name, parts in chunks.items()}
+
+
+class _MemberData:
+    """One data set per member, all of the same schema and size, as stacked tensors: member
+    ``k``'s row ``i`` is row ``k * n + i`` of the concatenation."""
+
+    def __init__(self, parts: Sequence[MultiTaskData]) -> None:
+        self.parts = list(parts)
+        self.n = len(self.parts[0])
+        tensors = [part.tensors() for part in self.parts]
+        dense, categorical = tensors[0][0], tensors[0][1]
+        self.dense = None if dense is None else torch.cat([t[0] for t in tensors])
+        self.categorical = None if categorical is None else torch.cat([t[1] for t in tensors])
+
+    def chunks(self, members: torch.Tensor, batch_size: int, device: torch.device):
+        """``(dense, categorical)`` per chunk of rows, each ``[members, chunk, ...]``."""
+        base = members.to(torch.long).mul(self.n).unsqueeze(1)  # [members, 1]
+        for start in range(0, self.n, batch_size):
+            index = base + torch.arange(start, min(start + batch_size, self.n))
+            yield (None if self.dense is None else _rows(self.dense, index).to(device),
+                   None if self.categorical is None else
+                   _rows(self.categorical, index).to(device))
 
 
 def _rows(t: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
@@ -159,10 +207,17 @@ def _member_metrics(kind: str, y: np.ndarray, p: np.ndarray, groups: np.ndarray 
     return out
 
 
-def _score(predictions: dict[str, np.ndarray], data: MultiTaskData, members: Sequence[int],
-           seeds: Sequence[int]) -> list[tuple]:
+def _score(predictions: dict[str, np.ndarray], data: MultiTaskData | Sequence[MultiTaskData],
+           members: Sequence[int], seeds: Sequence[int]) -> list[tuple]:
     """``(member, seed, task, metric, value)`` rows: :func:`mtlbook.evaluate`'s metrics of
-    each member's predictions (row ``i`` of each array belongs to ``members[i]``)."""
+    each member's predictions (row ``i`` of each array belongs to ``members[i]``), on ``data``
+    or, given one data set per member, on ``data[member]``."""
+    if not isinstance(data, MultiTaskData):  # one data set per member: score them one by one
+        rows = []
+        for i, member in enumerate(members):
+            own = {name: p[i:i + 1] for name, p in predictions.items()}
+            rows += _score(own, data[member], [member], seeds)
+        return rows
     rows = []
     for task in data.schema.tasks:
         mask = data.mask(task.name)
@@ -230,17 +285,80 @@ class PopulationResult:
         rows = h[(h["member"] == member) & (h["split"] == "valid") & (h["epoch"] == epoch)]
         return rows.pivot(index="task", columns="metric", values="value")
 
-    def evaluate(self, data: MultiTaskData, batch_size: int = 1024) -> pd.DataFrame:
+    def evaluate(self, data: MultiTaskData | Sequence[MultiTaskData], batch_size: int = 1024
+                 ) -> pd.DataFrame:
         """Every member's metrics on ``data`` (e.g. the test split), at its best epoch.
 
-        Returns a tidy DataFrame with columns ``member, seed, task, metric, value``: for
-        each member the rows of ``mtlbook.evaluate(result.model(member), data)``.
+        Args:
+            data: one data set for every member, or one per member (in the order of
+                :attr:`seeds`), as the population was trained.
+            batch_size: members × ``batch_size`` samples are held at once.
+
+        Returns:
+            A tidy DataFrame with columns ``member, seed, task, metric, value``: for each
+            member ``k`` the rows of ``mtlbook.evaluate(result.model(k), data)`` (or of
+            ``data[k]``).
         """
-        self._population.template._check_data(data)
+        template = self._population.template
+        parts = _data_parts("data", data, len(self.seeds))
+        for part in parts:
+            template._check_data(part)
         members = range(len(self.seeds))
-        predictions = self._population.predict(self._population.params, data,
-                                               torch.device("cpu"), batch_size)
-        return pd.DataFrame(_score(predictions, data, members, self.seeds), columns=_SCORES)
+        source = parts[0] if len(parts) == 1 else _MemberData(parts)
+        predictions = self._population.predict(self._population.params, source,
+                                               torch.device("cpu"), batch_size,
+                                               torch.arange(len(self.seeds)))
+        scored = parts[0] if len(parts) == 1 else parts
+        return pd.DataFrame(_score(predictions, scored, members, self.seeds), columns=_SCORES)
+
+
+def _data_parts(name: str, data, n_members: int) -> list[MultiTaskData]:
+    """``[data]`` for one data set shared by every member, or the list of per-member data
+    sets, checked: one per member, the same schema and the same size."""
+    if isinstance(data, MultiTaskData):
+        return [data]
+    if isinstance(data, str | bytes) or not isinstance(data, Sequence):
+        raise TypeError(f"{name} must be a MultiTaskData or a sequence of them (one per seed), "
+                        f"got {type(data).__name__}")
+    parts = list(data)
+    bad = [type(p).__name__ for p in parts if not isinstance(p, MultiTaskData)]
+    if bad:
+        raise TypeError(f"{name} must hold MultiTaskData objects, got {bad[0]}")
+    if len(parts) != n_members:
+        raise ValueError(f"{name} holds {len(parts)} data sets for {n_members} seeds; give one "
+                         "per seed, or one MultiTaskData for all")
+    for i, part in enumerate(parts[1:], start=1):
+        if part.schema != parts[0].schema:
+            raise ValueError(f"{name}[{i}] has another schema than {name}[0]: the members of a "
+                             "population share one architecture, so their data share a schema")
+        if len(part) != len(parts[0]):
+            raise ValueError(f"{name}[{i}] has {len(part)} rows, {name}[0] {len(parts[0])}: a "
+                             "population's per-seed data sets must have the same size")
+    return parts
+
+
+def _task_weights(task_weights, task_names: Sequence[str]) -> list[float] | None:
+    """The fixed loss weights in task order (``None``: every weight 1), checked."""
+    if task_weights is None:
+        return None
+    if not isinstance(task_weights, Mapping):
+        raise TypeError(f"task_weights must be a mapping task -> weight, got "
+                        f"{type(task_weights).__name__}")
+    unknown = sorted(set(task_weights) - set(task_names))
+    missing = [t for t in task_names if t not in task_weights]
+    if unknown or missing:
+        raise ValueError(f"task_weights must give a weight for each task {list(task_names)}; "
+                         f"unknown {unknown}, missing {missing}")
+    values = []
+    for task in task_names:
+        w = task_weights[task]
+        if isinstance(w, bool) or not isinstance(w, int | float | np.floating | np.integer) \
+                or not math.isfinite(w) or w < 0:
+            raise ValueError(f"task_weights[{task!r}] must be a finite number ≥ 0, got {w!r}")
+        values.append(float(w))
+    if not any(values):
+        raise ValueError(f"every task weight is 0, so no task would be trained: {task_weights}")
+    return values
 
 
 def _check_arguments(seeds, epochs, batch_size, lr, weight_decay, early_stopping,
@@ -346,8 +464,8 @@ def _probe(population: _Population, members: list[MultiTaskModel], data: MultiTa
         model.train()
         model.zero_grad(set_to_none=True)
         with torch.set_grad_enabled(i in check):
-            own, own_total = _Losses(model)(batch.dense, batch.categorical, batch.labels,
-                                            batch.masks)
+            own, own_total = _Losses(model, population._losses.weights)(
+                batch.dense, batch.categorical, batch.labels, batch.masks)
         problem = None
         if not torch.allclose(values[i].detach(), own.detach(), _PROBE_RTOL, _PROBE_ATOL,
                               equal_nan=True):
@@ -405,10 +523,11 @@ class _Adam:
 
 def fit_population(
     make_model: Callable[[int], MultiTaskModel],
-    train: MultiTaskData,
-    valid: MultiTaskData,
+    train: MultiTaskData | Sequence[MultiTaskData],
+    valid: MultiTaskData | Sequence[MultiTaskData],
     seeds: Sequence[int],
     *,
+    task_weights: Mapping[str, float] | None = None,
     epochs: int = 10,
     batch_size: int = 256,
     lr: float = 1e-3,
@@ -429,9 +548,13 @@ def fit_population(
     Args:
         make_model: ``seed -> MultiTaskModel``, e.g. ``lambda s: MMoE(train.schema, seed=s)``;
             every member must have the same architecture and no dropout.
-        train: training data.
-        valid: validation data, the only data used for model selection and early stopping.
+        train: training data, shared by every member, or one data set per seed (same schema
+            and size; e.g. each seed's own draw and split), in the order of ``seeds``.
+        valid: validation data, the only data used for model selection and early stopping;
+            shared, or one per seed like ``train``.
         seeds: the members' seeds, distinct integers, e.g. ``range(200)``.
+        task_weights: fixed loss weights ``{task: w}`` (as
+            :class:`~mtlbook.weighting.FixedWeights`); default 1 for every task.
         epochs: maximum number of passes over ``train``.
         batch_size: mini-batch size.
         lr: Adam learning rate.
@@ -457,22 +580,38 @@ def fit_population(
             differently there (names the model).
         ValueError, TypeError: for bad arguments, data that do not match the model, members
             of different architectures, or dropout.
+
+    Example:
+        >>> import mtlbook as mb
+        >>> from mtlbook.models import MMoE
+        >>> from mtlbook.population import fit_population
+        >>> data = mb.make_correlated_tasks(1_000, 0.5, n_features=8, seed=0)
+        >>> train, valid = data.split((0.8, 0.2), seed=0)
+        >>> result = fit_population(
+        ...     lambda seed: MMoE(train.schema, n_experts=4, expert_units=(8,), seed=seed),
+        ...     train, valid, seeds=range(16), epochs=3)
+        >>> result.summary.columns.tolist()
+        ['member', 'seed', 'best_epoch', 'best_score', 'epochs_run']
+        >>> final = result.summary["best_score"]  # 16 restarts' best validation losses
+        >>> model = result.model(0)  # seed 0's model at its best epoch
     """
     seeds = _check_arguments(seeds, epochs, batch_size, lr, weight_decay, early_stopping,
                              eval_batch_size)
-    for name, part in (("train", train), ("valid", valid)):
-        if not isinstance(part, MultiTaskData):
-            raise TypeError(f"{name} must be a MultiTaskData, got {type(part).__name__}")
-    higher_is_better = _check_monitor(monitor, valid)
+    train_parts = _data_parts("train", train, len(seeds))
+    valid_parts = _data_parts("valid", valid, len(seeds))
+    higher_is_better = _check_monitor(monitor, valid_parts[0])
     task_of_monitor, metric_of_monitor = (("all", "loss") if monitor == "loss"
                                           else monitor.split(":"))
-    members = _build_members(make_model, seeds, train)
+    members = _build_members(make_model, seeds, train_parts[0])
     template = members[0]
-    template._check_data(valid)
+    for part in [*train_parts, *valid_parts]:
+        template._check_data(part)
+    weights = _task_weights(task_weights, template.task_names)
     dev = resolve_device(device)
     params, _ = stack_module_state(members)
-    population = _Population(template, {f"model.{n}": p for n, p in params.items()})
-    _probe(population, members, train, seeds)
+    population = _Population(template, {f"model.{n}": p for n, p in params.items()},
+                             None if weights is None else torch.tensor(weights))
+    _probe(population, members, train_parts[0], seeds)
     del members, params
 
     start = time.perf_counter()
@@ -482,12 +621,27 @@ def fit_population(
     best = {n: p.detach().clone() for n, p in optimizer.params.items()}  # all members
     active = torch.arange(len(seeds))  # members still training, in the stacked order
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    dense, categorical, labels, masks = train.tensors()
+    if weights is not None:
+        population._losses.weights = population._losses.weights.to(dev)
+    if len(train_parts) == 1:  # every member indexes the same rows
+        dense, categorical, labels, masks = train_parts[0].tensors()
+        row_offset = torch.zeros(len(seeds), 1, dtype=torch.long)
+    else:  # member k's row i is row k * n + i of the concatenated data sets
+        tensors = [part.tensors() for part in train_parts]
+        dense = None if tensors[0][0] is None else torch.cat([t[0] for t in tensors])
+        categorical = None if tensors[0][1] is None else torch.cat([t[1] for t in tensors])
+        labels = {k: torch.cat([t[2][k] for t in tensors]) for k in tensors[0][2]}
+        masks = {k: torch.cat([t[3][k] for t in tensors]) for k in tensors[0][3]}
+        row_offset = torch.arange(len(seeds)).mul(len(train_parts[0])).unsqueeze(1)
+    row_offset = row_offset.to(dev)
+    valid_source = valid_parts[0] if len(valid_parts) == 1 else _MemberData(valid_parts)
+    valid_scored = valid_parts[0] if len(valid_parts) == 1 else valid_parts
     dense = None if dense is None else dense.to(dev)
     categorical = None if categorical is None else categorical.to(dev)
     labels = {k: v.to(dev) for k, v in labels.items()}
     masks = {k: v.to(dev) for k, v in masks.items()}
-    n, task_names = len(train), train.task_names
+    n, task_names = len(train_parts[0]), template.task_names
+    task_weight = [1.0] * len(task_names) if weights is None else weights
     n_batches = -(-n // batch_size)
     best_score = [None] * len(seeds)
     best_epoch, stale, epochs_run = [0] * len(seeds), [0] * len(seeds), [0] * len(seeds)
@@ -499,6 +653,7 @@ def fit_population(
         ids = active.tolist()
         # Each member's order, drawn as its own BatchLoader would: [members, n].
         order = torch.stack([torch.randperm(n, generator=generators[i]) for i in ids]).to(dev)
+        order += row_offset[active.to(dev)]
         sums = torch.zeros(len(ids), len(task_names), dtype=torch.float64, device=dev)
         total_sums = torch.zeros(len(ids), dtype=torch.float64, device=dev)
         for b in range(n_batches):
@@ -524,8 +679,9 @@ def fit_population(
 
         # Per-member training rows, validation metrics and model selection.
         sums, total_sums = (sums / n_batches).tolist(), (total_sums / n_batches).tolist()
-        predictions = population.predict(optimizer.params, valid, dev, eval_batch_size)
-        scores = _score(predictions, valid, ids, seeds)
+        predictions = population.predict(optimizer.params, valid_source, dev, eval_batch_size,
+                                         active)
+        scores = _score(predictions, valid_scored, ids, seeds)
         by_member: dict[int, list[tuple]] = {i: [] for i in ids}
         for member, _, task, metric, value in scores:
             by_member[member].append((task, metric, value))
@@ -535,7 +691,8 @@ def fit_population(
             rows += [(i, seed, epoch, "train", t, "loss", v)
                      for t, v in zip(task_names, sums[pos], strict=True)]
             rows.append((i, seed, epoch, "train", "all", "loss", total_sums[pos]))
-            rows += [(i, seed, epoch, "train", t, "weight", 1.0) for t in task_names]
+            rows += [(i, seed, epoch, "train", t, "weight", w)
+                     for t, w in zip(task_names, task_weight, strict=True)]
             metrics = by_member[i]
             task_loss = [(t, "loss", v) for t, m, v in metrics if m in ("logloss", "mse")]
             metrics += [*task_loss, ("all", "loss", float(np.sum([v for *_, v in task_loss])))]
@@ -577,3 +734,122 @@ def fit_population(
     return PopulationResult(seeds=seeds, history=history, summary=summary, monitor=monitor,
                             train_seconds=time.perf_counter() - start,
                             _make_model=make_model, _population=population)
+
+
+# ------------------------------------------------------------------ the harness's trainer
+
+#: The :func:`mtlbook.fit` arguments :func:`population_trainer` can honour (``restore_best``
+#: only as ``True``, ``callbacks`` only empty); any other sends every job to ``fit``.
+_POPULATION_KWARGS = {"epochs", "batch_size", "lr", "weight_decay", "early_stopping",
+                      "monitor", "progress", "device", "eval_batch_size"}
+
+
+def _fixed_weights(job: FitJob) -> tuple[bool, tuple[tuple[str, float], ...] | None]:
+    """Whether ``job``'s weighting is a constant one, and its weights (``None``: equal)."""
+    if job.make_weighting is None:
+        return True, None
+    weighting = job.make_weighting()
+    if type(weighting) is EqualWeight:
+        return True, None
+    if type(weighting) is FixedWeights:
+        return True, tuple(sorted(weighting.weights.items()))
+    return False, None
+
+
+def _has_dropout(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
+
+
+def _population_kwargs(fit_kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``fit_kwargs`` as :func:`fit_population` arguments, or ``None`` if it cannot honour them."""
+    kwargs = dict(fit_kwargs)
+    if not kwargs.pop("restore_best", True) or tuple(kwargs.pop("callbacks", ()) or ()):
+        return None
+    if set(kwargs) - _POPULATION_KWARGS:
+        return None
+    kwargs["progress"] = False
+    return kwargs
+
+
+def population_trainer(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
+                       progress: bool = False) -> list[FitOutcome]:
+    """A trainer for :func:`~mtlbook.experiments.repeat_fits`: the seeds of each configuration
+    train together as one :func:`fit_population` run where they can, the rest with
+    :func:`mtlbook.fit` (:func:`~mtlbook.experiments.train_jobs`).
+
+    Jobs form one population when they share the configuration (model name and factory), use
+    equal or :class:`~mtlbook.weighting.FixedWeights` loss weights, and have data of the same
+    schema and sizes (every seed its own draw and split, or one shared data set); and when the
+    model has no dropout and runs under ``torch.vmap`` (checked on a probe batch). Each member
+    follows the trajectory of its separate ``fit`` run up to floating-point rounding, so the
+    results agree with :func:`~mtlbook.experiments.train_jobs` to about 1e-5 (rarely, a tie
+    between two epochs' validation scores may be broken differently). ``train_seconds`` of a
+    population's jobs is the population's time divided by its size. Adaptive weightings,
+    callbacks and ``restore_best=False`` go to ``fit``.
+
+    This is the default trainer of :func:`mtlbook.compare.compare`,
+    :func:`~mtlbook.compare.seesaw` and :func:`~mtlbook.compare.negative_transfer`.
+
+    Example:
+        >>> import mtlbook as mb
+        >>> from mtlbook.experiments import repeat_fits
+        >>> from mtlbook.models import MMoE
+        >>> from mtlbook.population import population_trainer
+        >>> results = repeat_fits(
+        ...     lambda seed: mb.make_correlated_tasks(600, 0.5, n_features=8, seed=seed),
+        ...     {"mmoe": lambda schema, seed: MMoE(schema, expert_units=(8,), seed=seed)},
+        ...     range(8), trainer=population_trainer, epochs=3)
+        >>> sorted(results["seed"].unique().tolist())
+        [0, 1, 2, 3, 4, 5, 6, 7]
+    """
+    kwargs = _population_kwargs(fit_kwargs)
+    if kwargs is None:
+        return train_jobs(jobs, fit_kwargs, progress)
+    groups: dict[tuple, list[int]] = {}
+    alone: list[int] = []
+    for i, job in enumerate(jobs):
+        fixed, weights = _fixed_weights(job)
+        if not fixed:
+            alone.append(i)
+            continue
+        key = (job.model, id(job.make_model), weights, job.train.schema, len(job.train),
+               len(job.valid), len(job.report), job.report.schema)
+        groups.setdefault(key, []).append(i)
+    outcomes: list[FitOutcome | None] = [None] * len(jobs)
+    for key, members in tqdm(list(groups.items()), desc="populations", disable=not progress,
+                             leave=False):
+        seeds = [jobs[i].seed for i in members]
+        if len(members) < 2 or len(set(seeds)) < len(seeds):
+            alone += members
+            continue
+        first = jobs[members[0]]
+        schema, weights = first.train.schema, key[2]
+        if _has_dropout(first.make_model(schema, seeds[0])):
+            alone += members
+            continue
+
+        def parts(name: str, members=members) -> MultiTaskData | list[MultiTaskData]:
+            data = [getattr(jobs[i], name) for i in members]
+            return data[0] if all(d is data[0] for d in data) else data
+
+        try:
+            result = fit_population(lambda seed, f=first.make_model, s=schema: f(s, seed),
+                                    parts("train"), parts("valid"), seeds,
+                                    task_weights=None if weights is None else dict(weights),
+                                    **kwargs)
+        except NotImplementedError:  # the model does not run under vmap: fit one by one
+            alone += members
+            continue
+        scores = result.evaluate(parts("report"))
+        share = result.train_seconds / len(members)
+        for member, i in enumerate(members):
+            rows = scores[scores["member"] == member][["task", "metric", "value"]]
+            summary = result.summary.loc[member]
+            outcomes[i] = FitOutcome(metrics=rows.reset_index(drop=True),
+                                     best_epoch=int(summary["best_epoch"]),
+                                     epochs_run=int(summary["epochs_run"]), train_seconds=share)
+    alone.sort()
+    for i, outcome in zip(alone, train_jobs([jobs[i] for i in alone], fit_kwargs, progress),
+                          strict=True):
+        outcomes[i] = outcome
+    return outcomes

@@ -327,3 +327,133 @@ def test_nan_guard_names_the_member(correlated_small):
     with pytest.raises(FloatingPointError, match=r"task 'task2' of member 0 \(seed 3\).*step 1"):
         fit_population(lambda s: SharedBottom(train.schema, seed=s), train, valid, SEEDS,
                        epochs=1, device="cpu")
+
+
+# ---------------------------------------------------------------- one data set per seed
+
+
+def _funnel_parts_per_seed(seeds):
+    """Each seed its own funnel draw and split (the same sizes), as repeat_fits makes them."""
+    parts = [mb.simulate_funnel(1_200, seed=s, with_dwell_time=True, click_rate=0.1,
+                                purchase_rate=0.03, n_users=60, n_items=40)
+             .split((0.7, 0.3), seed=s) for s in seeds]
+    return [p[0] for p in parts], [p[1] for p in parts]
+
+
+def test_members_with_their_own_data_are_separate_fit_runs():
+    trains, valids = _funnel_parts_per_seed(SEEDS)
+    factory = _small(MMoE)
+    schema = trains[0].schema
+    result = fit_population(lambda s: factory(schema, s), trains, valids, SEEDS, epochs=2,
+                            early_stopping=1, **FAST)
+    for member, seed in enumerate(SEEDS):
+        separate = _fit(factory, trains[member], valids[member], seed, epochs=2,
+                        early_stopping=1, **FAST)
+        _assert_same_run(result, member, separate)
+    scores = result.evaluate(valids)
+    for member in range(len(SEEDS)):
+        theirs = mb.evaluate(result.model(member), valids[member])
+        ours = scores[scores["member"] == member]
+        np.testing.assert_allclose(ours["value"], theirs["value"], rtol=RTOL, atol=ATOL)
+    # The members really saw different data: scoring everyone on member 0's data differs.
+    shared = result.evaluate(valids[0])
+    assert not np.allclose(shared[shared["member"] == 1]["value"],
+                           scores[scores["member"] == 1]["value"])
+
+
+def test_fixed_task_weights_are_fixed_weights_in_fit(correlated_parts):
+    train, valid = correlated_parts
+    factory = _small(SharedBottom)
+    weights = {"task1": 0.25, "task2": 2.0}
+    result = fit_population(lambda s: factory(train.schema, s), train, valid, SEEDS[:2],
+                            task_weights=weights, epochs=2, **FAST)
+    for member, seed in enumerate(SEEDS[:2]):
+        separate = _fit(factory, train, valid, seed, epochs=2,
+                        weighting=mb.weighting.FixedWeights(weights), **FAST)
+        _assert_same_run(result, member, separate)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (lambda t, v: {"train": t[:2]}, ValueError, "holds 2 data sets for 3 seeds"),
+    (lambda t, v: {"train": [t[0], t[1], t[2].subset(np.arange(10))]}, ValueError,
+     r"train\[2\] has 10 rows"),
+    (lambda t, v: {"valid": [v[0], v[1], v[2].select_tasks(["click"])]}, ValueError,
+     "another schema"),
+    (lambda t, v: {"train": "data"}, TypeError, "sequence of them"),
+    (lambda t, v: {"task_weights": {"click": 1.0}}, ValueError,
+     r"missing \['purchase', 'dwell_time'\]"),
+    (lambda t, v: {"task_weights": {"click": -1.0, "purchase": 1.0, "dwell_time": 1.0}},
+     ValueError, "finite number ≥ 0"),
+    (lambda t, v: {"task_weights": dict.fromkeys(["click", "purchase", "dwell_time"], 0.0)},
+     ValueError, "every task weight is 0"),
+])
+def test_bad_per_seed_data_and_weights_raise(change, error, match):
+    trains, valids = _funnel_parts_per_seed(SEEDS)
+    arguments = {"train": trains, "valid": valids, **change(trains, valids)}
+    factory = _small(SharedBottom)
+    with pytest.raises(error, match=match):
+        fit_population(lambda s: factory(trains[0].schema, s), seeds=SEEDS, epochs=1,
+                       **arguments)
+
+
+# ---------------------------------------------------------------- the harness's trainer
+
+
+def test_population_trainer_gives_the_results_of_separate_fits(monkeypatch):
+    from mtlbook import population
+    from mtlbook.experiments import PerTask, repeat_fits, train_jobs
+    from mtlbook.models import SingleTask
+    from mtlbook.weighting import FixedWeights, UncertaintyWeighting
+
+    calls = []
+    original = population.fit_population
+    monkeypatch.setattr(population, "fit_population",
+                        lambda make, train, valid, seeds, **kw: calls.append(
+                            (type(make(seeds[0])).__name__, len(seeds)))
+                        or original(make, train, valid, seeds, **kw))
+
+    def make_data(seed):
+        return mb.make_correlated_tasks(600, 0.5, n_features=8, seed=seed)
+
+    models_ = {
+        "single": PerTask(lambda schema, seed: SingleTask(schema, hidden_units=(8,), seed=seed)),
+        "mmoe": lambda schema, seed: MMoE(schema, n_experts=3, expert_units=(8,),
+                                          tower_units=(4,), seed=seed),
+        "dropout": lambda schema, seed: SharedBottom(schema, bottom_units=(8,), dropout=0.2,
+                                                     seed=seed),
+    }
+    weightings = {"equal": None, "fixed": lambda: FixedWeights({"task1": 2.0, "task2": 1.0}),
+                  "uw": UncertaintyWeighting}
+    weightings = {k: v for k, v in weightings.items() if v is not None} | {
+        "equal": lambda: mb.weighting.EqualWeight()}
+    settings = {"epochs": 3, "batch_size": 128, "lr": 1e-2, "device": "cpu",
+                "early_stopping": 1}
+    ours = repeat_fits(make_data, models_, [0, 1, 2], weightings=weightings,
+                       trainer=population.population_trainer, **settings)
+    theirs = repeat_fits(make_data, models_, [0, 1, 2], weightings=weightings,
+                         trainer=train_jobs, **settings)
+    keys = ["model", "weighting", "seed", "task", "metric"]
+    pd.testing.assert_frame_equal(ours[keys], theirs[keys])
+    np.testing.assert_allclose(ours["value"], theirs["value"], rtol=1e-4, atol=1e-5)
+    assert (ours["best_epoch"] == theirs["best_epoch"]).all()
+    assert (ours["epochs_run"] == theirs["epochs_run"]).all()
+    # Populations: one per single-task model's task, one per constant weighting of the MMoE;
+    # uncertainty weighting and the dropout model trained one by one.
+    assert sorted(calls) == [("MMoE", 3), ("MMoE", 3), ("SingleTask", 3), ("SingleTask", 3)]
+    # Arguments fit_population cannot honour send everything to fit.
+    calls.clear()
+    repeat_fits(make_data, {"mmoe": models_["mmoe"]}, [0, 1], trainer=population.population_trainer,
+                restore_best=False, epochs=1, device="cpu")
+    assert calls == []
+
+
+def test_compare_uses_the_population_trainer(monkeypatch):
+    from mtlbook import population
+
+    groups = []
+    original = population.fit_population
+    monkeypatch.setattr(population, "fit_population",
+                        lambda make, train, valid, seeds, **kw: groups.append(len(seeds))
+                        or original(make, train, valid, seeds, **kw))
+    result = mb.compare(["shared_bottom"], "correlated:0.5", seeds=3, n_samples=400, epochs=1)
+    assert groups == [3] and set(result.raw["seed"]) == {0, 1, 2}

@@ -1,0 +1,28 @@
+"""The examples in the docstrings of the diagnostics, the comparison harness and the
+population trainer run and print what they say (doctest)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import sys
+
+import matplotlib
+import pytest
+
+MODULES = ["mtlbook.diagnostics", "mtlbook.compare", "mtlbook.population"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    importlib.import_module(name)
+    module = sys.modules[name]  # `mtlbook.compare` the attribute is the function
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+                             verbose=False)
+    plt.close("all")
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
