@@ -2,13 +2,15 @@
 
 The two axes of a multi-task model are independent: an architecture from
 :mod:`mtlbook.models` and a loss weighting from :mod:`mtlbook.weighting`, combined by
-:func:`fit`. Data come from :mod:`mtlbook.data`; :func:`evaluate` scores a trained model.
+:func:`fit`. Data come from :mod:`mtlbook.data`; :func:`evaluate` scores a trained model;
+:func:`fit_population` trains many seeds of one model at once.
 """
 
 from . import data, diagnostics, models, weighting
 from .compare import CompareResult, compare
 from .data import MultiTaskData, make_correlated_tasks, simulate_funnel
 from .metrics import evaluate, gauc, score_predictions
+from .population import PopulationResult, fit_population
 from .training import Callback, FitResult, fit
 from .utils import count_parameters, match_width, resolve_device, set_seed
 
@@ -19,12 +21,14 @@ __all__ = [
     "CompareResult",
     "FitResult",
     "MultiTaskData",
+    "PopulationResult",
     "compare",
     "count_parameters",
     "data",
     "diagnostics",
     "evaluate",
     "fit",
+    "fit_population",
     "gauc",
     "make_correlated_tasks",
     "match_width",

@@ -210,7 +210,8 @@ def resolve_data(data: MultiTaskData | Callable[[int], MultiTaskData] | str,
     if not isinstance(data, str):
         raise TypeError(f"data must be a MultiTaskData, a seed → MultiTaskData function or a "
                         f"name, got {type(data).__name__}")
-    name, _, arg = _normalise(data).partition(":")
+    name, _, arg = data.partition(":")
+    name, arg = _normalise(name), arg.strip()  # keep the sign of "correlated:-0.5"
     valid = ", ".join(DATA_NAMES)
     if name in ("funnel", "funnel_dwell"):
         if arg:

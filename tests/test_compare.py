@@ -113,6 +113,8 @@ def test_resolvers():
     assert len(funnel) == 500 and funnel.task_names == ("click", "purchase", "dwell_time")
     binary = resolve_data("correlated-binary:0.9", n_samples=100)(0)
     assert binary.meta["correlation"] == 0.9 and binary.schema.tasks[0].kind == "binary"
+    negative = resolve_data("correlated:-0.5", n_samples=100)(0)
+    assert negative.meta["correlation"] == -0.5
     with pytest.raises(TypeError, match="model class"):
         model_factory(lambda schema, seed: None)
     with pytest.raises(TypeError, match="pass a factory"):

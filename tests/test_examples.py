@@ -1,5 +1,5 @@
-"""The examples in the docstrings of the diagnostics, the comparison harness and the
-population trainer run and print what they say (doctest)."""
+"""The examples in the docstrings of the diagnostics, the comparison harness, the population
+trainer and the chapters' experiment modules run and print what they say (doctest)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import sys
 import matplotlib
 import pytest
 
-MODULES = ["mtlbook.diagnostics", "mtlbook.compare", "mtlbook.population"]
+MODULES = ["mtlbook.diagnostics", "mtlbook.compare", "mtlbook.population", "mtlbook.restarts",
+           "mtlbook.recorders", "mtlbook.soft_sweep", "mtlbook.efficiency",
+           "mtlbook.learning_curves", "mtlbook.probes", "mtlbook.expert_sharing",
+           "mtlbook.data.mechanisms"]
 
 
 @pytest.mark.parametrize("name", MODULES)
