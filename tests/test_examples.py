@@ -13,7 +13,9 @@ import pytest
 MODULES = ["mtlbook.diagnostics", "mtlbook.compare", "mtlbook.population", "mtlbook.restarts",
            "mtlbook.recorders", "mtlbook.soft_sweep", "mtlbook.efficiency",
            "mtlbook.learning_curves", "mtlbook.probes", "mtlbook.expert_sharing",
-           "mtlbook.data.mechanisms"]
+           "mtlbook.data.mechanisms", "mtlbook.selection", "mtlbook.gradient_surgery",
+           "mtlbook.serving", "mtlbook.leaderboard", "mtlbook.balancing",
+           "mtlbook.relatedness", "mtlbook.funnel_eval"]
 
 
 @pytest.mark.parametrize("name", MODULES)

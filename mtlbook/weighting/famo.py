@@ -1,6 +1,6 @@
 """FAMO: Fast Adaptive Multitask Optimization.
 
-Liu, Liu, Jin, Stone & Liu, "FAMO: Fast Adaptive Multitask Optimization", NeurIPS 2023.
+Liu, Feng, Stone & Liu, "FAMO: Fast Adaptive Multitask Optimization", NeurIPS 2023.
 FAMO asks every step to decrease all task losses at the same *rate* (in log space), using
 the losses only: one backward pass, no per-task gradients. It keeps task logits ξ (one per
 task, initialised to 0) and weights ``z = softmax(ξ)``. With positive losses ℓ_k:

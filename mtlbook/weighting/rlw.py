@@ -1,6 +1,6 @@
 """Random Loss Weighting (RLW): fresh random task weights at every step.
 
-Lin, Ye, Xu, Shi & Zhang, "Reasonable Effectiveness of Random Weighting: A Litmus Test for
+Lin, Ye, Zhang & Tsang, "Reasonable Effectiveness of Random Weighting: A Litmus Test for
 Multi-Task Learning", TMLR 2022. Every step draws unnormalised weights λ̃ from a distribution
 and normalises them:
 
