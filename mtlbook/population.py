@@ -393,6 +393,12 @@ def _check_arguments(seeds, epochs, batch_size, lr, weight_decay, early_stopping
     return seeds
 
 
+def _dropout_rates(model: nn.Module) -> list[float]:
+    """The positive dropout probabilities of ``model``'s dropout layers."""
+    return [m.p for m in model.modules()
+            if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+
+
 def _build_members(make_model, seeds, train) -> list[MultiTaskModel]:
     if isinstance(make_model, nn.Module) or not callable(make_model):
         raise TypeError(f"make_model must be a callable seed -> MultiTaskModel such as "
@@ -420,10 +426,9 @@ def _build_members(make_model, seeds, train) -> list[MultiTaskModel]:
                 torch.equal(other_buffers[n], b) for n, b in buffers.items() if b is not None):
             raise ValueError(f"make_model({seed}) and make_model({seeds[0]}) built {name}s whose "
                              "buffers differ; the members must differ in their parameters only")
-    dropout = [m for m in first.modules() if isinstance(m, nn.modules.dropout._DropoutNd)
-               and m.p > 0]
+    dropout = _dropout_rates(first)
     if dropout:
-        raise ValueError(f"{name} uses dropout (p={dropout[0].p}); fit_population does not "
+        raise ValueError(f"{name} uses dropout (p={dropout[0]}); fit_population does not "
                          "support dropout, since a member's dropout masks could not match its "
                          "separate fit run. Build the members with dropout=0, or train them "
                          "one by one with mtlbook.fit")
@@ -756,8 +761,6 @@ def _fixed_weights(job: FitJob) -> tuple[bool, tuple[tuple[str, float], ...] | N
     return False, None
 
 
-def _has_dropout(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
 
 
 def _population_kwargs(fit_kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -824,7 +827,7 @@ def population_trainer(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
             continue
         first = jobs[members[0]]
         schema, weights = first.train.schema, key[2]
-        if _has_dropout(first.make_model(schema, seeds[0])):
+        if _dropout_rates(first.make_model(schema, seeds[0])):
             alone += members
             continue
 

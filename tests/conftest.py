@@ -48,6 +48,18 @@ def correlated_small() -> MultiTaskData:
 
 
 @pytest.fixture(scope="package")
+def huge_task2_scale(correlated_small) -> MultiTaskData:
+    """``correlated_small`` with task2's labels scaled by 1e25: its loss overflows at step 1."""
+    data = correlated_small
+    return MultiTaskData(
+        dense=data.dense,
+        labels={"task1": data.labels["task1"], "task2": data.labels["task2"] * 1e25},
+        tasks=data.schema.tasks,
+        dense_names=data.schema.dense,
+    )
+
+
+@pytest.fixture(scope="package")
 def correlated_binary() -> MultiTaskData:
     """Two dense-only binary tasks, 2,000 samples, 8 features."""
     return mb.make_correlated_tasks(2_000, 0.8, n_features=8, task_type="binary", seed=0)
