@@ -165,16 +165,100 @@ def test_wheel_source(registry, cache, tmp_path, monkeypatch):
 
 def test_total_failure_message(registry, cache, tmp_path):
     entry = _files(registry, "adult")["adult.test"]
+    wrong = tmp_path / "wrong.test"
+    wrong.write_text("not the file")
     entry["sources"] = [_url_source(tmp_path / "nope.test", entry["sha256"]),
-                        _url_source(tmp_path / "unverified.test", None)]
+                        _url_source(wrong, None),
+                        {"kind": "manual", "instructions": "log in at example.org, save it"}]
     with pytest.raises(datasets.DatasetUnavailableError) as err:
         datasets.fetch("adult", cache_dir=cache, registry=registry)
     msg = str(err.value)
     assert "'adult'" in msg and "'adult.test'" in msg
     assert (tmp_path / "nope.test").as_uri() in msg
-    assert (tmp_path / "unverified.test").as_uri() in msg and "skipped" in msg
+    # a url source without its own hash is checked against the file's sha256
+    assert wrong.as_uri() in msg and "ChecksumMismatchError" in msg
+    assert "manual download: log in at example.org, save it" in msg
     assert str(cache / "adult" / "adult.test") in msg and entry["sha256"] in msg
     assert not (cache / "adult" / "adult.test").exists()
+
+
+def _one_file_registry(tmp_path: Path, **file_keys) -> tuple[dict, Path]:
+    src = tmp_path / "published.csv"
+    src.write_text("a,b\n1,2\n")
+    files = {"published.csv": {**file_keys, "sources": [_url_source(src, None)]}}
+    return ({"datasets": {"big": {"description": "d", "licence": "l", "citation": "c",
+                                  "files": files}}}, src)
+
+
+def test_md5_published_by_the_host_verifies_the_file(tmp_path, cache):
+    good = hashlib.md5(b"a,b\n1,2\n").hexdigest()
+    registry, _ = _one_file_registry(tmp_path, md5=good)
+    path = datasets.fetch("big", cache_dir=cache, registry=registry)["published.csv"]
+    assert path.read_text() == "a,b\n1,2\n"
+    assert datasets.fetch("big", cache_dir=cache, registry=registry)["published.csv"] == path
+    path.write_text("tampered")
+    with pytest.raises(datasets.ChecksumMismatchError, match=f"md5 {good}"):
+        datasets.fetch("big", cache_dir=cache, registry=registry)
+    assert path.read_text() == "tampered"  # reported, never replaced
+
+    registry, _ = _one_file_registry(tmp_path, md5="0" * 32)
+    with pytest.raises(datasets.DatasetUnavailableError, match="ChecksumMismatchError"):
+        datasets.fetch("big", cache_dir=tmp_path / "other", registry=registry)
+    assert not (tmp_path / "other" / "big" / "published.csv").exists()
+
+
+def test_unverified_file_needs_explicit_trust_and_is_pinned_after(tmp_path, cache):
+    registry, _ = _one_file_registry(tmp_path, unverified="the host publishes no hash")
+    with pytest.raises(datasets.DatasetUnavailableError,
+                       match=r"skipped, no published hash.*trust_unverified=True"):
+        datasets.fetch("big", cache_dir=cache, registry=registry)
+    assert not (cache / "big").exists() or list((cache / "big").iterdir()) == []
+
+    with pytest.warns(UserWarning, match="without a published hash; recorded sha256"):
+        path = datasets.fetch("big", cache_dir=cache, registry=registry,
+                              trust_unverified=True)["published.csv"]
+    sidecar = path.with_name("published.csv.sha256")
+    assert sidecar.read_text().split()[0] == _sha(b"a,b\n1,2\n")
+    # later uses check the recorded hash, with or without trust
+    assert datasets.fetch("big", cache_dir=cache, registry=registry)["published.csv"] == path
+    path.write_text("changed since first use")
+    with pytest.raises(datasets.ChecksumMismatchError, match="recorded"):
+        datasets.fetch("big", cache_dir=cache, registry=registry, trust_unverified=True)
+    assert path.read_text() == "changed since first use"
+
+
+def test_unverified_file_placed_by_hand(tmp_path, cache):
+    registry, _ = _one_file_registry(tmp_path, unverified="login needed")
+    registry["datasets"]["big"]["files"]["published.csv"]["sources"] = [
+        {"kind": "manual", "instructions": "download it from the host's site"}]
+    placed = cache / "big" / "published.csv"
+    placed.parent.mkdir(parents=True)
+    placed.write_text("x\n1\n")
+    with pytest.raises(datasets.UnverifiedFileError, match=_sha(b"x\n1\n")):
+        datasets.fetch("big", cache_dir=cache, registry=registry)
+    assert not datasets.available(cache_dir=cache, registry=registry)["cached"].item()
+    with pytest.warns(UserWarning, match="trusting published.csv on first use"):
+        datasets.fetch("big", cache_dir=cache, registry=registry, trust_unverified=True)
+    assert datasets.available(cache_dir=cache, registry=registry)["cached"].item()
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    ({}, "give 'sha256', 'md5' or"),
+    ({"md5": "xyz"}, "lowercase hex md5"),
+    ({"md5": "0" * 32, "unverified": "why"}, "cannot also be 'unverified'"),
+    ({"unverified": "why", "size": -3}, "positive integer"),
+])
+def test_registry_hash_rules(tmp_path, cache, keys, message):
+    registry, _ = _one_file_registry(tmp_path, **keys)
+    with pytest.raises(datasets.RegistryError, match=message):
+        datasets.fetch("big", cache_dir=cache, registry=registry)
+
+
+def test_manual_source_needs_instructions(tmp_path, cache):
+    registry, _ = _one_file_registry(tmp_path, unverified="why")
+    registry["datasets"]["big"]["files"]["published.csv"]["sources"] = [{"kind": "manual"}]
+    with pytest.raises(datasets.RegistryError, match="instructions"):
+        datasets.fetch("big", cache_dir=cache, registry=registry)
 
 
 def test_interrupted_download_leaves_nothing(registry, cache, monkeypatch):

@@ -31,6 +31,7 @@ from ._fetch import (
     ChecksumMismatchError,
     DatasetError,
     DatasetUnavailableError,
+    UnverifiedFileError,
     check_cached,
     fetch_files,
     resolve_cache_dir,
@@ -46,6 +47,7 @@ __all__ = [
     "DatasetError",
     "DatasetUnavailableError",
     "RegistryError",
+    "UnverifiedFileError",
     "available",
     "fetch",
     "load",
@@ -89,7 +91,7 @@ def available(*, cache_dir: str | os.PathLike[str] | None = None,
     for name, entry in read_registry(registry).items():
         try:
             cached = all(check_cached(root / name / f.name, f, name) for f in entry.files)
-        except ChecksumMismatchError:
+        except (ChecksumMismatchError, UnverifiedFileError):
             cached = False
         rows.append({"name": name, "description": entry.description, "licence": entry.licence,
                      "cached": cached, "loader": name in _LOADERS})
@@ -97,14 +99,18 @@ def available(*, cache_dir: str | os.PathLike[str] | None = None,
 
 
 def fetch(name: str, *, cache_dir: str | os.PathLike[str] | None = None, timeout: float = 30,
-          registry: Registry = None) -> dict[str, Path]:
+          registry: Registry = None, trust_unverified: bool = False) -> dict[str, Path]:
     """Make the raw files of dataset ``name`` available locally, verified, and return them.
 
     Each file already in the cache is re-verified by sha256 and used. A missing file is taken
     from its sources in the registry's order: the download is written to a temporary file in
     the cache folder and renamed into place only once complete and verified, so an
-    interrupted download leaves nothing behind. Each source gets ``timeout`` seconds; a
-    source without a verified sha256 is skipped.
+    interrupted download leaves nothing behind. Each source gets ``timeout`` seconds. A file is
+    checked against the sha256 in the registry, or the md5 its publisher lists. A ``manual``
+    source (a site that needs a login) is never downloaded: its instructions are part of the
+    error message. A file whose publisher gives no hash is downloaded, or accepted when placed by
+    hand, only with ``trust_unverified=True``; its sha256 is then recorded next to it
+    (``FILE.sha256``) and checked on every later use.
 
     Args:
         name: a dataset of :func:`available`.
@@ -112,13 +118,15 @@ def fetch(name: str, *, cache_dir: str | os.PathLike[str] | None = None, timeout
             go to ``<cache_dir>/<name>/``.
         timeout: seconds allowed per source.
         registry: another registry (a TOML path or a parsed mapping), for tests and mirrors.
+        trust_unverified: accept files that have no published hash (trust on first use).
 
     Returns:
         file name → path of the verified file.
 
     Raises:
         ValueError: for an unknown dataset name.
-        ChecksumMismatchError: if a cached file has the wrong sha256 (it is left untouched).
+        ChecksumMismatchError: if a cached file has the wrong hash (it is left untouched).
+        UnverifiedFileError: if a file without a published hash is present but not trusted.
         DatasetUnavailableError: if every source of a file failed; the message lists each
             source with its error and where to put the file by hand, with its sha256.
 
@@ -131,11 +139,13 @@ def fetch(name: str, *, cache_dir: str | os.PathLike[str] | None = None, timeout
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, got {timeout!r}")
     entry = _entry(name, registry)
-    return fetch_files(entry, resolve_cache_dir(cache_dir), timeout)
+    return fetch_files(entry, resolve_cache_dir(cache_dir), timeout,
+                       trust_unverified=bool(trust_unverified))
 
 
 def load(name: str, *, cache_dir: str | os.PathLike[str] | None = None, timeout: float = 30,
-         registry: Registry = None, **options: Any) -> MultiTaskData:
+         registry: Registry = None, trust_unverified: bool = False,
+         **options: Any) -> MultiTaskData:
     """Fetch (if needed) and build dataset ``name`` as a :class:`MultiTaskData`.
 
     ``adult`` — UCI Adult, 48,842 people (``part="all"``; ``"train"`` is adult.data with
@@ -162,7 +172,7 @@ def load(name: str, *, cache_dir: str | os.PathLike[str] | None = None, timeout:
 
     Args:
         name: a dataset of :func:`available`.
-        cache_dir, timeout, registry: as in :func:`fetch`.
+        cache_dir, timeout, registry, trust_unverified: as in :func:`fetch`.
         **options: the dataset's options above.
 
     Raises:
@@ -178,7 +188,8 @@ def load(name: str, *, cache_dir: str | os.PathLike[str] | None = None, timeout:
         entry = _entry(name, registry)  # raises for an unknown name
         raise ValueError(f"dataset {entry.name!r} is in the registry but has no loader yet; "
                          "fetch() gives its raw files")
-    paths = fetch(name, cache_dir=cache_dir, timeout=timeout, registry=registry)
+    paths = fetch(name, cache_dir=cache_dir, timeout=timeout, registry=registry,
+                  trust_unverified=trust_unverified)
     try:
         return _LOADERS[name](paths, **options)
     except TypeError as err:

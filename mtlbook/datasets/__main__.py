@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p_fetch = sub.add_parser("fetch", help="download and verify the files of a dataset")
     p_fetch.add_argument("name")
     p_fetch.add_argument("--timeout", type=float, default=30.0, help="seconds per source")
+    p_fetch.add_argument("--trust-unverified", action="store_true",
+                         help="accept files that have no published hash and record their sha256")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             print(table.to_string(index=False))
         else:
             paths = fetch(args.name, cache_dir=args.cache_dir, timeout=args.timeout,
-                          registry=args.registry)
+                          registry=args.registry, trust_unverified=args.trust_unverified)
             for fname, path in paths.items():
                 print(f"{fname}\t{path}")
     except (DatasetError, RegistryError, ValueError) as err:

@@ -17,7 +17,8 @@ else:  # pragma: no cover - Python 3.10
 
 REGISTRY_ENV = "MTLBOOK_REGISTRY"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_SOURCE_KINDS = ("url", "wheel")
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_SOURCE_KINDS = ("url", "wheel", "manual")
 
 
 class RegistryError(ValueError):
@@ -29,7 +30,9 @@ class Source:
     """One place a file can come from.
 
     ``sha256`` is the hash of the bytes this source delivers (``member_sha256`` for a wheel);
-    ``None`` means the source was never verified, and it is then always skipped.
+    ``None`` means the source has no hash of its own and is checked against the file's hashes.
+    A ``manual`` source is never downloaded: its ``instructions`` tell the reader how to obtain
+    the file (for example from a site that needs a login).
     """
 
     kind: str
@@ -40,28 +43,52 @@ class Source:
     wheel: str | None = None
     wheel_sha256: str | None = None
     member: str | None = None
+    instructions: str = ""
     note: str = ""
 
     def describe(self) -> str:
         """A one-line human description, used in error messages."""
         if self.kind == "url":
             return f"url {self.url}"
+        if self.kind == "manual":
+            return f"manual download: {self.instructions}"
         return f"wheel {self.package}=={self.version} ({self.wheel}) member {self.member}"
 
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One raw file of a dataset: its name in the cache, its hash and its sources."""
+    """One raw file of a dataset: its name in the cache, its hashes and its sources.
+
+    A file is verified by ``sha256`` when it is known, else by the ``md5`` its publisher lists.
+    A file with neither has ``unverified`` set to the reason; it is used only when the reader
+    trusts it explicitly, and its sha256 is then recorded on first use and checked afterwards.
+    """
 
     name: str
-    sha256: str
+    sha256: str | None
     sources: tuple[Source, ...]
     size: int | None = None
+    md5: str | None = None
+    unverified: str = ""
 
     @property
     def accepted_sha256(self) -> frozenset[str]:
-        """Every hash accepted for this file (the canonical one and those of its sources)."""
-        return frozenset({self.sha256} | {s.sha256 for s in self.sources if s.sha256})
+        """Every sha256 accepted for this file (the canonical one and those of its sources)."""
+        return frozenset({self.sha256} - {None}
+                         | {s.sha256 for s in self.sources if s.sha256})
+
+    @property
+    def has_hash(self) -> bool:
+        """Whether the registry knows a published hash (sha256 or md5) of this file."""
+        return bool(self.accepted_sha256 or self.md5)
+
+    def describe_hash(self) -> str:
+        """How the file is checked, for error messages."""
+        if self.sha256:
+            return f"sha256 {self.sha256}"
+        if self.md5:
+            return f"md5 {self.md5}"
+        return f"no published hash ({self.unverified})"
 
 
 @dataclass(frozen=True)
@@ -123,6 +150,12 @@ def _hash(value: Any, where: str) -> str:
     return value
 
 
+def _md5(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _MD5.match(value):
+        raise RegistryError(f"{where}: expected a lowercase hex md5, got {value!r}")
+    return value
+
+
 def _parse_source(raw: Mapping[str, Any], where: str) -> Source:
     kind = _need(raw, "kind", where)
     if kind not in _SOURCE_KINDS:
@@ -132,6 +165,9 @@ def _parse_source(raw: Mapping[str, Any], where: str) -> Source:
         sha = raw.get("sha256")
         return Source(kind="url", url=_need(raw, "url", where),
                       sha256=None if sha is None else _hash(sha, f"{where}.sha256"), note=note)
+    if kind == "manual":
+        return Source(kind="manual", sha256=None,
+                      instructions=_need(raw, "instructions", where), note=note)
     return Source(
         kind="wheel",
         package=_need(raw, "package", where),
@@ -142,6 +178,26 @@ def _parse_source(raw: Mapping[str, Any], where: str) -> Source:
         sha256=_hash(_need(raw, "member_sha256", where), f"{where}.member_sha256"),
         note=note,
     )
+
+
+def _parse_file(name: str, table: Mapping[str, Any], sources: tuple[Source, ...],
+                where: str) -> FileEntry:
+    sha = table.get("sha256")
+    md5 = table.get("md5")
+    reason = table.get("unverified", "")
+    if not isinstance(reason, str):
+        raise RegistryError(f"{where}: 'unverified' must be a string (the reason), got {reason!r}")
+    if sha is None and md5 is None and not reason.strip():
+        raise RegistryError(f"{where}: give 'sha256', 'md5' or, when no hash is published, "
+                            "'unverified' with the reason")
+    if (sha is not None or md5 is not None) and reason:
+        raise RegistryError(f"{where}: a file with a hash cannot also be 'unverified'")
+    size = table.get("size")
+    if size is not None and (not isinstance(size, int) or size <= 0):
+        raise RegistryError(f"{where}: 'size' must be a positive integer, got {size!r}")
+    return FileEntry(name=name, sha256=None if sha is None else _hash(sha, f"{where}.sha256"),
+                     md5=None if md5 is None else _md5(md5, f"{where}.md5"),
+                     unverified=reason.strip(), sources=sources, size=size)
 
 
 def parse_registry(raw: Mapping[str, Any]) -> dict[str, DatasetEntry]:
@@ -167,9 +223,7 @@ def parse_registry(raw: Mapping[str, Any]) -> dict[str, DatasetEntry]:
             sources_raw = _need(ftable, "sources", fwhere, list)
             sources = tuple(_parse_source(s, f"{fwhere}.sources[{i}]")
                             for i, s in enumerate(sources_raw))
-            files.append(FileEntry(name=fname, sha256=_hash(_need(ftable, "sha256", fwhere),
-                                                            f"{fwhere}.sha256"),
-                                   sources=sources, size=ftable.get("size")))
+            files.append(_parse_file(fname, ftable, sources, fwhere))
         known = {"description", "licence", "citation", "construction", "homepage", "files"}
         out[name] = DatasetEntry(
             name=name,
