@@ -18,6 +18,7 @@ From a shell: ``python -m mtlbook.datasets list`` and ``python -m mtlbook.datase
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +27,15 @@ from typing import Any
 import pandas as pd
 
 from ..data import MultiTaskData
+from ._alibaba import (
+    ALICCP_FORBIDDEN,
+    ALIEXPRESS_FORBIDDEN,
+    ali_ccp_files,
+    aliexpress_files,
+    load_ali_ccp,
+    load_aliexpress,
+)
+from ._census import CENSUS_FORBIDDEN, load_census_income
 from ._fetch import (
     CACHE_ENV,
     ChecksumMismatchError,
@@ -36,6 +46,7 @@ from ._fetch import (
     fetch_files,
     resolve_cache_dir,
 )
+from ._kuairand import KUAIRAND_FORBIDDEN, load_kuairand
 from ._loaders import ADULT_FORBIDDEN, ML_FORBIDDEN, load_adult, load_movielens
 from ._registry import REGISTRY_ENV, DatasetEntry, RegistryError, read_registry
 
@@ -59,11 +70,25 @@ Registry = str | os.PathLike[str] | Mapping[str, Any] | None
 _LOADERS: dict[str, Callable[..., MultiTaskData]] = {
     "adult": load_adult,
     "movielens-100k": load_movielens,
+    "ali-ccp": load_ali_ccp,
+    "aliexpress": load_aliexpress,
+    "census-income": load_census_income,
+    "kuairand": load_kuairand,
 }
 #: Per dataset, the columns that are labels or reveal one; never among the features.
+#: Datasets whose options select some of their files (a part, a country): which ones a load
+#: with given options reads. The other files are neither fetched nor required.
+_FILES_READ: dict[str, Callable[..., list[str]]] = {
+    "ali-ccp": ali_ccp_files,
+    "aliexpress": aliexpress_files,
+}
 LEAKY_COLUMNS: dict[str, frozenset[str]] = {
     "adult": ADULT_FORBIDDEN,
     "movielens-100k": ML_FORBIDDEN,
+    "ali-ccp": ALICCP_FORBIDDEN,
+    "aliexpress": ALIEXPRESS_FORBIDDEN,
+    "census-income": CENSUS_FORBIDDEN,
+    "kuairand": KUAIRAND_FORBIDDEN,
 }
 
 
@@ -170,6 +195,56 @@ def load(name: str, *, cache_dir: str | os.PathLike[str] | None = None, timeout:
     genres. ``data.groups`` are the user ids. Rating and timestamp are never features.
     Options: ``negatives_per_positive=1.0``, ``like_threshold=4.0``, ``seed=0``.
 
+    ``ali-ccp`` — Alibaba Click and Conversion Prediction, the ESMM data (Taobao; about 42
+    million training impressions). Each impression of ``sample_skeleton_{part}.csv`` is joined
+    with its user's row of ``common_features_{part}.csv``; one categorical column per chosen
+    field (default the 18 single-valued fields: user id, profile, group, gender, age, two
+    consumption levels, occupation, geography, item id, category, shop, brand, four
+    user-item cross features, position) holds the field's first feature id, ``unknown``
+    when absent. Tasks: ``click`` and ``purchase`` (click and conversion), both on every
+    impression; impressions with a conversion but no click are dropped. ``data.groups`` are
+    the user ids. Options: ``part="train"`` (``"test"``, ``"all"``), ``max_rows=None``,
+    ``sample_rate=1.0``, ``seed=0``, ``fields=None``, ``hash_buckets=None`` (an int or a
+    mapping column -> buckets), ``vocabulary=None`` (``meta["vocabulary"]`` of another load),
+    ``min_count=1``, ``drop_unclicked_conversions=True``. The files need a Tianchi login:
+    place them by hand and pass ``trust_unverified=True``.
+
+    ``aliexpress`` — AliExpress search logs of one country (``country="NL"``, ``"ES"``,
+    ``"FR"``, ``"US"``), built as in MTReclib: each shown product (item file) joined with its
+    search page (user file); features ``categorical_1..16`` and ``numerical_1..63`` (values as
+    published); tasks ``click`` (label >= 1) and ``purchase`` (label 2), both on every
+    impression; ``data.groups`` are the search pages. Options: ``country``,
+    ``part="train"`` (``"test"``, ``"all"``), ``max_rows=None``, ``sample_rate=1.0``,
+    ``seed=0``, ``hash_buckets=None``, ``vocabulary=None``, ``min_count=1``. The files need a
+    Tianchi login: place them by hand and pass ``trust_unverified=True``.
+
+    ``census-income`` — UCI Census-Income (KDD), the census data of the MMoE paper: 299,285
+    people (``part="train"``: census-income.data, 199,523; ``"test"``: census-income.test,
+    99,762; ``"all"``, train first), read by streaming out of the published archive. Option
+    ``tasks="income-marital"`` gives ``income`` (income class 50000+) and ``never_married``;
+    ``tasks="education-marital"`` gives ``college_degree`` (a bachelor's, master's,
+    professional or doctoral degree: the paper's "at least college") and ``never_married``.
+    Features: the attributes of census-income.names with fixed vocabularies (``'?'`` and
+    unlisted values → code 0) and fixed dense transforms. Never features: the labels and their
+    source columns (``education`` too when it is a label), the sampling weight ``instance
+    weight`` (kept in ``truth``) and three proxies of marital status: ``tax filer stat``,
+    ``detailed household and family stat``, ``detailed household summary in household``.
+    Option ``max_rows`` reads only the first rows. UCI publishes no checksum, so the first
+    download needs ``trust_unverified=True``.
+
+    ``kuairand`` — KuaiRand-Pure (Kuaishou short-video logs, CIKM 2022): 1,436,609 impressions
+    of the standard feeds (``period="4_08_to_4_21"``: 1,141,112; ``"4_22_to_5_08"``:
+    295,497; ``"all"``) and 1,186,059 randomly exposed ones (``exposure="random"``, 4_22_to_5_08
+    only; ``"both"``). Tasks: any of the binary feedback signals ``is_click``, ``long_view``,
+    ``is_like``, ``is_follow``, ``is_comment``, ``is_forward``, ``is_hate``,
+    ``is_profile_enter`` (default the first three; follow, comment, forward and hate are very
+    rare, see ``meta["positive_rates"]``); ``long_view`` implies ``is_click``, so the two are
+    an ESMM CTR/CTCVR pair. Features: user_id, video_id, author_id, tab, hour, weekday, the user
+    features and the basic video features (vocabularies fixed or read from the feature
+    files); dense video duration and user counts. Never features: the other feedback signals,
+    play and stay times, and the video statistics file (outcome averages). ``groups`` are the
+    user ids. Option ``max_rows`` reads the first rows of the selected logs.
+
     Args:
         name: a dataset of :func:`available`.
         cache_dir, timeout, registry, trust_unverified: as in :func:`fetch`.
@@ -184,12 +259,18 @@ def load(name: str, *, cache_dir: str | os.PathLike[str] | None = None, timeout:
         >>> data.task_names                                   # doctest: +SKIP
         ('rated', 'liked', 'rating')
     """
+    entry = _entry(name, registry)  # raises for an unknown name
     if name not in _LOADERS:
-        entry = _entry(name, registry)  # raises for an unknown name
         raise ValueError(f"dataset {entry.name!r} is in the registry but has no loader yet; "
                          "fetch() gives its raw files")
-    paths = fetch(name, cache_dir=cache_dir, timeout=timeout, registry=registry,
-                  trust_unverified=trust_unverified)
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive, got {timeout!r}")
+    if name in _FILES_READ:  # fetch only the files these options read
+        needed = set(_FILES_READ[name](**options))
+        entry = dataclasses.replace(entry, files=tuple(f for f in entry.files
+                                                       if f.name in needed))
+    paths = fetch_files(entry, resolve_cache_dir(cache_dir), timeout,
+                        trust_unverified=bool(trust_unverified))
     try:
         return _LOADERS[name](paths, **options)
     except TypeError as err:

@@ -156,10 +156,26 @@ def _md5(value: Any, where: str) -> str:
     return value
 
 
+_FILE_KEYS = frozenset({"sha256", "md5", "unverified", "size", "sources", "hash_source", "note"})
+_SOURCE_KEYS = {
+    "url": frozenset({"kind", "url", "sha256", "note"}),
+    "wheel": frozenset({"kind", "package", "version", "wheel", "wheel_sha256", "member",
+                        "member_sha256", "note"}),
+    "manual": frozenset({"kind", "instructions", "note"}),
+}
+
+
+def _no_unknown_keys(table: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise RegistryError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+
+
 def _parse_source(raw: Mapping[str, Any], where: str) -> Source:
     kind = _need(raw, "kind", where)
     if kind not in _SOURCE_KINDS:
         raise RegistryError(f"{where}: unknown source kind {kind!r}; expected {_SOURCE_KINDS}")
+    _no_unknown_keys(raw, _SOURCE_KEYS[kind], where)
     note = str(raw.get("note", ""))
     if kind == "url":
         sha = raw.get("sha256")
@@ -182,6 +198,7 @@ def _parse_source(raw: Mapping[str, Any], where: str) -> Source:
 
 def _parse_file(name: str, table: Mapping[str, Any], sources: tuple[Source, ...],
                 where: str) -> FileEntry:
+    _no_unknown_keys(table, _FILE_KEYS, where)
     sha = table.get("sha256")
     md5 = table.get("md5")
     reason = table.get("unverified", "")
