@@ -6,7 +6,7 @@ The two axes of a multi-task model are independent: an architecture from
 :func:`fit_population` trains many seeds of one model at once.
 """
 
-from . import data, datasets, diagnostics, models, weighting
+from . import checkpoint, data, datasets, diagnostics, models, weighting
 from .compare import CompareResult, compare
 from .data import MultiTaskData, make_correlated_tasks, simulate_funnel
 from .metrics import evaluate, gauc, score_predictions
@@ -22,6 +22,7 @@ __all__ = [
     "FitResult",
     "MultiTaskData",
     "PopulationResult",
+    "checkpoint",
     "compare",
     "count_parameters",
     "data",

@@ -1,17 +1,30 @@
 """Training: :func:`fit` trains any model with any loss weighting; :class:`FitResult` keeps the
-history. Model selection and early stopping look at the validation split only."""
+history. Model selection and early stopping look at the validation split only.
+``fit(..., checkpoint=PATH)`` saves the run after every epoch (see :mod:`mtlbook.checkpoint`)
+and ``fit(..., resume=True)`` continues it: the resumed run ends exactly as the
+uninterrupted one would have."""
 
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import (
+    CheckpointError,
+    describe,
+    differences,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .data import MultiTaskData
 from .metrics import LOWER_IS_BETTER, evaluate
 from .models.base import MultiTaskModel
@@ -114,8 +127,43 @@ def fit(
     restore_best: bool = True,
     callbacks: Sequence[Callback] = (),
     eval_batch_size: int = 8192,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    resume: bool | str | os.PathLike = False,
 ) -> FitResult:
     """Train ``model`` on ``train``, select the best epoch on ``valid``.
+
+    **Checkpoints.** With ``checkpoint=PATH`` the run is saved to that one file after every
+    ``checkpoint_every`` epochs (counted from the start of the run, resumed or not) and after
+    the last epoch (also when early stopping ends the run). A checkpoint holds the model's
+    weights, the optimiser's state, the weighting's state
+    (:meth:`~mtlbook.weighting.Weighting.state_dict`), the loader's shuffling state, the
+    random number generators' states (torch's CPU generator, and the CUDA one on CUDA), the
+    epoch, the step, the history so far, the best score, epoch and weights, the
+    early-stopping counter and a fingerprint of the configuration (the model's
+    class, structure and parameter shapes; the schema; the sizes of ``train`` and ``valid``;
+    ``batch_size``, ``lr``, ``weight_decay``, the weighting's class and arguments, ``seed``,
+    ``monitor``, ``early_stopping``, ``restore_best`` and the device). Every write is atomic
+    (:func:`mtlbook.checkpoint.save_checkpoint`): a crash while saving keeps the previous
+    checkpoint.
+
+    **Resuming.** ``resume=True`` continues from the file ``checkpoint`` names; ``resume=PATH``
+    from another file (then ``checkpoint``, if given, receives the following checkpoints).
+    Build ``model`` and ``weighting`` as for the first run and pass the same arguments: the
+    run continues after the checkpoint's epoch, and its weights, history, best epoch and
+    score are the same as those of the run that was never interrupted (bitwise on the CPU;
+    the time in ``train_seconds`` adds up both parts). Since nothing in a run depends on the
+    total number of epochs, ``epochs`` may also be raised to train a finished run further:
+    it then ends as a run started with the larger ``epochs``. A checkpoint of a run that
+    already stopped early, or that already ran ``epochs``, gives its result without training.
+    ``callbacks`` are not saved: they see the resumed epochs only, and their
+    ``on_train_begin`` is called again. The epoch of a checkpoint is complete: an interrupted
+    epoch is run again from its start. A common pattern for jobs that may be stopped at any
+    time is ``fit(..., checkpoint=path, resume=os.path.exists(path))``.
+
+    **What is never overwritten.** If ``checkpoint`` names an existing file and the run does
+    not resume from it, that file must be a checkpoint of the same configuration (the same
+    run started again); any other file is refused with ``FileExistsError`` before training.
 
     Args:
         model: any :class:`~mtlbook.models.MultiTaskModel`.
@@ -137,10 +185,39 @@ def fit(
         restore_best: load the weights of the best epoch at the end.
         callbacks: :class:`Callback` objects.
         eval_batch_size: batch size for validation.
+        checkpoint: file to save the run to (``None``: no checkpoints).
+        checkpoint_every: save after every this many epochs (and after the last one).
+        resume: ``False`` (start afresh), ``True`` (continue from ``checkpoint``) or the path
+            of a checkpoint to continue from.
+
+    Returns:
+        A :class:`FitResult`.
 
     Raises:
         FloatingPointError: when a task's loss becomes NaN or inf (names the task and step).
         ValueError: for bad arguments or data that do not match the model.
+        FileNotFoundError: when the checkpoint to resume from does not exist.
+        FileExistsError: when ``checkpoint`` names a file that is not a checkpoint of this
+            configuration and the run does not resume from it.
+        mtlbook.checkpoint.CheckpointError: when the checkpoint to resume from is unreadable,
+            not an mtlbook checkpoint, of another format version, written by another
+            configuration (the message lists the differences), or already past ``epochs``.
+
+    Example:
+        >>> import os, tempfile
+        >>> import mtlbook as mb
+        >>> from mtlbook.models import SharedBottom
+        >>> train, valid = mb.make_correlated_tasks(400, 0.5, seed=0).split((0.5, 0.5))
+        >>> def run(**kw):
+        ...     model = SharedBottom(train.schema, bottom_units=(8,), tower_units=(4,), seed=0)
+        ...     return mb.fit(model, train, valid, device="cpu", progress=False, **kw)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "run.pt")
+        ...     first = run(epochs=2, checkpoint=path)  # stopped after 2 epochs
+        ...     resumed = run(epochs=4, checkpoint=path, resume=True)  # epochs 3 and 4
+        >>> whole = run(epochs=4)
+        >>> resumed.history.equals(whole.history), resumed.epochs_run
+        (True, 4)
     """
     for name, part in (("train", train), ("valid", valid)):
         if not isinstance(part, MultiTaskData):
@@ -158,24 +235,71 @@ def fit(
     if not isinstance(weighting, Weighting):
         raise TypeError(f"weighting must be a mtlbook.weighting.Weighting, got "
                         f"{type(weighting).__name__}")
+    save_path, resume_path = _checkpoint_paths(checkpoint, checkpoint_every, resume)
 
     dev = resolve_device(device)
     model.to(dev)
+    fingerprint = None
+    if save_path is not None or resume_path is not None:
+        fingerprint = _fingerprint(model, train, valid, batch_size=batch_size, lr=lr,
+                                   weight_decay=weight_decay, weighting=weighting, seed=seed,
+                                   monitor=monitor, early_stopping=early_stopping,
+                                   restore_best=restore_best, device=dev)
+    saved = None
+    if resume_path is not None:
+        saved = _read_resumable(resume_path, fingerprint, epochs)
+    if save_path is not None and save_path.exists() and not (
+            resume_path is not None and _same_file(save_path, resume_path)):
+        _check_overwritable(save_path, fingerprint)
+
     weighting.setup(model.task_names, model)
     params = list(model.parameters()) + list(weighting.parameters())
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
     loader = train.loader(batch_size, shuffle=True, seed=seed)
     rows: list[tuple] = []
     best_score, best_epoch, best_state, stale = None, 0, None, 0
-    step = 0
+    step, done, stopped, seconds_before = 0, 0, False, 0.0
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        weighting.load_state_dict(saved["weighting"])
+        loader.load_state_dict(saved["loader"])
+        rows = [tuple(row) for row in saved["history"]]
+        best_score, best_epoch, stale = saved["best_score"], saved["best_epoch"], saved["stale"]
+        best_state = saved["best_state"]
+        step, done, stopped = saved["step"], saved["epoch"], saved["stopped"]
+        seconds_before = float(saved["train_seconds"])
+    # The epoch whose state ``save_path`` holds (when it is the file resumed from).
+    written = done if saved is not None and save_path is not None and _same_file(
+        save_path, resume_path) else None
     start = time.perf_counter()
+
+    def save() -> None:
+        # The one place that writes a checkpoint (a distributed run would let one process
+        # write); called inside the forked random state, which it records.
+        save_checkpoint(save_path, {
+            "fingerprint": fingerprint,
+            "epoch": done, "epochs": epochs, "step": step, "stopped": stopped,
+            "history": [[int(e), str(sp), str(t), str(m), float(v)] for e, sp, t, m, v in rows],
+            "best_score": None if best_score is None else float(best_score),
+            "best_epoch": best_epoch, "best_state": best_state, "stale": stale,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "weighting": weighting.state_dict(), "loader": loader.state_dict(),
+            "rng": {"cpu": torch.random.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None},
+            "train_seconds": seconds_before + time.perf_counter() - start,
+        })
 
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         for cb in callbacks:
             cb.on_train_begin(model, weighting)
-        bar = tqdm(range(1, epochs + 1), desc=type(model).__name__, disable=not progress,
-                   leave=False)
+        if saved is not None:
+            torch.random.set_rng_state(saved["rng"]["cpu"].cpu())
+            if dev.type == "cuda" and saved["rng"]["cuda"] is not None:
+                torch.cuda.set_rng_state(saved["rng"]["cuda"].cpu(), dev)
+        remaining = range(done + 1, epochs + 1) if not stopped else range(0)
+        bar = tqdm(remaining, desc=type(model).__name__, disable=not progress, leave=False)
         for epoch in bar:
             model.train()
             sums = dict.fromkeys(model.task_names, 0.0)
@@ -235,15 +359,122 @@ def fit(
                     best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
+            done = epoch
+            stopped = early_stopping is not None and stale >= early_stopping
             bar.set_postfix({monitor: f"{score:.4f}", "best": best_epoch})
-            if early_stopping is not None and stale >= early_stopping:
+            if save_path is not None and (epoch % checkpoint_every == 0 or epoch == epochs
+                                          or stopped):
+                save()
+                written = epoch
+            if stopped:
                 break
         bar.close()
+        if save_path is not None and written != done:
+            save()  # resumed from another file without anything left to train
 
     if restore_best and best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     history = pd.DataFrame(rows, columns=list(_COLUMNS))
     return FitResult(model=model, history=history, best_epoch=best_epoch,
-                     best_score=float(best_score), monitor=monitor, epochs_run=epoch,
-                     train_seconds=time.perf_counter() - start)
+                     best_score=float(best_score), monitor=monitor, epochs_run=done,
+                     train_seconds=seconds_before + time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------- checkpoints
+_STATE_KEYS = ("fingerprint", "epoch", "step", "stopped", "history", "best_score",
+               "best_epoch", "best_state", "stale", "model", "optimizer", "weighting",
+               "loader", "rng", "train_seconds")
+
+
+def _checkpoint_paths(checkpoint, checkpoint_every, resume) -> tuple[Path | None, Path | None]:
+    """Validate the checkpoint arguments; the file to save to and the one to resume from."""
+    save_path = None
+    if checkpoint is not None:
+        if isinstance(checkpoint, bool) or not isinstance(checkpoint, str | os.PathLike):
+            raise TypeError(f"checkpoint must be None or a file path (str or os.PathLike), "
+                            f"got {checkpoint!r}")
+        save_path = Path(checkpoint)
+        if save_path.is_dir():
+            raise IsADirectoryError(f"checkpoint={str(save_path)!r} is a folder; give a file "
+                                    "path such as 'runs/model.pt'")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
+            or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    if resume is False:
+        return save_path, None
+    if resume is True:
+        if save_path is None:
+            raise ValueError("resume=True continues from the file that checkpoint names, but "
+                             "checkpoint is None; give checkpoint=PATH or resume=PATH")
+        return save_path, save_path
+    if not isinstance(resume, str | os.PathLike):
+        raise TypeError(f"resume must be False, True or a checkpoint path, got {resume!r}")
+    return save_path, Path(resume)
+
+
+def _same_file(a: Path, b: Path | None) -> bool:
+    return b is not None and os.path.abspath(a) == os.path.abspath(b)
+
+
+def _fingerprint(model: MultiTaskModel, train: MultiTaskData, valid: MultiTaskData, *,
+                 weighting: Weighting, device: torch.device, **settings: Any) -> dict[str, str]:
+    """What must not change between a run and its resumption, as text."""
+    cls = type(model)
+    shapes = [(k, list(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]
+    return {
+        "model": f"{cls.__module__}.{cls.__qualname__}",
+        "model structure": repr(model),
+        "model parameters": describe(shapes),
+        "schema": repr(train.schema),
+        "train samples": str(len(train)),
+        "valid samples": str(len(valid)),
+        **{name: describe(value) for name, value in settings.items()},
+        # One entry per argument of the strategy, so that a difference names the argument.
+        **{("weighting" if name == "class" else f"weighting {name}"): describe(value)
+           for name, value in weighting.config().items()},
+        "device": device.type,
+    }
+
+
+def _read_resumable(path: Path, fingerprint: dict[str, str], epochs: int) -> dict[str, Any]:
+    """The checkpoint at ``path``, checked against this run's configuration."""
+    try:
+        state = load_checkpoint(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}, so there is nothing to resume; to start afresh when no "
+                                "checkpoint exists yet, pass resume=os.path.exists(path)") from err
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"the checkpoint {str(path)!r} lacks {missing}; it was not "
+                              "written by mtlbook.fit")
+    differ = differences(state["fingerprint"], fingerprint)
+    if differ:
+        raise CheckpointError(
+            f"the checkpoint {str(path)!r} was written by a run with another configuration, so "
+            "resuming it would not continue that run:\n  " + "\n  ".join(differ)
+            + "\nPass the model, data and arguments of that run (epochs may be raised)."
+        )
+    if state["epoch"] > epochs:
+        raise CheckpointError(f"the checkpoint {str(path)!r} has already run {state['epoch']} "
+                              f"epochs, more than epochs={epochs}; pass epochs >= "
+                              f"{state['epoch']}")
+    return state
+
+
+def _check_overwritable(path: Path, fingerprint: dict[str, str]) -> None:
+    """Refuse to replace a file that is not a checkpoint of this configuration."""
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as err:
+        raise FileExistsError(f"checkpoint={str(path)!r} names an existing file that is not a "
+                              f"checkpoint of this run, and it is not overwritten: {err}. "
+                              "Choose another path or remove the file") from err
+    differ = differences(state.get("fingerprint") or {}, fingerprint)
+    if differ:
+        raise FileExistsError(
+            f"checkpoint={str(path)!r} holds the checkpoint of a run with another "
+            "configuration, and it is not overwritten:\n  " + "\n  ".join(differ)
+            + "\nChoose another path, remove the file, or resume that run with its own "
+            "configuration"
+        )

@@ -105,6 +105,9 @@ class CAGrad(Weighting):
         ValueError: in :meth:`setup`, for a model without shared parameters.
     """
 
+    #: The latest step's coefficients.
+    state_attributes = ("_coef",)
+
     def __init__(self, c: float = 0.4) -> None:
         if not c >= 0:
             raise ValueError(f"CAGrad: c must be ≥ 0, got {c!r}")

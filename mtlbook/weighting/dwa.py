@@ -38,6 +38,9 @@ class DWA(Weighting):
     are known.
     """
 
+    #: The recorded epoch losses, the epoch of the latest step and its weight vector.
+    state_attributes = ("_epoch_losses", "_epoch", "_vector")
+
     def __init__(self, temperature: float = 2.0) -> None:
         self.temperature = check_number("temperature", temperature, positive=True)
 

@@ -76,6 +76,9 @@ class FAMO(Weighting):
     task losses, not their sum.
     """
 
+    #: The logits ξ, their optimiser, a pending weight step and the latest multipliers.
+    state_attributes = ("logits", "_optimizer", "_previous", "_multipliers")
+
     def __init__(self, lr: float = 0.025, weight_decay: float = 1e-3,
                  min_losses: Mapping[str, float] | None = None, eps: float = 1e-8,
                  max_grad_norm: float | None = None) -> None:

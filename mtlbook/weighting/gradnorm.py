@@ -68,6 +68,9 @@ class GradNorm(Weighting):
             that is not among them.
     """
 
+    #: The weights, their optimiser, the initial losses L_i(0) and the applied weights.
+    state_attributes = ("_w", "_optimizer", "_initial", "_applied")
+
     def __init__(self, alpha: float = 1.5, lr: float = 0.025,
                  layer: str | Sequence[str | nn.Parameter] | None = None,
                  min_weight: float = 1e-3) -> None:

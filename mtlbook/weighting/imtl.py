@@ -70,6 +70,9 @@ class IMTL(Weighting):
         ValueError: in :meth:`setup`, for a model without shared parameters.
     """
 
+    #: The latest step's weights α.
+    state_attributes = ("_alpha",)
+
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
         self._shared, self._specific = shared_and_specific(model, "IMTL")

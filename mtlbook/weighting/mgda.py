@@ -127,6 +127,9 @@ class MGDA(Weighting):
             ``upper_bound=True``, without a shared representation (first step).
     """
 
+    #: The latest step's weights α.
+    state_attributes = ("_alpha",)
+
     def __init__(self, normalization: str = "none", upper_bound: bool = False,
                  max_iter: int = 250, tol: float = 1e-5) -> None:
         if normalization not in _NORMALIZATIONS:

@@ -75,6 +75,9 @@ class PCGrad(Weighting):
         ValueError: in :meth:`setup`, for a model without shared parameters.
     """
 
+    #: The visiting orders' generator and the latest step's weights.
+    state_attributes = ("_generator", "_weights")
+
     def __init__(self, seed: int = 0) -> None:
         self.seed = int(seed)
 

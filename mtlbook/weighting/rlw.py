@@ -40,6 +40,9 @@ class RLW(Weighting):
     :attr:`weights` are those drawn for the latest step (``1/K`` each before any step).
     """
 
+    #: The generator's state (also with ``seed=None``) and the latest draw.
+    state_attributes = ("generator", "_last")
+
     def __init__(self, distribution: str = "normal", seed: int | None = 0) -> None:
         if distribution not in _DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {_DISTRIBUTIONS}, "

@@ -55,6 +55,9 @@ class ScheduledWeights(Weighting):
         {'click': 1.0, 'purchase': 1.0}
     """
 
+    #: The current ``t``, the finished epochs and steps, and the current weights.
+    state_attributes = ("_t", "_epochs", "_steps", "_vector")
+
     def __init__(self, initial_weights: Mapping[str, float] | None = None,
                  ratios: Mapping[str, float] | float = 1.0, per: str = "epoch") -> None:
         if per not in ("epoch", "step"):
