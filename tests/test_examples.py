@@ -15,7 +15,8 @@ MODULES = ["mtlbook.diagnostics", "mtlbook.compare", "mtlbook.population", "mtlb
            "mtlbook.learning_curves", "mtlbook.probes", "mtlbook.expert_sharing",
            "mtlbook.data.mechanisms", "mtlbook.selection", "mtlbook.gradient_surgery",
            "mtlbook.serving", "mtlbook.leaderboard", "mtlbook.balancing",
-           "mtlbook.relatedness", "mtlbook.funnel_eval"]
+           "mtlbook.relatedness", "mtlbook.funnel_eval", "mtlbook.real_data",
+           "mtlbook.checkpoint", "mtlbook.data._core", "mtlbook.datasets._fetch"]
 
 
 @pytest.mark.parametrize("name", MODULES)
