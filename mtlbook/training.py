@@ -6,7 +6,10 @@ uninterrupted one would have."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
+import inspect
 import os
 import time
 from collections.abc import Sequence
@@ -14,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from . import distributed as _dist
 from .checkpoint import (
     CheckpointError,
     describe,
@@ -25,9 +32,10 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .data import MultiTaskData
+from .data import BatchLoader, MultiTaskData
 from .metrics import LOWER_IS_BETTER, evaluate
 from .models.base import MultiTaskModel
+from .streaming import ParquetSource
 from .utils import resolve_device
 from .weighting import EqualWeight, Weighting
 
@@ -65,7 +73,7 @@ class FitResult:
         best_score: that value.
         monitor: what was monitored, e.g. ``"loss"`` or ``"purchase:auc"``.
         epochs_run: epochs actually run (fewer than asked after early stopping).
-        train_seconds: wall-clock training time.
+        train_seconds: wall-clock training time (rank 0's on several processes).
     """
 
     model: MultiTaskModel
@@ -111,7 +119,7 @@ def _check_monitor(monitor: str, data: MultiTaskData) -> bool:
 
 def fit(
     model: MultiTaskModel,
-    train: MultiTaskData,
+    train: MultiTaskData | ParquetSource,
     valid: MultiTaskData,
     *,
     epochs: int = 10,
@@ -130,6 +138,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 1,
     resume: bool | str | os.PathLike = False,
+    distributed: bool | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train``, select the best epoch on ``valid``.
 
@@ -165,12 +174,63 @@ def fit(
     not resume from it, that file must be a checkpoint of the same configuration (the same
     run started again); any other file is refused with ``FileExistsError`` before training.
 
+    **Several processes (torchrun).** When a :mod:`torch.distributed` process group is
+    initialised (a script started by ``torchrun`` that called
+    :func:`mtlbook.distributed.init`), ``fit`` trains one run on all its processes with
+    :class:`torch.nn.parallel.DistributedDataParallel` (gloo on the CPU, NCCL on GPUs; each
+    process on its own GPU), and gives the result of one process training on the same global
+    batches, up to floating-point rounding:
+
+    * ``batch_size`` is the *global* batch. Every process holds the whole data, draws the same
+      shuffled order (``seed``) and trains on its contiguous shard of each global batch
+      (:func:`mtlbook.distributed.shard_bounds`; a shard may be empty).
+    * The losses the weighting sees are those of the global batch, with the same value on every
+      process: :func:`mtlbook.distributed.global_losses` all-reduces each task's sum and count
+      (a masked task's count differs between shards) and builds losses whose gradients,
+      averaged over the processes, are the global ones. So are the per-epoch training losses
+      in the history and in :meth:`~mtlbook.weighting.Weighting.epoch_end`, and the model's
+      regulariser (which must be a mean over the batch's rows, or not depend on them).
+    * Validation: each process predicts its shard of ``valid``; rank 0 scores all the
+      predictions (AUC and GAUC of the whole set) and sends the metrics to the others, so
+      model selection and early stopping take rank 0's decision on every process.
+    * Only rank 0 shows progress, calls ``callbacks`` and writes checkpoints (holding the random
+      state of every process); a resumed run reads the checkpoint on every process (it must
+      be visible to all of them) and may use another number of processes (only the dropout
+      draws of the extra processes then differ). Every process returns the same
+      :class:`FitResult` (with rank 0's ``train_seconds``).
+    * Dropout: each process draws its own masks (seed ``seed + rank``), so a model with
+      dropout trains equivalently but not identically to one process.
+    * Before training, the processes check that they were given the same run (model,
+      arguments, a checksum of the data), and refuse it otherwise.
+
+    Weighting strategies (the class attribute
+    :attr:`~mtlbook.weighting.Weighting.distributed`): ``EqualWeight``, ``FixedWeights``,
+    ``ScheduledWeights``, ``DWA``, ``RLW``, ``UncertaintyWeighting`` and ``FAMO`` combine the
+    global losses into one scalar whose gradients DistributedDataParallel averages; their
+    weights come from global losses (DWA's epoch losses, FAMO's losses after the step,
+    uncertainty's learned variances, whose gradients only involve global loss values) or from
+    generators seeded alike on every process (RLW), so they are the same everywhere.
+    ``GradNorm`` also trains through DistributedDataParallel and averages its per-task
+    gradients on the measured layer over the processes before taking their norms. ``PCGrad``,
+    ``MGDA`` (also MGDA-UB, through the sum of the processes' Gram matrices), ``CAGrad`` and
+    ``IMTL`` average the ``[tasks, shared parameters]`` matrix of per-task gradients over the
+    processes before combining it (identically on every process), and the task-specific
+    gradients after; they bypass DistributedDataParallel's hooks and send ``tasks`` times
+    more data per step. A custom strategy trains through DistributedDataParallel unless its
+    class sets ``distributed = "manual"`` (it averages its gradients itself, see
+    :mod:`mtlbook.weighting._grads`) or ``None``, which ``fit`` refuses with a ``ValueError``
+    naming the strategy, before training. ``distributed=False`` trains one separate run per
+    process instead.
+
     Args:
         model: any :class:`~mtlbook.models.MultiTaskModel`.
-        train: training data (its schema must be the model's).
+        train: training data (its schema must be the model's): a :class:`MultiTaskData`,
+            or a :class:`~mtlbook.streaming.ParquetSource` for data larger than memory
+            (its ``shuffle_mode`` sets the order: ``"exact"`` trains exactly as on the
+            same data in memory, ``"buffer"`` shuffles within a bounded buffer).
         valid: validation data; the only data used for model selection and early stopping.
         epochs: maximum number of passes over ``train``.
-        batch_size: mini-batch size.
+        batch_size: mini-batch size (the global batch on several processes).
         lr: Adam learning rate.
         weight_decay: L2 weight decay (Adam's, coupled).
         weighting: a :class:`~mtlbook.weighting.Weighting`; ``None`` means equal weights.
@@ -189,13 +249,18 @@ def fit(
         checkpoint_every: save after every this many epochs (and after the last one).
         resume: ``False`` (start afresh), ``True`` (continue from ``checkpoint``) or the path
             of a checkpoint to continue from.
+        distributed: ``None``: train on all processes of the process group when one is
+            initialised, else in this process alone; ``True``: require a process group;
+            ``False``: this process alone, even in a process group.
 
     Returns:
         A :class:`FitResult`.
 
     Raises:
         FloatingPointError: when a task's loss becomes NaN or inf (names the task and step).
-        ValueError: for bad arguments or data that do not match the model.
+        ValueError: for bad arguments or data that do not match the model; on several
+            processes, for a weighting that cannot train there, processes given different
+            runs, or a CPU device with the NCCL backend.
         FileNotFoundError: when the checkpoint to resume from does not exist.
         FileExistsError: when ``checkpoint`` names a file that is not a checkpoint of this
             configuration and the run does not resume from it.
@@ -219,10 +284,17 @@ def fit(
         >>> resumed.history.equals(whole.history), resumed.epochs_run
         (True, 4)
     """
-    for name, part in (("train", train), ("valid", valid)):
-        if not isinstance(part, MultiTaskData):
-            raise TypeError(f"{name} must be a MultiTaskData, got {type(part).__name__}")
-        model._check_data(part)
+    if not isinstance(train, MultiTaskData | ParquetSource):
+        raise TypeError("train must be a MultiTaskData or a mtlbook.streaming.ParquetSource, "
+                        f"got {type(train).__name__}")
+    if not isinstance(valid, MultiTaskData):
+        raise TypeError(f"valid must be a MultiTaskData, got {type(valid).__name__}")
+    model._check_data(valid)
+    if isinstance(train, MultiTaskData):
+        model._check_data(train)
+    elif train.schema != model.schema:
+        raise ValueError("the data's schema differs from the one the model was built with: "
+                         f"model {model.schema} vs data {train.schema}")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not lr > 0:
@@ -236,8 +308,13 @@ def fit(
         raise TypeError(f"weighting must be a mtlbook.weighting.Weighting, got "
                         f"{type(weighting).__name__}")
     save_path, resume_path = _checkpoint_paths(checkpoint, checkpoint_every, resume)
+    use_dist = _use_distributed(distributed, weighting)
 
     dev = resolve_device(device)
+    rank, world = (_dist.rank(), _dist.world_size()) if use_dist else (0, 1)
+    main = rank == 0
+    if use_dist:
+        dev = _distributed_device(dev)
     model.to(dev)
     fingerprint = None
     if save_path is not None or resume_path is not None:
@@ -255,7 +332,13 @@ def fit(
     weighting.setup(model.task_names, model)
     params = list(model.parameters()) + list(weighting.parameters())
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
-    loader = train.loader(batch_size, shuffle=True, seed=seed)
+    if use_dist and isinstance(train, ParquetSource):
+        loader = train.loader(batch_size, shuffle=True, seed=seed, shard=(rank, world))
+    elif use_dist:
+        # Every process draws the same global batches and trains on its shard of each.
+        loader = BatchLoader(train, batch_size, shuffle=True, seed=seed, shard=(rank, world))
+    else:
+        loader = train.loader(batch_size, shuffle=True, seed=seed)
     rows: list[tuple] = []
     best_score, best_epoch, best_state, stale = None, 0, None, 0
     step, done, stopped, seconds_before = 0, 0, False, 0.0
@@ -272,34 +355,84 @@ def fit(
     # The epoch whose state ``save_path`` holds (when it is the file resumed from).
     written = done if saved is not None and save_path is not None and _same_file(
         save_path, resume_path) else None
+    if use_dist:
+        _check_same_run(train, valid, fingerprint or _fingerprint(
+            model, train, valid, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+            weighting=weighting, seed=seed, monitor=monitor, early_stopping=early_stopping,
+            restore_best=restore_best, device=dev), epochs=epochs, done=done)
+        # The strategies' state (random generators seeded with seed=None included) starts as
+        # rank 0's on every process; DistributedDataParallel does the same for the model.
+        box = [_to_cpu(weighting.state_dict()) if main else None]
+        dist.broadcast_object_list(box, src=0)
+        if not main:
+            weighting.load_state_dict(box[0])
+    # The module the training steps call: DistributedDataParallel averages the gradients of
+    # one backward pass; strategies that differentiate the losses one by one ("manual")
+    # average their gradients themselves and call the model directly.
+    forward: torch.nn.Module = model
+    ddp = None
+    if use_dist:
+        ddp = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda"
+                                      else None, **_NO_BUFFER_SYNC)
+        if weighting.distributed == "ddp":
+            forward = ddp
+    # What the weighting's ``after_step`` calls: the model, with global losses when distributed.
+    stepped = _GlobalLossView(model) if use_dist else model
     start = time.perf_counter()
 
-    def save() -> None:
-        # The one place that writes a checkpoint (a distributed run would let one process
-        # write); called inside the forked random state, which it records.
-        save_checkpoint(save_path, {
-            "fingerprint": fingerprint,
-            "epoch": done, "epochs": epochs, "step": step, "stopped": stopped,
-            "history": [[int(e), str(sp), str(t), str(m), float(v)] for e, sp, t, m, v in rows],
-            "best_score": None if best_score is None else float(best_score),
-            "best_epoch": best_epoch, "best_state": best_state, "stale": stale,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "weighting": weighting.state_dict(), "loader": loader.state_dict(),
-            "rng": {"cpu": torch.random.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None},
-            "train_seconds": seconds_before + time.perf_counter() - start,
-        })
+    def rng_state() -> dict[str, Any]:
+        return {"cpu": torch.random.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
 
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for cb in callbacks:
-            cb.on_train_begin(model, weighting)
+    def save() -> None:
+        # The one place that writes a checkpoint; called inside the forked random state, which
+        # it records. Called on every process: rank 0 writes (with every process's random
+        # state), the others wait until the file is complete.
+        rngs = [rng_state()]
+        if use_dist:
+            rngs = [None] * world if main else None
+            dist.gather_object(rng_state(), rngs, dst=0)
+        failure = None
+        if main:
+            try:
+                save_checkpoint(save_path, {
+                    "fingerprint": fingerprint,
+                    "epoch": done, "epochs": epochs, "step": step, "stopped": stopped,
+                    "history": [[int(e), str(sp), str(t), str(m), float(v)]
+                                for e, sp, t, m, v in rows],
+                    "best_score": None if best_score is None else float(best_score),
+                    "best_epoch": best_epoch, "best_state": best_state, "stale": stale,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "weighting": weighting.state_dict(), "loader": loader.state_dict(),
+                    "rng": rngs[0],
+                    **({"rng_ranks": rngs} if use_dist else {}),
+                    "train_seconds": seconds_before + time.perf_counter() - start,
+                })
+            except BaseException as err:
+                if not use_dist:
+                    raise
+                failure = err
+        if use_dist:
+            box = [None if failure is None else f"{type(failure).__name__}: {failure}"]
+            dist.broadcast_object_list(box, src=0)
+            if failure is not None:
+                raise failure
+            if box[0] is not None:
+                raise RuntimeError(f"rank 0 could not write the checkpoint {str(save_path)!r}: "
+                                   f"{box[0]}")
+
+    scope = _dist._training_scope() if use_dist else contextlib.nullcontext()
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), scope:
+        # Dropout: each process draws its own random numbers (seed + rank).
+        torch.manual_seed(seed + rank)
+        if main:
+            for cb in callbacks:
+                cb.on_train_begin(model, weighting)
         if saved is not None:
-            torch.random.set_rng_state(saved["rng"]["cpu"].cpu())
-            if dev.type == "cuda" and saved["rng"]["cuda"] is not None:
-                torch.cuda.set_rng_state(saved["rng"]["cuda"].cpu(), dev)
+            _restore_rng(saved, rank, world, seed, dev)
         remaining = range(done + 1, epochs + 1) if not stopped else range(0)
-        bar = tqdm(remaining, desc=type(model).__name__, disable=not progress, leave=False)
+        bar = tqdm(remaining, desc=type(model).__name__, disable=not (progress and main),
+                   leave=False)
         for epoch in bar:
             model.train()
             sums = dict.fromkeys(model.task_names, 0.0)
@@ -309,8 +442,10 @@ def fit(
                 if dev.type != "cpu":
                     batch = batch.to(dev)
                 optimizer.zero_grad(set_to_none=True)
-                losses = model.task_losses(model(batch), batch)
+                losses = model.task_losses(forward(batch), batch)
                 extra = model.regularization()
+                if use_dist:
+                    losses, extra = _dist.global_losses(losses, batch, extra)
                 values = torch.stack([v.detach() for v in losses.values()])
                 if not bool(torch.isfinite(values).all()):
                     bad = [n for n, v in zip(losses, values.tolist(), strict=True)
@@ -321,13 +456,13 @@ def fit(
                     )
                 total = weighting.backward(losses, model, extra)
                 optimizer.step()
-                weighting.after_step(model, batch)
+                weighting.after_step(stepped, batch)
                 values = values.tolist()
                 for name, v in zip(model.task_names, values, strict=True):
                     sums[name] += v
                 total_sum += float(total.detach())
                 n_batches += 1
-                if callbacks:
+                if callbacks and main:
                     step_losses = dict(zip(model.task_names, values, strict=True))
                     for cb in callbacks:
                         cb.on_step_end(model, step, step_losses)
@@ -338,18 +473,23 @@ def fit(
             epoch_rows.append((epoch, "train", "all", "loss", total_sum / n_batches))
             epoch_rows += [(epoch, "train", k, "weight", float(w))
                            for k, w in weighting.weights.items()]
-            metrics = evaluate(model, valid, batch_size=eval_batch_size)
+            if use_dist:  # each process scores its shard; rank 0 scores all and shares
+                metrics = _dist.evaluate(model, valid, batch_size=eval_batch_size)
+            else:
+                metrics = evaluate(model, valid, batch_size=eval_batch_size)
             epoch_rows += [(epoch, "valid", t, m, v) for t, m, v in metrics.itertuples(index=False)]
             task_loss = metrics[metrics["metric"].isin(["logloss", "mse"])]
             epoch_rows += [(epoch, "valid", t, "loss", v)
                            for t, v in zip(task_loss["task"], task_loss["value"], strict=True)]
             epoch_rows.append((epoch, "valid", "all", "loss", float(task_loss["value"].sum())))
             rows += epoch_rows
-            if callbacks:
+            if callbacks and main:
                 frame = pd.DataFrame(epoch_rows, columns=list(_COLUMNS))
                 for cb in callbacks:
                     cb.on_epoch_end(model, epoch, frame)
 
+            # Every process holds the same rows (the validation ones are rank 0's), so every
+            # process takes the same decisions below.
             score = _monitor_value(epoch_rows, monitor)
             improved = best_score is None or (score > best_score if higher_is_better
                                               else score < best_score)
@@ -372,13 +512,142 @@ def fit(
         if save_path is not None and written != done:
             save()  # resumed from another file without anything left to train
 
+    del ddp, forward  # when freed, the wrapper removes its gradient hooks from the model
     if restore_best and best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    seconds = seconds_before + time.perf_counter() - start
+    if use_dist:  # every process returns the same result: rank 0's time
+        box = [seconds]
+        dist.broadcast_object_list(box, src=0)
+        seconds = box[0]
     history = pd.DataFrame(rows, columns=list(_COLUMNS))
     return FitResult(model=model, history=history, best_epoch=best_epoch,
                      best_score=float(best_score), monitor=monitor, epochs_run=done,
-                     train_seconds=seconds_before + time.perf_counter() - start)
+                     train_seconds=seconds)
+
+
+# ---------------------------------------------------------------------- distributed
+class _GlobalLossView:
+    """The model as a weighting's ``after_step`` sees it in a distributed run: calling it and
+    every attribute are the model's, but :meth:`task_losses` gives the global batch's losses
+    (FAMO measures the decrease of the losses with it)."""
+
+    def __init__(self, model: MultiTaskModel) -> None:
+        self._model = model
+
+    def __call__(self, batch):
+        return self._model(batch)
+
+    def task_losses(self, outputs, batch):
+        return _dist.global_losses(self._model.task_losses(outputs, batch), batch)[0]
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
+# The buffers of mtlbook's models are constants: DistributedDataParallel need not broadcast
+# them before every forward pass (the argument was renamed in recent torch versions).
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False} if "forward_sync_buffers"
+                   in inspect.signature(DistributedDataParallel.__init__).parameters
+                   else {"broadcast_buffers": False})
+
+
+def _use_distributed(distributed: bool | None, weighting: Weighting) -> bool:
+    """Whether ``fit`` trains on the processes of the initialised process group."""
+    if distributed is not None and not isinstance(distributed, bool):
+        raise TypeError(f"distributed must be None (automatic), True or False, "
+                        f"got {distributed!r}")
+    active = _dist.is_distributed()
+    if distributed and not active:
+        raise ValueError("distributed=True needs an initialised process group: start the "
+                         "script with torchrun and call mtlbook.distributed.init() first")
+    if not (active if distributed is None else distributed):
+        return False
+    mode = getattr(weighting, "distributed", "ddp")
+    name = type(weighting).__name__
+    if mode is None:
+        raise ValueError(
+            f"the weighting {name} cannot train on several processes ({_dist.world_size()} "
+            f"in this process group): {name}.distributed is None, so it does not average "
+            "what it computes over the processes and would train each one differently. Use "
+            "another weighting, or pass distributed=False to train one separate run per "
+            "process"
+        )
+    if mode not in ("ddp", "manual"):
+        raise ValueError(f"{name}.distributed must be 'ddp', 'manual' or None, got {mode!r}")
+    return True
+
+
+def _check_same_run(train: MultiTaskData, valid: MultiTaskData, fingerprint: dict[str, str],
+                    **extra: Any) -> None:
+    """Refuse to train when the processes were not given the same run: the same model,
+    arguments, data (a checksum of every array) and, when resuming, the same checkpoint."""
+    mine = {**fingerprint, **{k: str(v) for k, v in extra.items()},
+            "train data": _checksum(train), "valid data": _checksum(valid)}
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    differ = [f"{key}: rank 0 has {everyone[0].get(key)!r:.80}, rank {r} {theirs.get(key)!r:.80}"
+              for r, theirs in enumerate(everyone[1:], start=1)
+              for key in sorted(set(mine) | set(theirs)) if theirs.get(key) != everyone[0].get(key)]
+    if differ:
+        raise ValueError("the processes of a distributed fit must train the same run (the same "
+                         "model, arguments and data on every process), but they differ:\n  "
+                         + "\n  ".join(differ[:10]))
+
+
+def _checksum(data: MultiTaskData) -> str:
+    """A digest of every array of ``data`` (features, labels, masks, groups)."""
+    digest = hashlib.blake2b(digest_size=16)
+    arrays = [data.dense, data.categorical, data.groups,
+              *(data.labels[k] for k in sorted(data.labels)),
+              *(data.masks[k] for k in sorted(data.masks))]
+    for array in arrays:
+        digest.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _to_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it moved to the CPU (to send it to other processes)."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+def _distributed_device(dev: torch.device) -> torch.device:
+    """The device of this process, checked against the process group's backend."""
+    backend = str(dist.get_backend()).lower()
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(dev)
+    elif "nccl" in backend:
+        raise ValueError(f"the process group uses {backend}, which needs the model on a GPU, "
+                         f"but device={dev.type!r}; pass device='cuda' (or 'auto'), or "
+                         "initialise the group with the gloo backend to train on the CPU")
+    return dev
+
+
+def _restore_rng(saved: dict[str, Any], rank: int, world: int, seed: int,
+                 dev: torch.device) -> None:
+    """Set the random state saved for this process. A checkpoint written by another number
+    of processes has no state for ranks beyond its own: they are seeded from (seed, rank,
+    epoch), which changes only the dropout draws of those processes."""
+    states = saved.get("rng_ranks")
+    if states is not None and len(states) == world:
+        state = states[rank]
+    elif rank == 0:
+        state = saved["rng"]
+    else:
+        torch.manual_seed(hash((seed, rank, int(saved["epoch"]))) % 2 ** 63)
+        return
+    torch.random.set_rng_state(state["cpu"].cpu())
+    if dev.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), dev)
 
 
 # ---------------------------------------------------------------------- checkpoints

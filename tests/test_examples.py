@@ -16,7 +16,8 @@ MODULES = ["mtlbook.diagnostics", "mtlbook.compare", "mtlbook.population", "mtlb
            "mtlbook.data.mechanisms", "mtlbook.selection", "mtlbook.gradient_surgery",
            "mtlbook.serving", "mtlbook.leaderboard", "mtlbook.balancing",
            "mtlbook.relatedness", "mtlbook.funnel_eval", "mtlbook.real_data",
-           "mtlbook.checkpoint", "mtlbook.data._core", "mtlbook.datasets._fetch"]
+           "mtlbook.checkpoint", "mtlbook.data._core", "mtlbook.datasets._fetch",
+           "mtlbook.distributed", "mtlbook.streaming"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -109,6 +109,24 @@ class Batch:
         )
 
 
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rows ``lo:hi`` of a global batch of ``n`` rows that process ``rank`` of ``world_size``
+    takes: contiguous shards in rank order whose sizes differ by at most one.
+
+    Example:
+        >>> from mtlbook.data._core import shard_bounds
+        >>> [shard_bounds(5, r, 2) for r in range(2)]
+        [(0, 2), (2, 5)]
+    """
+    for name, value in (("n", n), ("rank", rank), ("world_size", world_size)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+    if world_size < 1 or not 0 <= rank < world_size or n < 0:
+        raise ValueError(f"need n >= 0, world_size >= 1 and 0 <= rank < world_size, got "
+                         f"n={n}, rank={rank}, world_size={world_size}")
+    return int(n * rank // world_size), int(n * (rank + 1) // world_size)
+
+
 class BatchLoader:
     """Iterates over a :class:`MultiTaskData` in mini-batches of :class:`Batch`.
 
@@ -117,16 +135,27 @@ class BatchLoader:
     of orders is fixed by the seed. :meth:`state_dict` and :meth:`load_state_dict` save and
     restore the shuffling state between passes, so a resumed training run draws the orders
     the uninterrupted one would have drawn.
+
+    With ``shard=(rank, world_size)`` each yielded batch is process ``rank``'s shard of the
+    global batch of ``batch_size`` rows (:func:`shard_bounds`): loaders with the same seed on
+    every process draw the same global batches and together cover each one exactly once
+    (what :func:`mtlbook.fit` does under ``torchrun``). ``len()`` counts global batches.
     """
 
     def __init__(self, data: MultiTaskData, batch_size: int, shuffle: bool, seed: int,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, shard: tuple[int, int] | None = None) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if shard is not None:
+            if not isinstance(shard, tuple | list) or len(shard) != 2:
+                raise ValueError(f"shard must be None or (rank, world_size), got {shard!r}")
+            shard_bounds(0, *shard)  # validates
+            shard = (int(shard[0]), int(shard[1]))
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.shard = shard
         self._generator = torch.Generator().manual_seed(int(seed))
         self._tensors = data.tensors()
 
@@ -177,6 +206,9 @@ class BatchLoader:
         dense, categorical, labels, masks = self._tensors
         for b in range(len(self)):
             lo, hi = b * self.batch_size, min(n, (b + 1) * self.batch_size)
+            if self.shard is not None:
+                first, last = shard_bounds(hi - lo, *self.shard)
+                lo, hi = lo + first, lo + last
             if order is None:
                 idx: slice | torch.Tensor = slice(lo, hi)
             else:

@@ -16,7 +16,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["backward_split", "shared_and_specific", "task_gradients", "write_gradient"]
+from .. import distributed
+
+__all__ = ["average_gradients", "backward_split", "global_gram", "global_task_gradients",
+           "shared_and_specific", "task_gradients", "write_gradient"]
 
 
 def shared_and_specific(model: nn.Module, strategy: str
@@ -62,6 +65,43 @@ def task_gradients(losses: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor
     return torch.stack(rows)  # [T, P]
 
 
+def global_task_gradients(losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
+                          ) -> torch.Tensor:
+    """:func:`task_gradients` with respect to parameters, of the global batch.
+
+    In one process it is :func:`task_gradients`. When :func:`mtlbook.fit` trains on several
+    processes, each process's rows are the gradients of its shard's share of the global losses
+    (:func:`mtlbook.distributed.global_losses`, scaled so that their average is the global
+    gradient), and the matrix is averaged over the processes: every process gets the same
+    ``[T, P]`` matrix of the global batch and so combines the rows in the same way.
+    """
+    grads = task_gradients(losses, params)
+    sync = distributed.training()
+    return grads if sync is None else sync.mean(grads)
+
+
+def global_gram(grads: torch.Tensor) -> torch.Tensor:
+    """``grads @ grads.T`` ``[T, T]`` for gradients with respect to a per-sample quantity (a
+    shared representation ``[batch, units]``), of the global batch.
+
+    Such gradients have one block of rows per sample, so on several processes the global Gram
+    matrix is the sum of the processes' Gram matrices; each process's gradients are ``W`` times
+    the global ones on its rows (``W`` processes, see
+    :func:`mtlbook.distributed.global_losses`), hence the division by ``W²``.
+    """
+    gram = grads @ grads.T
+    sync = distributed.training()
+    return gram if sync is None else sync.sum(gram) / sync.world ** 2
+
+
+def average_gradients(params: Sequence[nn.Parameter]) -> None:
+    """Average the parameters' ``.grad`` over the processes of a distributed :func:`mtlbook.fit`
+    (nothing in one process)."""
+    sync = distributed.training()
+    if sync is not None:
+        sync.average_gradients(params)
+
+
 def write_gradient(params: Sequence[nn.Parameter], flat: torch.Tensor) -> None:
     """Add the flat vector ``flat`` (``[P]``, in the order of ``params``) to their ``.grad``."""
     offset = 0
@@ -79,6 +119,10 @@ def backward_split(losses: torch.Tensor, shared: Sequence[nn.Parameter],
                    shared_grad: torch.Tensor | None = None,
                    shared_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Leave the step's gradients in ``.grad`` and return ``Σ_i L_i + extra`` (detached).
+
+    In a distributed :func:`mtlbook.fit` (``distributed = "manual"`` strategies) the gradients
+    it leaves are those of the global batch, the same on every process: ``shared_grad`` must
+    come from :func:`global_task_gradients`, and the rest is averaged here.
 
     Task-specific parameters get ``∇(Σ_i L_i + extra)``. Shared parameters get either the
     flat ``shared_grad`` ``[P]`` (a strategy's combination of the rows of
@@ -103,10 +147,12 @@ def backward_split(losses: torch.Tensor, shared: Sequence[nn.Parameter],
         if extra is not None:
             on_shared = on_shared + extra
         torch.autograd.backward(on_shared, inputs=list(shared), retain_graph=bool(specific))
+        average_gradients(shared)
     else:
         if extra is not None and extra.requires_grad:
-            shared_grad = shared_grad + task_gradients([extra], shared)[0]
+            shared_grad = shared_grad + global_task_gradients([extra], shared)[0]
         write_gradient(shared, shared_grad)
     if specific:
         torch.autograd.backward(total, inputs=list(specific))
+        average_gradients(specific)
     return total.detach()

@@ -49,6 +49,16 @@ class Weighting(ABC):
     #: :meth:`state_dict`, restored by :meth:`load_state_dict`.
     state_attributes: ClassVar[tuple[str, ...]] = ()
 
+    #: How the strategy trains when :func:`mtlbook.fit` runs on several processes
+    #: (:mod:`mtlbook.distributed`). ``"ddp"``: :meth:`backward` back-propagates one scalar
+    #: built from the losses it is given (their values are those of the global batch on every
+    #: process) and DistributedDataParallel averages the gradients. ``"manual"``: the strategy
+    #: differentiates the task losses one by one and averages the gradients over the processes
+    #: itself (through :mod:`mtlbook.weighting._grads`); ``fit`` then bypasses
+    #: DistributedDataParallel's gradient hooks. ``None``: the strategy cannot train on
+    #: several processes, and ``fit`` refuses it before training.
+    distributed: ClassVar[str | None] = "ddp"
+
     def __init_subclass__(cls, **kwargs) -> None:
         # Record the constructor arguments of every strategy (see ``config``): a checkpoint
         # compares them to refuse resuming with a strategy configured differently.

@@ -27,7 +27,7 @@ import torch
 from scipy.optimize import minimize
 from torch import nn
 
-from ._grads import backward_split, shared_and_specific, task_gradients
+from ._grads import backward_split, global_task_gradients, shared_and_specific
 from .base import Weighting
 
 __all__ = ["CAGrad", "cagrad_direction"]
@@ -105,6 +105,9 @@ class CAGrad(Weighting):
         ValueError: in :meth:`setup`, for a model without shared parameters.
     """
 
+    #: Averages the task gradients over the processes itself (see Weighting.distributed).
+    distributed = "manual"
+
     #: The latest step's coefficients.
     state_attributes = ("_coef",)
 
@@ -121,7 +124,7 @@ class CAGrad(Weighting):
     def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module,
                  extra: torch.Tensor | None = None) -> torch.Tensor:
         values = torch.stack(list(losses.values()))  # [T]
-        grads = task_gradients(list(values), self._shared)  # [T, P]
+        grads = global_task_gradients(list(values), self._shared)  # [T, P]
         n = grads.shape[0]
         direction, coef = cagrad_direction(grads, self.c)  # [P], [T]
         self._coef = (n * coef).detach()

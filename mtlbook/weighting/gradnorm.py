@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ._grads import shared_and_specific, task_gradients
+from ._grads import global_task_gradients, shared_and_specific
 from .base import Weighting
 
 __all__ = ["GradNorm"]
@@ -98,7 +98,8 @@ class GradNorm(Weighting):
     def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module,
                  extra: torch.Tensor | None = None) -> torch.Tensor:
         values = torch.stack(list(losses.values()))  # [T]
-        norms = task_gradients(list(values), self._layer).norm(dim=1)  # ‖∇_W L_i‖, [T]
+        # ‖∇_W L_i‖ of the global batch (averaged over the processes of a distributed fit).
+        norms = global_task_gradients(list(values), self._layer).norm(dim=1)  # [T]
         w = self._w.detach().clone()
         self._applied = w
         total = (w * values).sum()
@@ -128,7 +129,7 @@ class GradNorm(Weighting):
 
     @property
     def next_weights(self) -> dict[str, float]:
-        """The weights after the latest update: the ones the next step applies."""
+        """The weights after the latest update (the ones the next step applies)."""
         return dict(zip(self.task_names, self._w.detach().cpu().tolist(), strict=True))
 
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ._grads import backward_split, shared_and_specific, task_gradients
+from ._grads import backward_split, global_task_gradients, shared_and_specific
 from .base import Weighting
 
 __all__ = ["IMTL", "imtl_weights"]
@@ -70,6 +70,9 @@ class IMTL(Weighting):
         ValueError: in :meth:`setup`, for a model without shared parameters.
     """
 
+    #: Averages the task gradients over the processes itself (see Weighting.distributed).
+    distributed = "manual"
+
     #: The latest step's weights α.
     state_attributes = ("_alpha",)
 
@@ -82,7 +85,7 @@ class IMTL(Weighting):
     def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module,
                  extra: torch.Tensor | None = None) -> torch.Tensor:
         values = torch.stack(list(losses.values()))  # [T]
-        grads = task_gradients(list(values), self._shared)  # [T, P]
+        grads = global_task_gradients(list(values), self._shared)  # [T, P]
         self._alpha = imtl_weights(grads)
         alpha = self._alpha.to(grads.device, grads.dtype)
         return backward_split(values, self._shared, self._specific, extra,

@@ -33,7 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._grads import backward_split, shared_and_specific, task_gradients
+from ._grads import (
+    backward_split,
+    global_gram,
+    global_task_gradients,
+    shared_and_specific,
+    task_gradients,
+)
 from .base import Weighting
 
 __all__ = ["MGDA", "min_norm_two", "min_norm_weights"]
@@ -127,6 +133,9 @@ class MGDA(Weighting):
             ``upper_bound=True``, without a shared representation (first step).
     """
 
+    #: Averages the task gradients (or their Gram matrix) over the processes itself.
+    distributed = "manual"
+
     #: The latest step's weights α.
     state_attributes = ("_alpha",)
 
@@ -155,9 +164,13 @@ class MGDA(Weighting):
     def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module,
                  extra: torch.Tensor | None = None) -> torch.Tensor:
         values = torch.stack(list(losses.values()))  # [T]
-        grads = (self._representation_gradients(values, model) if self.upper_bound
-                 else task_gradients(list(values), self._shared))  # [T, P] or [T, batch·units]
-        gram = (grads @ grads.T).detach().to("cpu", torch.float64)  # [T, T]
+        if self.upper_bound:
+            grads = self._representation_gradients(values, model)  # [T, batch·units]
+            gram = global_gram(grads)  # [T, T]
+        else:
+            grads = global_task_gradients(list(values), self._shared)  # [T, P]
+            gram = grads @ grads.T  # [T, T]
+        gram = gram.detach().to("cpu", torch.float64)
         scale = self._normalizers(gram, values)  # [T]
         self._alpha = min_norm_weights(gram / torch.outer(scale, scale), self.max_iter,
                                        self.tol)

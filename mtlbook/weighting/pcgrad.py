@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ._grads import backward_split, shared_and_specific, task_gradients
+from ._grads import backward_split, global_task_gradients, shared_and_specific
 from .base import Weighting
 
 __all__ = ["PCGrad", "project_conflicting"]
@@ -75,6 +75,9 @@ class PCGrad(Weighting):
         ValueError: in :meth:`setup`, for a model without shared parameters.
     """
 
+    #: Averages the task gradients over the processes itself (see Weighting.distributed).
+    distributed = "manual"
+
     #: The visiting orders' generator and the latest step's weights.
     state_attributes = ("_generator", "_weights")
 
@@ -90,7 +93,7 @@ class PCGrad(Weighting):
     def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module,
                  extra: torch.Tensor | None = None) -> torch.Tensor:
         values = torch.stack(list(losses.values()))  # [T]
-        grads = task_gradients(list(values), self._shared)  # [T, P]
+        grads = global_task_gradients(list(values), self._shared)  # [T, P]
         projected = project_conflicting(grads, self._generator)  # [T, P]
         before, after = grads.norm(dim=1), projected.norm(dim=1)  # [T]
         self._weights = torch.where(before > 0, after / before.clamp_min(1e-30),
