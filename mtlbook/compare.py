@@ -360,6 +360,7 @@ class CompareResult:
             digits: significant digits of the formatted column.
 
         Returns:
+            pandas.DataFrame:
             Long form: columns ``model, weighting, task, metric, mean, lo, hi, n, formatted``
             (``formatted`` is ``"mean [lo, hi]"``; just the mean for a single seed).
         """
@@ -928,6 +929,7 @@ def summarise_transfer(results: pd.DataFrame, model: str, baseline: str = "singl
     correction for testing several tasks.
 
     Returns:
+        pandas.DataFrame:
         One row per task and metric: ``task, metric, model, baseline, n``; ``model_mean,
         model_lo, model_hi`` and ``baseline_mean, baseline_lo, baseline_hi`` (each model's
         metric); ``diff_mean, diff_lo, diff_hi`` (paired ``model − baseline`` in the metric's

@@ -537,6 +537,7 @@ def expert_utilization(source: MultiTaskModel | pd.DataFrame, data: MultiTaskDat
             of one expert, as if the other experts did not exist.
 
     Returns:
+        pandas.DataFrame:
         One row per gate (per group): ``level``, ``gate``, the grouping column, ``n_experts``
         (the gate's choices), ``entropy`` and ``effective_experts`` (of the mean weights),
         ``sample_entropy`` and ``sample_effective_experts`` (mean per-sample),

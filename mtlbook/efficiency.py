@@ -71,8 +71,8 @@ def parameter_count(models: nn.Module | Sequence[nn.Module]) -> dict[str, int]:
     """Trainable parameters of one model or of several together.
 
     Returns:
-        ``{"parameters": total, "embedding": those in nn.Embedding tables, "dense": the
-        rest}`` summed over ``models``.
+        dict: ``parameters`` (the total), ``embedding`` (those in ``nn.Embedding`` tables) and
+        ``dense`` (the rest), summed over ``models``.
 
     Example:
         >>> import mtlbook as mb
@@ -220,6 +220,7 @@ def serving_cost(data: MultiTaskData, setups: Mapping[str, Setup], *,
         batch_size, repeats, warmup: as in :func:`inference_latency`.
 
     Returns:
+        pandas.DataFrame:
         One row per task count and setup: ``n_tasks, setup, n_models, parameters, embedding,
         dense, latency_ms`` (median per batch), ``latency_min_ms``, ``latency_max_ms`` and,
         with ``baseline``, the two ratios.

@@ -162,6 +162,7 @@ def step_summary(logs: StepConflictLog | Mapping[str, StepConflictLog]) -> pd.Da
         logs: one :class:`StepConflictLog` after training, or several by name (one row each).
 
     Returns:
+        pandas.DataFrame:
         One row per run (index: the names, or ``0``): ``steps``; ``mean_cosine`` of the task
         gradients (over steps and pairs); ``conflicting`` — the fraction of steps with a pair
         of tasks whose gradients conflict (cosine < 0); ``equal_opposes`` and

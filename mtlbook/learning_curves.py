@@ -269,7 +269,7 @@ class EpochLosses(Callback):
 
     @property
     def frame(self) -> pd.DataFrame:
-        """The recorded losses: columns ``epoch, split, task, loss``."""
+        """The recorded losses, with columns ``epoch, split, task, loss``."""
         return pd.DataFrame(self._rows, columns=["epoch", "split", "task", "loss"])
 
 

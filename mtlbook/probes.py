@@ -100,6 +100,7 @@ def linear_probe(features_train: np.ndarray, y_train: np.ndarray, features_test:
             targets at once (each gets its own penalty).
 
     Returns:
+        float or numpy.ndarray:
         The R² (coefficient of determination) on the test part: 1 is perfect, 0 is what a
         constant prediction of the test mean scores, negative is worse than that. A float for
         1-D targets, a ``[targets]`` array for 2-D ones.

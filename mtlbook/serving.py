@@ -68,7 +68,8 @@ class ServingModule(nn.Module):
 
     ``forward(dense, categorical)`` (only the blocks the schema has, in that order) returns
     one ``[batch]`` tensor per task in ``model.task_names`` order: probabilities for binary
-    tasks, predictions for regression tasks (the model's :meth:`predict_batch` without any
+    tasks, predictions for regression tasks (the model's
+    :meth:`~mtlbook.models.MultiTaskModel.predict_batch` without any
     extra output such as ESMM's ``pcvr``).
 
     Args:
@@ -279,6 +280,7 @@ def export_difference(model: MultiTaskModel, exported: ExportedModel, data: Mult
     """Largest absolute difference, per task, between the eager and the exported predictions.
 
     Returns:
+        pandas.DataFrame:
         One row per task: ``task``, ``max_abs_diff`` (over every row of ``data``).
     """
     if not isinstance(model, MultiTaskModel):
@@ -350,6 +352,7 @@ def serving_benchmark(setups: Mapping[str, Sequence[MultiTaskModel]], data: Mult
         repeats, warmup: timed and untimed passes per batch size.
 
     Returns:
+        pandas.DataFrame:
         One row per setup: ``setup, n_models, parameters, file_kb`` (all its files together),
         ``weights_kb`` (the part of the files that holds tensors, see :func:`file_breakdown`),
         ``max_abs_diff`` (exported vs eager, over all tasks and rows), then
