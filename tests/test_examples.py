@@ -17,7 +17,7 @@ MODULES = ["mtlbook.diagnostics", "mtlbook.compare", "mtlbook.population", "mtlb
            "mtlbook.serving", "mtlbook.leaderboard", "mtlbook.balancing",
            "mtlbook.relatedness", "mtlbook.funnel_eval", "mtlbook.real_data",
            "mtlbook.checkpoint", "mtlbook.data._core", "mtlbook.datasets._fetch",
-           "mtlbook.distributed", "mtlbook.streaming"]
+           "mtlbook.distributed", "mtlbook.streaming", "mtlbook.scaling"]
 
 
 @pytest.mark.parametrize("name", MODULES)
