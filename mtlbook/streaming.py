@@ -77,6 +77,7 @@ import pandas as pd
 import torch
 
 from .data import Batch, MultiTaskData, Schema, TaskSpec
+from .data._core import parse_task_spec, shard_bounds
 
 __all__ = ["SHUFFLE_MODES", "ParquetLoader", "ParquetSource", "write_parquet_shards"]
 
@@ -365,16 +366,7 @@ class ParquetSource:
             raise ValueError(f"group must be a column name or None, got {group!r}")
         specs, masks = [], {}
         for name, spec in tasks.items():
-            if isinstance(spec, str):
-                kind, mask_col = spec, None
-            elif isinstance(spec, Mapping):
-                extra = set(spec) - {"kind", "mask"}
-                if extra or "kind" not in spec:
-                    raise ValueError(f"task {name!r}: expected {{'kind': ..., 'mask': ...}}, "
-                                     f"got {dict(spec)!r}")
-                kind, mask_col = spec["kind"], spec.get("mask")
-            else:
-                raise ValueError(f"task {name!r}: expected a kind string or a dict, got {spec!r}")
+            kind, mask_col = parse_task_spec(name, spec)
             specs.append(TaskSpec(name, kind))
             if mask_col:
                 masks[name] = mask_col
@@ -834,12 +826,12 @@ class ParquetLoader:
     def _batch(self, block: _Block, rows: np.ndarray | slice) -> Batch:
         """The batch of ``block``'s ``rows`` (this process's part of it when sharded)."""
         if self.shard is not None:
-            rank, world = self.shard
             if isinstance(rows, slice):
-                n = rows.stop - rows.start
-                rows = slice(rows.start + n * rank // world, rows.start + n * (rank + 1) // world)
+                lo, hi = shard_bounds(rows.stop - rows.start, *self.shard)
+                rows = slice(rows.start + lo, rows.start + hi)
             else:
-                rows = rows[len(rows) * rank // world:len(rows) * (rank + 1) // world]
+                lo, hi = shard_bounds(len(rows), *self.shard)
+                rows = rows[lo:hi]
         return block.take(rows).batch()
 
     def _emit(self, block: _Block, final: bool) -> Iterator[Batch]:

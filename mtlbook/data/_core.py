@@ -109,6 +109,25 @@ class Batch:
         )
 
 
+def parse_task_spec(name: str, spec: Any) -> tuple[str, str | None]:
+    """``(kind, mask column or None)`` of one entry of a ``tasks=`` mapping: a kind string, or
+    ``{"kind": ..., "mask": column}``.
+
+    Example:
+        >>> from mtlbook.data._core import parse_task_spec
+        >>> parse_task_spec("buy", {"kind": "binary", "mask": "click"})
+        ('binary', 'click')
+    """
+    if isinstance(spec, str):
+        return spec, None
+    if isinstance(spec, Mapping):
+        if set(spec) - {"kind", "mask"} or "kind" not in spec:
+            raise ValueError(f"task {name!r}: expected {{'kind': ..., 'mask': ...}}, "
+                             f"got {dict(spec)!r}")
+        return spec["kind"], spec.get("mask")
+    raise ValueError(f"task {name!r}: expected a kind string or a dict, got {spec!r}")
+
+
 def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
     """Rows ``lo:hi`` of a global batch of ``n`` rows that process ``rank`` of ``world_size``
     takes: contiguous shards in rank order whose sizes differ by at most one.
@@ -472,16 +491,7 @@ class MultiTaskData:
 
         specs, labels, masks = [], {}, {}
         for name, spec in tasks.items():
-            if isinstance(spec, str):
-                kind, mask_col = spec, None
-            elif isinstance(spec, Mapping):
-                extra = set(spec) - {"kind", "mask"}
-                if extra or "kind" not in spec:
-                    raise ValueError(f"task {name!r}: expected {{'kind': ..., 'mask': ...}}, "
-                                     f"got {dict(spec)!r}")
-                kind, mask_col = spec["kind"], spec.get("mask")
-            else:
-                raise ValueError(f"task {name!r}: expected a kind string or a dict, got {spec!r}")
+            kind, mask_col = parse_task_spec(name, spec)
             specs.append(TaskSpec(name, kind))
             labels[name] = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
             if mask_col is not None:
