@@ -241,15 +241,17 @@ class ShardedLoader:
 
 # ---------------------------------------------------------------------- losses
 def global_losses(losses: Mapping[str, torch.Tensor], batch: Batch,
-                  extra: torch.Tensor | None = None
+                  extra: torch.Tensor | None = None, extra_reduction: str = "mean"
                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """The losses of the global batch, from each process's losses on its shard.
 
     ``losses`` are one process's per-task means over its shard (masked tasks over the rows
     where their mask is true, as :meth:`~mtlbook.models.MultiTaskModel.task_losses` computes
-    them); ``extra`` is the model's regulariser on the shard, taken to be a mean over its rows
-    or independent of them. One all-reduce gives every process the global per-task sums and
-    counts, and the returned loss of task ``k`` on process ``r`` is
+    them); ``extra`` is the model's regulariser on the shard, a mean over its rows or
+    independent of them (``extra_reduction="mean"``) or a sum over its rows (``"sum"``, see
+    :attr:`~mtlbook.models.MultiTaskModel.regularization_reduction`). One all-reduce gives
+    every process the global per-task sums and counts, and the returned loss of task ``k`` on
+    process ``r`` is
 
         L̂_k = L_k + (W · m_kr / M_k) · ℓ_kr − stop_gradient((W · m_kr / M_k) · ℓ_kr)
 
@@ -259,7 +261,8 @@ def global_losses(losses: Mapping[str, torch.Tensor], batch: Batch,
     processes (DistributedDataParallel averages) is ``∇L_k``. Any function of the losses a
     weighting builds (weights computed from the global values) therefore gets the gradient of
     one process training on the global batch. The regulariser is combined alike, weighted by
-    the shard's share of the global batch. A shard without rows for a task contributes zero.
+    the shard's share of the global batch (a sum over rows: added up over the processes, each
+    shard's gradient scaled by ``W``). A shard without rows for a task contributes zero.
 
     Outside a process group the arguments are returned unchanged.
 
@@ -280,6 +283,8 @@ def global_losses(losses: Mapping[str, torch.Tensor], batch: Batch,
         >>> global_losses({"y": torch.tensor(0.5)}, batch)[0]  # one process: unchanged
         {'y': tensor(0.5000)}
     """
+    if extra_reduction not in ("mean", "sum"):
+        raise ValueError(f"extra_reduction must be 'mean' or 'sum', got {extra_reduction!r}")
     if not is_distributed():
         return dict(losses), extra
     names = list(losses)
@@ -296,9 +301,10 @@ def global_losses(losses: Mapping[str, torch.Tensor], batch: Batch,
     has_extra = extra is not None
     extra_local = (torch.where(rows > 0, extra, torch.zeros_like(extra)) if has_extra
                    else None)
+    summed = extra_reduction == "sum"
     packed = torch.cat([counts, local.detach().double() * counts[:-1],
-                        (extra_local.detach().double().reshape(1) * n_rows if has_extra
-                         else counts.new_zeros(1))])  # [2T + 2]
+                        (extra_local.detach().double().reshape(1) * (1 if summed else n_rows)
+                         if has_extra else counts.new_zeros(1))])  # [2T + 2]
     dist.all_reduce(packed)  # sums over the processes
     total_counts, total_rows = packed[:len(names)], packed[len(names)]
     sums = packed[len(names) + 1:2 * len(names) + 1]
@@ -309,10 +315,13 @@ def global_losses(losses: Mapping[str, torch.Tensor], batch: Batch,
     result = dict(zip(names, out.unbind(0), strict=True))
     if not has_extra:
         return result, None
-    share = (world * rows / total_rows.clamp_min(1.0)).to(extra.dtype)
-    mean_extra = (packed[-1] / total_rows.clamp_min(1.0)).to(extra.dtype)
-    scaled_extra = share * extra_local
-    return result, mean_extra + (scaled_extra - scaled_extra.detach())
+    if summed:  # the global sum; each process's gradient W times its own
+        share, value = torch.tensor(float(world)), packed[-1]
+    else:  # the global mean; each process weighted by its share of the rows
+        share = world * rows / total_rows.clamp_min(1.0)
+        value = packed[-1] / total_rows.clamp_min(1.0)
+    scaled_extra = share.to(extra.dtype) * extra_local
+    return result, value.to(extra.dtype) + (scaled_extra - scaled_extra.detach())
 
 
 # ---------------------------------------------------------------------- evaluation

@@ -9,6 +9,8 @@ scikit-learn group by group.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
@@ -63,7 +65,8 @@ def score_predictions(predictions: pd.DataFrame, data: MultiTaskData) -> pd.Data
     """Metrics of given predictions (one column per task, probabilities for binary tasks).
 
     Masked tasks are scored on their subspace only. Returns a tidy DataFrame with columns
-    ``task, metric, value``.
+    ``task, metric, value``. A binary task with one class only gets AUC NaN and a
+    ``RuntimeWarning`` naming it (shown once per task under Python's default warning filter).
     """
     rows = []
     for task in data.schema.tasks:
@@ -77,6 +80,10 @@ def score_predictions(predictions: pd.DataFrame, data: MultiTaskData) -> pd.Data
         if task.kind == "binary":
             groups = None if data.groups is None else data.groups[mask]
             metrics = _binary_metrics(y, p, groups)
+            if not 0 < y.sum() < len(y):
+                warnings.warn(f"task {task.name!r} has only one class in the data evaluated, "
+                              "so its AUC is NaN; evaluate on data with both classes",
+                              RuntimeWarning, stacklevel=2)
         else:
             metrics = _regression_metrics(y, p)
         rows.extend((task.name, k, v) for k, v in metrics.items())

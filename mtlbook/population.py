@@ -611,6 +611,8 @@ def fit_population(
     template = members[0]
     for part in [*train_parts, *valid_parts]:
         template._check_data(part)
+    for part in train_parts:
+        template.check_training_masks(set(part.masks))
     weights = _task_weights(task_weights, template.task_names)
     dev = resolve_device(device)
     params, _ = stack_module_state(members)

@@ -258,7 +258,9 @@ def fit(
 
     Raises:
         FloatingPointError: when a task's loss becomes NaN or inf (names the task and step).
-        ValueError: for bad arguments or data that do not match the model; on several
+        ValueError: for bad arguments, data that do not match the model, or training data
+            with a task masked that the model must see on every row (the funnel steps of
+            ESMM and AITM, :meth:`~mtlbook.models.MultiTaskModel.check_training_masks`); on several
             processes, for a weighting that cannot train there, processes given different
             runs, or a CPU device with the NCCL backend.
         FileNotFoundError: when the checkpoint to resume from does not exist.
@@ -295,6 +297,7 @@ def fit(
     elif train.schema != model.schema:
         raise ValueError("the data's schema differs from the one the model was built with: "
                          f"model {model.schema} vs data {train.schema}")
+    model.check_training_masks(set(train.masks))
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not lr > 0:
@@ -445,7 +448,8 @@ def fit(
                 losses = model.task_losses(forward(batch), batch)
                 extra = model.regularization()
                 if use_dist:
-                    losses, extra = _dist.global_losses(losses, batch, extra)
+                    losses, extra = _dist.global_losses(
+                        losses, batch, extra, model.regularization_reduction)
                 values = torch.stack([v.detach() for v in losses.values()])
                 if not bool(torch.isfinite(values).all()):
                     bad = [n for n, v in zip(losses, values.tolist(), strict=True)

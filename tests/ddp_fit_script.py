@@ -131,7 +131,8 @@ def step_gradients(name: str, train, batch_index: int) -> dict[str, torch.Tensor
         losses = model.task_losses(forward(batch), batch)
         extra = model.regularization()
         if several:
-            losses, extra = distributed.global_losses(losses, batch, extra)
+            losses, extra = distributed.global_losses(losses, batch, extra,
+                                                      model.regularization_reduction)
         weighting.backward(losses, model, extra)
     named = [*model.named_parameters(),
              *((f"weighting.{i}", p) for i, p in enumerate(weighting.parameters()))]

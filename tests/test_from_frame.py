@@ -192,6 +192,37 @@ def test_non_numeric_dense_column():
         _build(dense=["price", "user"], categorical=["item"])
 
 
+def test_non_numeric_dense_column_is_named_with_a_value():
+    with pytest.raises(ValueError, match=r"dense feature column 'user' .*'u3'"):
+        _build(dense=["price", "user"], categorical=["item"])
+
+
+def test_empty_frame_is_refused():
+    with pytest.raises(ValueError, match="df has no rows"):
+        _build(_frame().iloc[:0])
+    with pytest.raises(ValueError, match="0 rows"):
+        MultiTaskData(dense=np.zeros((0, 1)), labels={"y": np.zeros(0)}, tasks={"y": "binary"},
+                      dense_names=["x"])
+
+
+def test_string_labels_are_reported_as_non_numeric():
+    df = _frame()
+    df["click"] = np.where(df["click"] == 1, "yes", "no")
+    with pytest.raises(ValueError, match=r"label column 'click' has non-numeric values such as "
+                                         r"'(yes|no)'.*0/1"):
+        _build(df, tasks={"click": "binary"})
+    with pytest.raises(ValueError, match=r"task 'y' has non-numeric labels such as 'yes'"):
+        MultiTaskData(dense=np.zeros((2, 1)), labels={"y": np.array(["yes", "no"])},
+                      tasks={"y": "binary"}, dense_names=["x"])
+
+
+def test_anything_outside_a_mask_is_ignored():
+    df = _frame()
+    df["buy"] = df["buy"].astype(object).where(df["click"] == 1, "n/a")  # not clicked: "n/a"
+    data = _build(df)
+    np.testing.assert_array_equal(data.labels["buy"][~data.masks["buy"]], 0.0)
+
+
 def test_nan_labels_outside_mask_are_allowed_for_regression():
     df = _frame()
     df["stay"] = df["stay"].where(df["click"] == 1)  # NaN where not clicked

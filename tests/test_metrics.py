@@ -160,7 +160,8 @@ def test_score_predictions_missing_column(correlated_small):
 def test_single_class_auc_is_nan():
     data = MultiTaskData(dense=np.zeros((5, 1)), labels={"y": np.zeros(5)},
                          tasks={"y": "binary"}, dense_names=["x"])
-    got = _as_dict(mb.score_predictions(pd.DataFrame({"y": np.full(5, 0.2)}), data))
+    with pytest.warns(RuntimeWarning, match="task 'y' has only one class"):
+        got = _as_dict(mb.score_predictions(pd.DataFrame({"y": np.full(5, 0.2)}), data))
     assert np.isnan(got[("y", "auc")])
     assert got[("y", "logloss")] == pytest.approx(log_loss(np.zeros(5), np.full(5, 0.2),
                                                            labels=[0, 1]))

@@ -106,10 +106,26 @@ def test_esmm_losses_are_ctr_and_ctcvr_only(funnel_small):
     assert model.regularization() is None
 
 
+def _tower_grads(towers, first=None) -> dict[int, list[torch.Tensor]]:
+    """Each task's slice of the towers' gradients, by the task's index in the schema: the
+    stacked ``towers`` in task order, or, with ``first = (index, tower)``, that tower for task
+    ``index`` and the stacked ``towers`` for the other tasks in order."""
+    def params(module):  # their gradients; zeros for a tensor no loss has reached yet
+        return [torch.zeros_like(p) if p.grad is None else p.grad
+                for p in [*module.weights, *module.biases]]
+
+    if first is None:
+        return {k: [g[k] for g in params(towers)] for k in range(towers.n_parallel)}
+    index, tower = first
+    others = [k for k in range(towers.n_parallel + 1) if k != index]
+    grads = {k: [g[j] for g in params(towers)] for j, k in enumerate(others)}
+    grads[index] = [g[0] for g in params(tower)]
+    return grads
+
+
 @pytest.mark.parametrize("backbone", ["mlp", SharedBottom])
 def test_cvr_tower_learns_only_through_the_product(funnel_small, backbone):
     model = ESMM(funnel_small.schema, backbone=backbone)
-    towers = model.towers if backbone == "mlp" else model.backbone.towers
     names = list(funnel_small.task_names)
     ctr, cvr, dwell = (names.index(n) for n in ("click", "purchase", "dwell_time"))
     batch = _batch(funnel_small)
@@ -117,18 +133,18 @@ def test_cvr_tower_learns_only_through_the_product(funnel_small, backbone):
     def tower_grads(task):
         model.zero_grad(set_to_none=False)
         model.task_losses(model(batch), batch)[task].backward()
-        return [w.grad for w in [*towers.weights, *towers.biases]]
+        if backbone == "mlp":
+            return _tower_grads(model.towers, first=(ctr, model.ctr_tower))
+        return _tower_grads(model.backbone.towers)
 
-    for grad in tower_grads("click"):  # the CTR loss alone never reaches the CVR tower
-        assert grad[ctr].abs().sum() > 0
-        assert torch.count_nonzero(grad[cvr]) == 0
-        assert torch.count_nonzero(grad[dwell]) == 0
-    for grad in tower_grads("purchase"):  # the CTCVR loss reaches both through the product
-        assert grad[ctr].abs().sum() > 0
-        assert grad[cvr].abs().sum() > 0
-        assert torch.count_nonzero(grad[dwell]) == 0
-    for grad in tower_grads("dwell_time"):
-        assert torch.count_nonzero(grad[cvr]) == 0
+    grads = tower_grads("click")  # the CTR loss alone never reaches the CVR tower
+    assert all(g.abs().sum() > 0 for g in grads[ctr])
+    assert all(torch.count_nonzero(g) == 0 for g in grads[cvr] + grads[dwell])
+    grads = tower_grads("purchase")  # the CTCVR loss reaches both through the product
+    assert all(g.abs().sum() > 0 for g in grads[ctr] + grads[cvr])
+    assert all(torch.count_nonzero(g) == 0 for g in grads[dwell])
+    grads = tower_grads("dwell_time")
+    assert all(torch.count_nonzero(g) == 0 for g in grads[cvr])
 
 
 def test_esmm_task_choice(funnel_small, funnel_binary, correlated_binary):
@@ -269,12 +285,13 @@ def test_aitm_information_flows_forward_only(funnel_small):
 
     loss_of("click")
     assert all(torch.count_nonzero(p.grad) == 0 for p in model.ait.parameters())
-    for w in model.towers.weights:
-        assert w.grad[click].abs().sum() > 0 and torch.count_nonzero(w.grad[purchase]) == 0
+    grads = _tower_grads(model.towers, first=(click, model.first_tower))
+    assert all(g.abs().sum() > 0 for g in grads[click])
+    assert all(torch.count_nonzero(g) == 0 for g in grads[purchase])
     loss_of("purchase")
     assert all(p.grad.abs().sum() > 0 for p in model.ait.parameters())
-    for w in model.towers.weights:
-        assert w.grad[click].abs().sum() > 0 and w.grad[purchase].abs().sum() > 0
+    grads = _tower_grads(model.towers, first=(click, model.first_tower))
+    assert all(g.abs().sum() > 0 for g in grads[click] + grads[purchase])
 
 
 def test_aitm_trains_on_the_funnel(funnel_binary):
@@ -307,3 +324,34 @@ def test_aitm_errors(funnel_small, correlated_small):
         AITM(schema, sequence=["click", "dwell_time"])
     with pytest.raises(ValueError, match="calibrator_weight"):
         AITM(schema, calibrator_weight=-1.0)
+
+
+# ---------------------------------------------------------------------- no masked funnel
+def _masked(data: MultiTaskData, task: str, by: str = "click") -> MultiTaskData:
+    """``data`` with ``task`` declared on the rows where ``by`` is 1 only."""
+    return MultiTaskData(
+        dense=data.dense, categorical=data.categorical, labels=data.labels,
+        tasks=data.schema.tasks, masks={**data.masks, task: data.labels[by] == 1},
+        dense_names=data.schema.dense, categorical_names=data.schema.categorical,
+        cardinalities=data.schema.cardinalities)
+
+
+@pytest.mark.parametrize("model_cls", [ESMM, AITM])
+@pytest.mark.parametrize("task", ["click", "purchase"])
+def test_funnel_models_refuse_a_masked_funnel_step(funnel_binary, model_cls, task):
+    masked = _masked(funnel_binary, task)
+    train, valid = masked.split((0.8, 0.2), seed=0)
+    model = model_cls(masked.schema)
+    with pytest.raises(ValueError, match=rf"'{task}'.*masked"):
+        mb.fit(model, train, valid, epochs=1, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=rf"'{task}'.*masked"):
+        mb.fit_population(lambda seed: model_cls(masked.schema, seed=seed), train, valid,
+                          seeds=[0, 1], epochs=1, device="cpu", progress=False)
+
+
+def test_esmm_trains_beside_a_masked_task_outside_the_funnel(funnel_small):
+    # dwell_time is masked to the clicks in the simulator; it is not a step of the funnel.
+    assert "dwell_time" in funnel_small.masks
+    train, valid = funnel_small.split((0.8, 0.2), seed=0)
+    for model in (ESMM(funnel_small.schema), AITM(funnel_small.schema)):
+        mb.fit(model, train, valid, epochs=1, device="cpu", progress=False)

@@ -7,6 +7,8 @@ and experts and gates are batched ops whose number does not grow with the number
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -56,9 +58,11 @@ def _reference_ple(model: PLE, batch):
         outs = [_relu_mlp(x if inputs is None else inputs[sources[i]], layers, i)
                 for i in range(level.experts.n_experts)]
         fused = []
-        for g in range(level.gates.n_gates):
-            weights = _softmax_gate(level.gates, g, x if inputs is None else inputs[g])
-            chosen = level.gates.experts_of(g)
+        gates = [(level.gates, g) for g in range(level.gates.n_gates)]
+        gates += [(level.shared_gate, 0)] if level.shared_gate is not None else []
+        for g, (module, row) in enumerate(gates):
+            weights = _softmax_gate(module, row, x if inputs is None else inputs[g])
+            chosen = module.experts_of(row)
             fused.append(sum(weights[:, j:j + 1] * outs[i] for j, i in enumerate(chosen)))
             records.append((index, level.gate_names[g],
                             tuple(level.experts.names[i] for i in chosen), weights))
@@ -299,7 +303,8 @@ def test_one_matmul_per_expert_layer_whatever_the_number_of_experts(funnel_small
     batch = _batch(funnel_small, 32)
     schema = funnel_small.schema
     units, towers = (8, 6), (4,)
-    # experts: one per layer; gates: one; mixture: one; towers: one per layer
+    # experts: one per layer; gates: one (PLE below its top level: one more, the shared gate);
+    # mixture: one; towers: one per layer
     per_level = len(units) + 2
     for n in (2, 8):
         for model in (MMoE(schema, n_experts=n, expert_units=units, tower_units=towers),
@@ -311,7 +316,8 @@ def test_one_matmul_per_expert_layer_whatever_the_number_of_experts(funnel_small
         for levels in (1, 3):
             model = PLE(schema, n_levels=levels, n_shared_experts=n, n_task_experts=n // 2,
                         expert_units=units, tower_units=towers)
-            assert _matmuls(model, batch) == levels * per_level + len(towers) + 1
+            shared_gates = levels - 1
+            assert _matmuls(model, batch) == levels * per_level + shared_gates + len(towers) + 1
             for level in model.levels:
                 for w, b in level.experts.stacked():
                     assert w.shape[0] == b.shape[0] == n + 3 * (n // 2)
@@ -420,8 +426,8 @@ def test_dselect_k_selects_at_most_k_once_saturated(funnel_small, n_experts):
     selectors = gates.selectors
     assert set(selectors.unique().tolist()) == {0.0, 1.0}  # one-hot selectors
     model.entropy_reg = 1.0
-    penalty = float(model.regularization().detach())
-    assert abs(penalty) < 1e-4  # no entropy left, all the mass on real experts
+    penalty = float(model.regularization().detach())  # summed over the 256 samples
+    assert abs(penalty) / 256 < 1e-4  # no entropy left, all the mass on real experts
 
 
 def test_dselect_k_converges_to_k_experts_with_entropy_regularisation(correlated_small):
@@ -440,6 +446,26 @@ def test_dselect_k_converges_to_k_experts_with_entropy_regularisation(correlated
         assert ((r.weights[0] > 0).sum()) <= 2
         torch.testing.assert_close(r.weights.sum(1), torch.ones(512))
     assert float(model.regularization().detach()) < 1e-3
+
+
+@pytest.mark.parametrize("per_example", [True, False])
+def test_dselect_k_penalty_is_the_authors_sum(per_example):
+    """The penalty, written out loop by loop as the authors' code computes it: the entropy and
+    the reachability term (3 experts: code 3 names none) summed over samples, gates and
+    selectors (static gates have no samples)."""
+    torch.manual_seed(0)
+    gates = DSelectKGates(4, n_gates=2, n_experts=3, k=2, gamma=1.0, per_example=per_example)
+    with torch.no_grad():  # selectors away from 0 and 1, so that both terms are sizeable
+        for p in gates.parameters():
+            p.uniform_(-0.1, 0.1)
+    gates(torch.randn(5, 4))
+    r = gates.selectors  # [5, gates, k, experts] or [gates, k, experts]
+    rows = r.reshape(-1, 3).tolist()  # one selector's weights per row
+    entropy = sum(-sum(v * math.log(v + 1e-6) for v in row) for row in rows)
+    reach = sum(1 / sum(row) - 1 for row in rows)
+    assert float(gates.penalty(0.3).detach()) == pytest.approx(0.3 * entropy + reach, rel=1e-5)
+    assert float(gates.penalty(0.0).detach()) == pytest.approx(reach, rel=1e-5)
+    assert len(rows) == (5 * 2 * 2 if per_example else 2 * 2)
 
 
 def test_dselect_k_regularisation_switches(correlated_small):

@@ -189,7 +189,9 @@ def test_cross_stitch_shared_parameters(funnel_small):
     model = CrossStitch(funnel_small.schema)
     shared = {id(p) for p in model.shared_parameters()}
     assert shared <= {id(p) for p in model.parameters()}
-    assert {id(p) for p in model.stitches.parameters()} <= shared
+    assert {id(p) for p in model.stitches[:-1].parameters()} <= shared
+    # The last unit's row k feeds task k's tower only: it is not shared, as the towers are not.
+    assert not shared & {id(p) for p in model.stitches[-1].parameters()}
     assert {id(p) for p in model.columns.parameters()} <= shared
     assert not shared & {id(p) for p in model.towers.parameters()}
 
@@ -297,7 +299,8 @@ def test_sluice_with_one_subspace_and_last_layer_is_cross_stitch(funnel_small):
 def test_sluice_shared_parameters(funnel_small):
     model = Sluice(funnel_small.schema)
     shared = {id(p) for p in model.shared_parameters()}
-    assert {id(p) for p in model.alphas.parameters()} <= shared
+    assert {id(p) for p in model.alphas[:-1].parameters()} <= shared
+    assert not shared & {id(p) for p in model.alphas[-1].parameters()}  # one row per task
     assert {id(p) for p in model.columns.parameters()} <= shared
     assert id(model.beta.raw) not in shared
     assert not shared & {id(p) for p in model.towers.parameters()}

@@ -12,9 +12,18 @@ import pytest
 import torch
 
 import mtlbook as mb
-from mtlbook.data import MultiTaskData
+from mtlbook.data import Batch, MultiTaskData
 from mtlbook.models import PLE, CrossStitch, MMoE, SharedBottom, SingleTask, Sluice, SoftSharing
-from mtlbook.weighting import IMTL, MGDA, CAGrad, EqualWeight, GradNorm, PCGrad, Weighting
+from mtlbook.weighting import (
+    IMTL,
+    MGDA,
+    CAGrad,
+    EqualWeight,
+    GradNorm,
+    PCGrad,
+    Weighting,
+    standard_strategies,
+)
 from mtlbook.weighting._grads import task_gradients
 from mtlbook.weighting.cagrad import cagrad_direction
 from mtlbook.weighting.imtl import imtl_weights
@@ -30,6 +39,8 @@ STRATEGIES = {
     "MGDA-loss+": lambda: MGDA(normalization="loss+"),
     "CAGrad": CAGrad,
     "IMTL": IMTL,
+    "IMTL-G": lambda: IMTL(mode="grad"),
+    "IMTL-L": lambda: IMTL(mode="loss"),
 }
 
 MODELS = {
@@ -291,6 +302,116 @@ def test_imtl_through_a_model(funnel_small):
     torch.testing.assert_close(_flat_grad(_specific(model)), _flat_grad(_specific(reference)))
 
 
+def _set_log_scales(imtl: IMTL, values) -> None:
+    with torch.no_grad():
+        imtl.parameters()[0].copy_(torch.tensor(values))
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "loss"])
+def test_imtl_loss_scales_and_their_gradient(funnel_small, mode):
+    """IMTL-L: the losses become e^s L − s; s_t gets e^{s_t} L_t − 1, the model e^{s_t} ∇L_t."""
+    batch = _batch(funnel_small)
+    model, reference = (MODELS["MMoE"](funnel_small.schema) for _ in range(2))
+    imtl = IMTL(mode=mode)
+    imtl.setup(model.task_names, model)
+    s = torch.tensor([0.3, -0.2, 0.5])
+    _set_log_scales(imtl, s.tolist())
+    _step(model, imtl, batch, setup=False)
+    losses = model.task_losses(model(batch), batch)
+    values = torch.stack(list(losses.values())).detach()
+    torch.testing.assert_close(imtl.parameters()[0].grad, s.exp() * values - 1)
+    assert imtl.loss_scales == pytest.approx(dict(zip(model.task_names, s.exp().tolist(),
+                                                      strict=True)))
+    # The towers (every parameter in mode "loss") get the gradient of Σ e^{s_t} L_t.
+    ref_losses = reference.task_losses(reference(batch), batch)
+    scaled = s.exp() * torch.stack(list(ref_losses.values()))  # [T]
+    grads = task_gradients(list(scaled), reference.shared_parameters()).detach()  # [T, P]
+    scaled.sum().backward()
+    params = _specific(model) if mode == "hybrid" else list(model.parameters())
+    ref_params = _specific(reference) if mode == "hybrid" else list(reference.parameters())
+    torch.testing.assert_close(_flat_grad(params), _flat_grad(ref_params))
+    if mode == "hybrid":  # IMTL-G on the scaled losses' gradients
+        alpha = imtl_weights(grads).float()
+        torch.testing.assert_close(_flat_grad(model.shared_parameters()), alpha @ grads,
+                                   rtol=1e-4, atol=1e-7)
+        expected = (alpha * s.exp()).tolist()  # the factor on each raw gradient
+        assert list(imtl.weights.values()) == pytest.approx(expected, rel=1e-5)
+    else:
+        assert list(imtl.weights.values()) == pytest.approx(s.exp().tolist())
+
+
+def test_imtl_modes_and_names(funnel_small):
+    assert IMTL().mode == "hybrid" and IMTL().name == "IMTL"  # the paper's full method
+    assert IMTL(mode="grad").name == "IMTL-G" and IMTL(mode="loss").name == "IMTL-L"
+    assert standard_strategies()["imtl"]().mode == "hybrid"
+    grad_only = IMTL(mode="grad")
+    grad_only.setup(funnel_small.task_names, MODELS["MMoE"](funnel_small.schema))
+    assert grad_only.parameters() == []
+    with pytest.raises(ValueError, match="mode must be one of"):
+        IMTL(mode="both")
+    # IMTL-L needs no shared parameters: it only rescales the losses.
+    IMTL(mode="loss").setup(funnel_small.task_names, SingleTask(funnel_small.schema))
+
+
+def test_imtl_loss_balances_the_scaled_losses():
+    """Trained, every e^{s_t} L_t moves towards 1: the large task is scaled down."""
+    data = _toy_scales()
+    train, valid = data.split((0.75, 0.25), seed=0)
+    model = SharedBottom(data.schema, bottom_units=(32,), tower_units=(), seed=0)
+    imtl = IMTL(mode="loss")
+    mb.fit(model, train, valid, epochs=4, batch_size=64, lr=3e-2, device="cpu",
+           progress=False, weighting=imtl)
+    # The balance point e^s = 1 / L: the loss in the hundreds is scaled down, the one below 1 up.
+    scales = imtl.loss_scales
+    assert scales["sigma100"] < 1.0 < scales["sigma1"]
+
+
+# ---------------------------------------------------------------------- empty tasks
+def _without_labels(batch: Batch, task: str) -> Batch:
+    """``batch`` in which ``task`` has no labelled row (its mask is all false)."""
+    empty = torch.zeros(len(batch), dtype=torch.bool)
+    return Batch(dense=batch.dense, categorical=batch.categorical, labels=batch.labels,
+                 masks={**batch.masks, task: empty})
+
+
+@pytest.mark.parametrize("strategy", ["PCGrad", "MGDA", "MGDA-UB", "CAGrad", "IMTL", "IMTL-G"])
+def test_a_task_without_labelled_rows_sits_the_step_out(funnel_small, strategy):
+    make = {"MGDA-UB": lambda: MGDA(upper_bound=True)}.get(strategy) or STRATEGIES[strategy]
+    batch = _without_labels(_batch(funnel_small), "dwell_time")
+    present = ("click", "purchase")
+    model, reference = (MODELS["SharedBottom"](funnel_small.schema) for _ in range(2))
+    weighting = make()
+    _step(model, weighting, batch)
+    update = _flat_grad(model.shared_parameters())
+    # Left in, the empty task's zero gradient made MGDA's and IMTL's combination ~1e-15.
+    assert float(update.norm()) > 1e-3
+    # The same step as the strategy set up for the two tasks that have labels.
+    two = make()
+    two.setup(present, reference)
+    reference.zero_grad(set_to_none=True)
+    losses = reference.task_losses(reference(batch), batch)
+    two.backward({t: losses[t] for t in present}, reference, reference.regularization())
+    torch.testing.assert_close(update, _flat_grad(reference.shared_parameters()))
+    weights = weighting.weights
+    assert [weights[t] for t in present] == pytest.approx([two.weights[t] for t in present])
+    if strategy != "PCGrad":  # PCGrad reports 1 for a gradient it did not change
+        assert weights["dwell_time"] == 0
+
+
+def test_gradnorm_keeps_its_weights_in_a_step_with_an_empty_task(funnel_small):
+    full = _batch(funnel_small)
+    model = MODELS["MMoE"](funnel_small.schema)
+    gradnorm = GradNorm()
+    _step(model, gradnorm, _without_labels(full, "dwell_time"))
+    assert gradnorm.next_weights == dict.fromkeys(funnel_small.task_names, 1.0)
+    assert gradnorm._initial is None  # L_i(0) waits for a step in which every task takes part
+    assert float(_flat_grad(model.shared_parameters()).norm()) > 0  # the model still trains
+    _step(model, gradnorm, full, setup=False)
+    assert gradnorm.next_weights != dict.fromkeys(funnel_small.task_names, 1.0)
+    losses = model.task_losses(model(full), full)
+    torch.testing.assert_close(gradnorm._initial, torch.stack(list(losses.values())).detach())
+
+
 # ---------------------------------------------------------------------- GradNorm
 def _toy_scales(n: int = 512, sigmas=(1.0, 100.0), seed: int = 0) -> MultiTaskData:
     """The paper's toy problem, small: regression targets ``σ_i tanh((B + ε_i) x)`` that share
@@ -363,7 +484,8 @@ def test_gradnorm_layer_choice(funnel_small):
         "SharedBottom": ["bottom.weights.0"],
         "MMoE": ["experts.groups.0.weights.0"],
         "PLE": ["levels.1.experts.groups.1.weights.0"],
-        "CrossStitch": ["stitches.1.raw"],
+        # the last column layer: the last unit's rows reach one task each
+        "CrossStitch": ["columns.1.weights.0"],
     }
     for name, expected in cases.items():
         gradnorm = GradNorm()

@@ -114,6 +114,9 @@ def test_fixed_weights_scale_gradients_exactly(funnel_small, batch):
 @pytest.mark.parametrize(("weights", "error", "match"), [
     ({"click": 1.0, "purchase": 1.0}, ValueError, "dwell_time"),
     ({"click": 1.0, "purchase": 1.0, "dwell_time": 1.0, "like": 1.0}, ValueError, "like"),
+    # a misspelt task: both the unknown name and the task it leaves without a weight
+    ({"clik": 1.0, "purchase": 1.0, "dwell_time": 1.0}, ValueError,
+     r"no value for task\(s\) \['click'\] and names task\(s\) \['clik'\]"),
     ({"click": 1.0, "purchase": -1.0, "dwell_time": 1.0}, ValueError, "purchase"),
     ({"click": 1.0, "purchase": float("nan"), "dwell_time": 1.0}, ValueError, "purchase"),
     ({"click": float("inf"), "purchase": 1.0, "dwell_time": 1.0}, ValueError, "click"),

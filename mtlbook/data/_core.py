@@ -240,6 +240,34 @@ class BatchLoader:
             )
 
 
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _truthy(column: pd.Series) -> pd.Series:
+    """The rows where a mask column is true (``1``, ``True``); anything else counts as false."""
+    return pd.to_numeric(column, errors="coerce").fillna(0).astype(bool)
+
+
+def _numeric_column(df: pd.DataFrame, column: str, role: str, hint: str,
+                    rows: pd.Series | None = None) -> np.ndarray:
+    """Column ``column`` of ``df`` as float64 (missing values as NaN), or a ``ValueError`` that
+    names the column and shows a value that is not a number (only ``rows`` are checked)."""
+    raw = df[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() & raw.notna()
+    if rows is not None:
+        bad &= rows
+    if bad.any():
+        raise ValueError(f"{role} column {column!r} has non-numeric values such as "
+                         f"{raw[bad].iloc[0]!r} ({int(bad.sum())} of {len(raw)} rows); {hint}")
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def _as_2d(name: str, values: Any, dtype: Any, n_columns: int) -> np.ndarray | None:
     if values is None:
         if n_columns:
@@ -316,6 +344,8 @@ class MultiTaskData:
             raise ValueError(f"length mismatch: dense has {len(dense_arr)} rows, "
                              f"categorical has {len(cat_arr)}")
         n = len(dense_arr) if dense_arr is not None else len(cat_arr)
+        if n == 0:
+            raise ValueError("the features have 0 rows; a data set needs at least one sample")
         all_columns = list(dense_names) + list(categorical_names)
         if len(set(all_columns)) != len(all_columns):
             raise ValueError(f"feature column names must be unique, got {all_columns}")
@@ -361,7 +391,14 @@ class MultiTaskData:
         clean_labels: dict[str, np.ndarray] = {}
         clean_masks: dict[str, np.ndarray] = {}
         for task in tasks:
-            y = np.asarray(labels[task.name], dtype=np.float64).reshape(-1)
+            y = np.asarray(labels[task.name]).reshape(-1)
+            try:
+                y = y.astype(np.float64)
+            except (TypeError, ValueError):
+                example = next(v for v in y.tolist() if not _is_number(v))
+                raise ValueError(f"task {task.name!r} has non-numeric labels such as "
+                                 f"{example!r}; labels must be numbers (0/1 for a binary "
+                                 "task)") from None
             if len(y) != n:
                 raise ValueError(f"length mismatch: task {task.name!r} has {len(y)} labels "
                                  f"but the features have {n} rows")
@@ -466,6 +503,9 @@ class MultiTaskData:
         """
         if not isinstance(df, pd.DataFrame):
             raise ValueError(f"df must be a pandas DataFrame, got {type(df).__name__}")
+        if len(df) == 0:
+            raise ValueError(f"df has no rows (columns {list(df.columns)}); a data set needs "
+                             "at least one sample")
         dense, categorical, truth = list(dense), list(categorical), list(truth)
         if not isinstance(tasks, Mapping) or not tasks:
             raise ValueError("tasks must be a non-empty mapping of label column -> kind, "
@@ -493,16 +533,19 @@ class MultiTaskData:
         for name, spec in tasks.items():
             kind, mask_col = parse_task_spec(name, spec)
             specs.append(TaskSpec(name, kind))
-            labels[name] = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
+            # Outside a mask the labels are ignored (NaN or anything else).
+            inside = None if mask_col is None else _truthy(df[mask_col])
+            hint = "binary labels must be 0/1" if kind == "binary" else "labels must be numbers"
+            labels[name] = _numeric_column(df, name, "label", hint, rows=inside)
             if mask_col is not None:
                 masks[name] = df[mask_col].to_numpy()
 
         dense_arr = None
         if dense:
-            try:
-                dense_arr = df[dense].to_numpy(dtype=np.float64)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"dense columns must be numeric: {err}") from err
+            dense_arr = np.stack([_numeric_column(df, col, "dense feature",
+                                                  "dense features must be numbers; declare "
+                                                  "the column as categorical instead")
+                                  for col in dense], axis=1)
         cat_arr, cards, categories = None, None, {}
         if categorical:
             codes = []

@@ -31,7 +31,7 @@ ESMM.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from itertools import pairwise
 
 import torch
@@ -150,8 +150,11 @@ class AITM(MultiTaskModel):
         dim = tower_units[-1]
         self.input = InputLayer(schema, embedding_dim)
         # Every task (in the sequence or not) has a tower giving q and a head on z (= q off
-        # the sequence), each one batched op over the tasks.
-        self.towers = ParallelMLP(len(names), self.input.output_dim, tower_units,
+        # the sequence). The first step's tower is apart: every later step reaches it through
+        # the transfer units. The other towers, and the heads, are one batched op each.
+        self.first_tower = ParallelMLP(1, self.input.output_dim, tower_units, dropout=dropout,
+                                       final_activation=True)
+        self.towers = ParallelMLP(len(names) - 1, self.input.output_dim, tower_units,
                                   dropout=dropout, final_activation=True)
         self.ait = AdaptiveInformationTransfer(len(sequence) - 1, dim, dropout=dropout)
         self.heads = ParallelMLP(len(names), dim, (1,))
@@ -166,13 +169,34 @@ class AITM(MultiTaskModel):
         return state
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """The embedding tables, which every task's tower reads."""
-        return list(self.input.parameters())
+        """The embedding tables, which every task's tower reads, and, when every task of the
+        schema is a step of the sequence, the first step's tower, which every later step
+        reaches through the transfer units."""
+        params = list(self.input.parameters())
+        if len(self.sequence) == len(self.task_names):
+            params += list(self.first_tower.parameters())
+        return params
+
+    def check_training_masks(self, masked: Collection[str]) -> None:
+        """Refuse training data in which a step of the sequence is masked: every step is
+        learned over every impression (a purchase is 0 where there was no click), which the
+        transfer from the step before and the calibrator ``ŷ_t ≤ ŷ_{t−1}`` rely on."""
+        steps = [s for s in self.sequence if s in masked]
+        if steps:
+            raise ValueError(
+                f"AITM: step(s) {steps} of the conversion sequence {list(self.sequence)} are "
+                "masked in the training data, but AITM learns every step over every impression "
+                "(a later step is 0 where the earlier one did not happen); a step trained on a "
+                "subspace only is fitted on a biased sample. Label each step on every impression "
+                "and declare it without a mask"
+            )
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         self._clear_gates()
-        q = self.towers(self.input(batch))  # [tasks, batch, d]
-        z = list(q.unbind(0))  # tasks × [batch, d]; z_1 = q_1
+        x = self.input(batch)  # [batch, input_dim]
+        q = list(self.towers(x).unbind(0))  # (tasks − 1) × [batch, d]
+        q.insert(self._steps[0], self.first_tower(x)[0])  # tasks × [batch, d]
+        z = list(q)  # z_1 = q_1
         for s, (prev, cur) in enumerate(pairwise(self._steps)):
             z[cur], weights = self.ait(s, z[prev], q[cur])  # [batch, d], [batch, 2]
             self._record_gate(level=s + 2, gate=self.task_names[cur],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,6 +84,10 @@ class MultiTaskModel(nn.Module):
     min_tasks: int = 1
     #: The smallest number of binary tasks the model works with (ESMM and AITM need a funnel).
     min_binary_tasks: int = 0
+    #: How :meth:`regularization` depends on the batch: ``"mean"`` (a mean over its samples,
+    #: or independent of them) or ``"sum"`` (a sum over its samples, as DSelect-k's penalty).
+    #: Training on several processes combines the shards' regularisers accordingly.
+    regularization_reduction: str = "mean"
 
     def __init__(self, schema: Schema) -> None:
         super().__init__()
@@ -118,8 +122,24 @@ class MultiTaskModel(nn.Module):
         return task_losses(outputs, batch, self.schema)
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters that every task's loss depends on; empty for models that share nothing."""
+        """Exactly the parameters that every task's loss depends on; empty for models that
+        share nothing.
+
+        The gradient-based weightings (:mod:`mtlbook.weighting`) combine the tasks' gradients
+        on these parameters and give every other one the plain sum, so a parameter missing
+        here escapes them and one listed wrongly is treated as a conflict that is not there.
+        Listed from the input towards the towers (a gate before the experts it mixes): the
+        last weight tensor is the last shared layer, GradNorm's default. The tests check every
+        model's list against :func:`mtlbook.models.reach.shared_by_reach`, which finds the
+        shared parameters with autograd.
+        """
         return []
+
+    def check_training_masks(self, masked: Collection[str]) -> None:
+        """Raise a ``ValueError`` if the model must not be trained with the tasks ``masked``
+        defined on a subspace only (:func:`mtlbook.fit` calls it with the training data's
+        masked tasks). Every task may be masked by default; the funnel models refuse a masked
+        funnel step (:class:`~mtlbook.models.ESMM`, :class:`~mtlbook.models.AITM`)."""
 
     def shared_representation(self) -> torch.Tensor | None:
         """The shared representation of the last forward pass, ``[batch, units]``: the one

@@ -145,10 +145,16 @@ class CrossStitch(MultiTaskModel):
         self.reset_parameters(seed)
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Embeddings, columns and units: through the units every task's loss depends on every
-        column (and its embeddings). Only the towers belong to one task."""
-        return [*self.input.parameters(), *self.columns.parameters(),
-                *self.stitches.parameters()]
+        """Embeddings, every column layer and every unit but the last, from the input up.
+
+        Through the units every task's loss depends on every column (and its embeddings). The
+        last unit's row ``k`` feeds task ``k``'s tower only, so that unit, like the towers,
+        belongs to the tasks one row each.
+        """
+        params = list(self.input.parameters())
+        for column, stitch in zip(self.columns, self.stitches[:-1], strict=False):
+            params += [*column.parameters(), *stitch.parameters()]
+        return params + list(self.columns[-1].parameters())
 
     def mixing_parameters(self) -> dict[str, torch.Tensor]:
         """``{"alpha/l": [tasks, tasks]}`` for every hidden layer ``l``; row ``k`` holds the

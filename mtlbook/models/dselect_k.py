@@ -26,12 +26,15 @@ Task ``t``'s gate and mixture are
 Once every ``S(z_j)`` is 0 or 1, each ``r`` is one-hot and ``q_t`` has at most ``k`` non-zero
 entries. With per-example gating (the default) ``z_t^{(i)}`` and ``α_t`` are linear functions of
 the input; with static gating (``per_example=False``, the paper's "task-only conditioning")
-they are parameters. The optional entropy regulariser ``λ Σ_{t,i} H(r(z_t^{(i)}))``, with
-``H(r) = −Σ_l r_l log(r_l + 10⁻⁶)`` averaged over the batch, pushes the selectors to a single
-expert sooner. When ``n`` is not a power of 2 some codes name no expert and a selector's weights
-may sum to less than 1; as in the authors' implementation the term
-``Σ_{t,i} (1 / Σ_l r(z_t^{(i)})_l − 1)`` is then added to keep them on real experts (the ``−1``
-makes it 0 once they are). Initial values follow the authors' implementation:
+they are parameters. The optional entropy regulariser ``λ Σ_x Σ_{t,i} H(r(z_t^{(i)}(x)))``,
+with ``H(r) = −Σ_l r_l log(r_l + 10⁻⁶)``, pushes the selectors to a single expert sooner. When
+``n`` is not a power of 2 some codes name no expert and a selector's weights may sum to less
+than 1; as in the authors' implementation the term ``Σ_x Σ_{t,i} (1 / Σ_l r(z_t^{(i)}(x))_l − 1)``
+is then added to keep them on real experts (the ``−1``, a constant the authors' term does not
+have, makes it 0 once they are and changes no gradient). Both terms are *summed* over the
+samples ``x`` of the batch, as in the authors' code: next to a loss averaged over the batch,
+``λ`` acts ``batch size`` times more strongly than on a per-sample mean (with static gates
+there is no sum over ``x``). Initial values follow the authors' implementation:
 ``z ~ U(−γ/100, γ/100)``, ``α ~ U(−0.05, 0.05)``.
 
 The experts are shared by all tasks as in MMoE (:class:`~mtlbook.models.MMoE`), one stacked
@@ -146,7 +149,7 @@ class DSelectKGates(nn.Module):
     def penalty(self, entropy_reg: float) -> torch.Tensor | None:
         """The regularisation of the last forward pass's selectors (``None`` if there is none):
         ``entropy_reg`` × their entropy, plus the reachability term when ``n`` is not a power
-        of 2; summed over gates and selectors, averaged over the batch."""
+        of 2; summed over the batch, the gates and the selectors (the authors' scale)."""
         r = self.selectors
         if r is None or (entropy_reg == 0 and self.power_of_two):
             return None
@@ -156,7 +159,7 @@ class DSelectKGates(nn.Module):
             per_sample = per_sample + entropy_reg * entropy.sum(-1)
         if not self.power_of_two:
             per_sample = per_sample + (1 / r.sum(-1) - 1).sum(-1)
-        return per_sample.sum(-1).mean() if self.per_example else per_sample.sum()
+        return per_sample.sum()
 
     def extra_repr(self) -> str:
         return (f"gates={self.n_gates}, experts={self.n_experts}, k={self.k}, "
@@ -174,8 +177,8 @@ class DSelectK(MultiTaskModel):
         tower_units: hidden layer sizes of each task tower (the output layer is added).
         gamma: width ``γ`` of the smooth-step's cubic part; larger values are smoother and
             take longer to reach exact zeros.
-        entropy_reg: weight ``λ`` of the selectors' entropy, added to the training loss
-            through :meth:`regularization` (0: none).
+        entropy_reg: weight ``λ`` of the selectors' entropy, summed over the batch as in the
+            authors' code, added to the training loss through :meth:`regularization` (0: none).
         per_example: input-dependent gates (``True``) or one fixed gate per task.
         embedding_dim: size of each categorical field's embedding.
         dropout: dropout after each hidden layer of the experts and towers.
@@ -213,6 +216,11 @@ class DSelectK(MultiTaskModel):
         """The input layer and every expert: all tasks' losses depend on them (each gate is
         one task's own)."""
         return [*self.input.parameters(), *self.experts.parameters()]
+
+    @property
+    def regularization_reduction(self) -> str:  # type: ignore[override]
+        """``"sum"``: the per-example penalty is summed over the batch (static gates: no batch)."""
+        return "sum" if self.gates.per_example else "mean"
 
     def regularization(self) -> torch.Tensor | None:
         """The selectors' entropy (times ``entropy_reg``) on the last forward pass, plus the

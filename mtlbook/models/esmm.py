@@ -32,7 +32,7 @@ explains the model and measures the selection bias on the funnel simulator.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ from torch import nn
 from ..data import Batch, Schema
 from .base import GateRecord, MultiTaskModel, _check_units
 from .layers import InputLayer, ParallelMLP
+from .reach import shared_by_reach
 
 __all__ = ["ESMM", "ctcvr_logit"]
 
@@ -139,10 +140,13 @@ class ESMM(MultiTaskModel):
                                  f"MultiTaskModel, got {backbone!r}")
             tower_units = _check_units("tower_units", tower_units)
             self.input = InputLayer(schema, embedding_dim)
-            # One tower per task in schema order; the one at ctcvr_task's position is the CVR
+            # pCTR's tower apart: both losses reach it (the CTCVR loss through pCTR · pCVR).
+            self.ctr_tower = ParallelMLP(1, self.input.output_dim, (*tower_units, 1),
+                                         dropout=dropout)
+            # One tower for every other task, in schema order; the one of ctcvr_task is the CVR
             # tower (it predicts pCVR, the CTCVR label is only ever fitted through the product).
-            self.towers = ParallelMLP(len(names), self.input.output_dim, (*tower_units, 1),
-                                      dropout=dropout)
+            self.towers = ParallelMLP(len(names) - 1, self.input.output_dim,
+                                      (*tower_units, 1), dropout=dropout)
             self.backbone = None
         elif callable(backbone):
             inner = backbone(schema)
@@ -153,6 +157,7 @@ class ESMM(MultiTaskModel):
                 raise ValueError(f"ESMM: the backbone's tasks {list(inner.task_names)} differ "
                                  f"from the schema's {list(names)}")
             self.backbone = inner
+            self._shared_names: list[str] | None = None  # shared_parameters() fills it
         else:
             raise TypeError(f"ESMM: backbone must be 'mlp' or a callable schema -> "
                             f"MultiTaskModel, got {type(backbone).__name__}")
@@ -164,7 +169,10 @@ class ESMM(MultiTaskModel):
         if self.backbone is not None:
             out = self.backbone(batch)
             return [out[name] for name in self.task_names]
-        return list(self.towers(self.input(batch)).squeeze(-1))  # tasks × [batch]
+        x = self.input(batch)  # [batch, input_dim]
+        heads = list(self.towers(x).squeeze(-1))  # (tasks − 1) × [batch]
+        heads.insert(self._ctr_index, self.ctr_tower(x)[0, :, 0])  # the CTR logit, [batch]
+        return heads  # tasks × [batch]
 
     def funnel(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The logits ``{"ctr": a, "cvr": b, "ctcvr": logit(σ(a)σ(b))}``, ``[batch]`` each."""
@@ -180,13 +188,50 @@ class ESMM(MultiTaskModel):
 
     # ------------------------------------------------------------------ hooks
     def shared_parameters(self) -> list[nn.Parameter]:
-        """The embedding tables (or the backbone's shared parameters)."""
-        if self.backbone is not None:
-            return self.backbone.shared_parameters()
-        return list(self.input.parameters())
+        """The parameters both funnel losses and every other task depend on.
+
+        Without a backbone: the embedding tables and, when the schema's only tasks are the
+        CTR and CTCVR tasks, pCTR's tower, which the CTCVR loss reaches through
+        ``pCTR · pCVR``. With a backbone: the backbone's parameters that every task's output
+        reaches (found once with :func:`~mtlbook.models.reach.shared_by_reach`). A backbone
+        whose towers are one tensor stacked over the tasks (every model of
+        :mod:`mtlbook.models`) then contributes that whole tensor, pCVR's slice included,
+        although only pCTR's slice is shared: a superset, which the tests check is the only
+        difference.
+        """
+        if self.backbone is None:
+            params = list(self.input.parameters())
+            if len(self.task_names) == 2:  # nothing but the funnel: pCTR's tower is shared
+                params += list(self.ctr_tower.parameters())
+            return params
+        if self._shared_names is None:
+            self._shared_names = shared_by_reach(self)
+        named = dict(self.named_parameters())
+        return [named[name] for name in self._shared_names]
+
+    def check_training_masks(self, masked: Collection[str]) -> None:
+        """Refuse training data in which the CTR or the CTCVR task is masked.
+
+        Both ESMM losses run over every impression. A CTCVR loss on the clicked impressions
+        only (a ``{"kind": "binary", "mask": "click"}`` task) would fit pCTR · pCVR where the
+        click is known to have happened: the sample-selection bias ESMM exists to remove.
+        """
+        for role, task in (("ctr_task", self.ctr_task), ("ctcvr_task", self.ctcvr_task)):
+            if task in masked:
+                raise ValueError(
+                    f"ESMM: {role} {task!r} is masked in the training data, but ESMM trains its "
+                    "CTR and CTCVR losses over every impression; a loss on a subspace (such as "
+                    "the clicked impressions) brings back the sample-selection bias ESMM "
+                    f"removes. Label {task!r} on every impression (for CTCVR: clicked and "
+                    "bought, 0 where there was no click) and declare it without a mask"
+                )
 
     def regularization(self) -> torch.Tensor | None:
         return None if self.backbone is None else self.backbone.regularization()
+
+    @property
+    def regularization_reduction(self) -> str:  # type: ignore[override]
+        return "mean" if self.backbone is None else self.backbone.regularization_reduction
 
     def gate_records(self) -> list[GateRecord]:
         return [] if self.backbone is None else self.backbone.gate_records()

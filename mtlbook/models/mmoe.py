@@ -73,8 +73,8 @@ class MMoE(MultiTaskModel):
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         self._clear_gates()
         x = self.input(batch)  # [batch, input_dim]
-        experts = self.experts(x)  # [experts, batch, units]
         weights = self.gates(x)  # [batch, gates, experts]
+        experts = self.experts(x)  # [experts, batch, units]
         fused = mix(weights, experts)  # [gates, batch, units]
         for k, gate in enumerate(["shared"] if self.one_gate else self.task_names):
             self._record_gate(0, gate, self.experts.names, weights[:, k])

@@ -39,5 +39,8 @@ class OMoE(MMoE):
     one_gate = True
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """The input layer, every expert and the gate: all tasks' losses depend on them."""
-        return [*super().shared_parameters(), *self.gates.parameters()]
+        """The input layer, the gate and every expert: all tasks' losses depend on them.
+
+        Listed from the input towards the towers, the gate before the experts it mixes, so that
+        the last shared layer (GradNorm's) is the experts' last layer, as in MMoE."""
+        return [*self.input.parameters(), *self.gates.parameters(), *self.experts.parameters()]

@@ -23,9 +23,9 @@ shared gate, and ``ŷ_k = tower_k(f_k^{L−1})``. One level alone is CGC (Custom
 
 Vectorisation: in a level, every expert (task-specific and shared) is one stacked weight tensor
 per layer and one (batched) matrix multiply — above level 0 each expert first picks its input
-row out of ``[tasks + 1, batch, units]``; every gate of the level is one linear layer whose
-logits for the experts a gate may not use are masked to ``-inf`` before the softmax; the
-mixtures are one batched product.
+row out of ``[tasks + 1, batch, units]``; the task gates of the level are one linear layer whose
+logits for the experts a gate may not use are masked to ``-inf`` before the softmax, the shared
+gate another; the mixtures are one batched product.
 """
 
 from __future__ import annotations
@@ -46,11 +46,16 @@ __all__ = ["PLE", "ExtractionLevel"]
 class ExtractionLevel(nn.Module):
     """One PLE extraction level (a CGC layer): task-specific and shared experts and their gates.
 
-    Experts are ordered task by task, then the shared ones; the gates are one per task, then
-    the shared gate (if ``shared_gate``). The input is ``[batch, in_dim]`` (level 0: every
-    expert and gate reads it) or ``[tasks + 1, batch, in_dim]`` (the level below's outputs,
-    tasks then shared). The output is ``[gates, batch, units]`` and the ``[batch, gates,
-    experts]`` gate weights.
+    Experts are ordered task by task, then the shared ones; the gates are one per task
+    (:attr:`gates`), then the shared gate (:attr:`shared_gate`, below the top level only). The
+    input is ``[batch, in_dim]`` (level 0: every expert and gate reads it) or ``[tasks + 1,
+    batch, in_dim]`` (the level below's outputs, tasks then shared). The output is ``[gates,
+    batch, units]`` and the ``[batch, gates, experts]`` gate weights.
+
+    The task gates and the shared gate are separate parameters because they are shared
+    differently: the shared gate feeds the next level's shared experts and so reaches every
+    task, while a task's gate only reaches the tasks its own experts reach
+    (:meth:`PLE.shared_parameters`).
 
     Args:
         in_dim: input size.
@@ -75,32 +80,45 @@ class ExtractionLevel(nn.Module):
                                       groups=(n_tasks * n_task_experts, n_shared_experts),
                                       dropout=dropout)
         n_specific = n_tasks * n_task_experts
-        allowed = torch.zeros(n_tasks + int(shared_gate), len(names), dtype=torch.bool)
+        allowed = torch.zeros(n_tasks, len(names), dtype=torch.bool)
         for k in range(n_tasks):
             allowed[k, k * n_task_experts:(k + 1) * n_task_experts] = True  # its own experts
             allowed[k, n_specific:] = True  # the shared experts
-        if shared_gate:
-            allowed[n_tasks] = True  # the shared gate: every expert of the level
         self.gates = SoftmaxGates(in_dim, allowed)
-        self.gate_names = (*task_names, "shared")[: self.gates.n_gates]
-        self.gate_experts = tuple(tuple(names[i] for i in self.gates.experts_of(g))
-                                  for g in range(self.gates.n_gates))
+        # The shared gate mixes every expert of the level.
+        self.shared_gate = (SoftmaxGates(in_dim, torch.ones(1, len(names), dtype=torch.bool))
+                            if shared_gate else None)
+        gate_list = [self.gates] + ([self.shared_gate] if shared_gate else [])
+        self.gate_names = (*task_names, "shared")[: n_tasks + int(shared_gate)]
+        self.gate_experts = tuple(tuple(names[i] for i in gates.experts_of(g))
+                                  for gates in gate_list for g in range(gates.n_gates))
         self.n_tasks, self.n_task_experts = n_tasks, n_task_experts
-        self.has_shared_gate = shared_gate
 
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """The shared experts' and the shared gate's parameters."""
-        params = list(self.experts.groups[-1].parameters()) if self._n_shared() else []
-        return params + (list(self.gates.parameters()) if self.has_shared_gate else [])
-
-    def _n_shared(self) -> int:
-        return self.experts.n_experts - self.n_tasks * self.n_task_experts
+    def expert_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """The task experts' and the shared experts' parameters (either may be empty)."""
+        groups = list(self.experts.groups)  # groups of size 0 are left out
+        task = list(groups.pop(0).parameters()) if self.n_task_experts else []
+        return task, [p for g in groups for p in g.parameters()]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         experts = self.experts(x)  # [experts, batch, units]
-        gate_input = x if x.dim() == 2 else x[: self.gates.n_gates]  # [gates, batch, in]
-        weights = self.gates(gate_input)  # [batch, gates, experts]
+        if x.dim() == 2:  # level 0: every gate reads x
+            task_input, shared_input = x, x
+        else:  # the task gates read their task's row, the shared gate the shared row
+            task_input, shared_input = x[: self.n_tasks], x[self.n_tasks]
+        weights = self.gates(task_input)  # [batch, tasks, experts]
+        if self.shared_gate is not None:
+            shared = self.shared_gate(shared_input)  # [batch, 1, experts]
+            weights = torch.cat([weights, shared], dim=1)  # [batch, tasks + 1, experts]
         return mix(weights, experts), weights  # [gates, batch, units]
+
+    def per_gate(self, weights: torch.Tensor) -> list[torch.Tensor]:
+        """Each gate's detached ``[batch, n_g]`` weights over the experts it may use, in the
+        order of :attr:`gate_names`, from the ``[batch, gates, experts]`` weights."""
+        out = list(self.gates.per_gate(weights[:, : self.n_tasks]))
+        if self.shared_gate is not None:
+            out += self.shared_gate.per_gate(weights[:, self.n_tasks:])
+        return out
 
 
 class PLE(MultiTaskModel):
@@ -152,15 +170,26 @@ class PLE(MultiTaskModel):
         return len(self.levels)
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """The input layer and, at every level, the shared experts and the shared gate.
+        """Every parameter all tasks' losses depend on, from the input towards the towers.
 
-        These are the parts built to be shared. (Below the top level a task's own experts
-        reach the other tasks too, through the shared gate; they are still counted as that
-        task's, as the paper draws them.)
+        The input layer, and at each level ``l = 0 … L − 1``: the shared experts; the shared
+        gate (below the top); the task experts below the top, which the shared gate mixes into
+        the next level's shared input; and, for ``l < L − 2``, the task gates, whose output the
+        next level's (then shared) task experts read. The top level's task experts and gates,
+        and the towers, belong to one task each. So CGC (one level) shares the input and the
+        shared experts only.
         """
         params = list(self.input.parameters())
-        for level in self.levels:
-            params += level.shared_parameters()
+        top = len(self.levels) - 1
+        for index, level in enumerate(self.levels):
+            task_experts, shared_experts = level.expert_parameters()
+            if index < top:
+                params += task_experts
+            params += shared_experts
+            if index < top - 1:
+                params += list(level.gates.parameters())
+            if level.shared_gate is not None:
+                params += list(level.shared_gate.parameters())
         return params
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -169,7 +198,7 @@ class PLE(MultiTaskModel):
         for index, level in enumerate(self.levels):
             h, weights = level(h)  # [tasks (+1 shared below the top), batch, units]
             for gate, experts, w in zip(level.gate_names, level.gate_experts,
-                                        level.gates.per_gate(weights), strict=True):
+                                        level.per_gate(weights), strict=True):
                 self._record_gate(index, gate, experts, w)
         out = self.towers(h).squeeze(-1)  # [tasks, batch]
         return dict(zip(self.task_names, out, strict=True))

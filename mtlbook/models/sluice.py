@@ -138,10 +138,15 @@ class Sluice(MultiTaskModel):
         self.reset_parameters(seed)
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Embeddings, columns and ``α``: through ``α`` every task's loss depends on every
-        column. ``β`` and the towers belong to one task each."""
-        return [*self.input.parameters(), *self.columns.parameters(),
-                *self.alphas.parameters()]
+        """Embeddings, every column layer and every ``α`` but the last, from the input up.
+
+        Through ``α`` every task's loss depends on every column. The last ``α``'s rows, like
+        ``β`` and the towers, feed one task each.
+        """
+        params = list(self.input.parameters())
+        for column, alpha in zip(self.columns, self.alphas[:-1], strict=False):
+            params += [*column.parameters(), *alpha.parameters()]
+        return params + list(self.columns[-1].parameters())
 
     def mixing_parameters(self) -> dict[str, torch.Tensor]:
         """``{"alpha/l": [K·S, K·S], …, "beta": [K, L]}``; row ``k·S + s`` of ``α`` holds the

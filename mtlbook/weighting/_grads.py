@@ -19,7 +19,7 @@ from torch import nn
 from .. import distributed
 
 __all__ = ["average_gradients", "backward_split", "global_gram", "global_task_gradients",
-           "shared_and_specific", "task_gradients", "write_gradient"]
+           "present_tasks", "shared_and_specific", "task_gradients", "write_gradient"]
 
 
 def shared_and_specific(model: nn.Module, strategy: str
@@ -63,6 +63,19 @@ def task_gradients(losses: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor
             for g, x in zip(grads, inputs, strict=True)
         ]))  # [P]
     return torch.stack(rows)  # [T, P]
+
+
+def present_tasks(gram: torch.Tensor) -> torch.Tensor:
+    """``[T]`` bool: the tasks whose gradient is not exactly zero, from the Gram matrix of the
+    task gradients (its diagonal holds their squared norms).
+
+    A task without a gradient in a step (a masked task with no labelled row in the batch: its
+    loss is a constant 0) has nothing to say about the shared direction, and left in the
+    problem it makes MGDA's minimum-norm point and IMTL's solution the zero vector, which
+    stops the shared parameters for that step. The strategies solve their problem on the
+    present tasks only and give the others weight 0.
+    """
+    return gram.diagonal() > 0
 
 
 def global_task_gradients(losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor]

@@ -41,13 +41,12 @@ def in_task_order(argument: str, values: Mapping[str, float],
     """The values of ``values`` in the model's task order; every task must be named, and
     only the model's tasks."""
     missing = [t for t in task_names if t not in values]
-    if missing:
-        raise ValueError(f"{argument} gives no value for task(s) {missing}; the model's tasks "
-                         f"are {list(task_names)}")
     unknown = [t for t in values if t not in task_names]
-    if unknown:
-        raise ValueError(f"{argument} names task(s) {unknown} that the model does not have; "
-                         f"its tasks are {list(task_names)}")
+    if missing or unknown:
+        problems = ([f"gives no value for task(s) {missing}"] if missing else []) + (
+            [f"names task(s) {unknown} that the model does not have"] if unknown else [])
+        raise ValueError(f"{argument} {' and '.join(problems)}; the model's tasks are "
+                         f"{list(task_names)}")
     return [values[t] for t in task_names]
 
 

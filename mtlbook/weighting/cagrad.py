@@ -27,7 +27,7 @@ import torch
 from scipy.optimize import minimize
 from torch import nn
 
-from ._grads import backward_split, global_task_gradients, shared_and_specific
+from ._grads import backward_split, global_task_gradients, present_tasks, shared_and_specific
 from .base import Weighting
 
 __all__ = ["CAGrad", "cagrad_direction"]
@@ -97,6 +97,10 @@ class CAGrad(Weighting):
     :attr:`weights` are the coefficients of the task gradients in the shared update of the last
     step, ``(1 + T·λ·w_i) / (1 + c²)`` with ``λ = √φ / ‖g_w‖`` (all 1 when ``c = 0``).
 
+    **Tasks without a gradient.** A task whose gradient is exactly zero in a step (a masked
+    task with no labelled row in the batch) is left out of that step: ``g_0``, the ball and
+    the scaling by ``T`` use the other tasks only, and its weight is 0.
+
     Args:
         c: radius of the ball around the average gradient, relative to its norm (0.4, the
             value of the official NYU-v2 runs).
@@ -125,9 +129,13 @@ class CAGrad(Weighting):
                  extra: torch.Tensor | None = None) -> torch.Tensor:
         values = torch.stack(list(losses.values()))  # [T]
         grads = global_task_gradients(list(values), self._shared)  # [T, P]
-        n = grads.shape[0]
-        direction, coef = cagrad_direction(grads, self.c)  # [P], [T]
-        self._coef = (n * coef).detach()
+        present = present_tasks(grads @ grads.T)  # [T]; the others sit the step out
+        n = int(present.sum())
+        self._coef = torch.zeros(len(values), device=grads.device, dtype=grads.dtype)
+        direction = torch.zeros_like(grads[0])  # [P]
+        if n:
+            direction, coef = cagrad_direction(grads[present], self.c)  # [P], [n]
+            self._coef[present] = (n * coef).detach()
         return backward_split(values, self._shared, self._specific, extra,
                               shared_grad=n * direction)
 

@@ -36,11 +36,13 @@ class GradNorm(Weighting):
     """GradNorm task weights, learned by their own optimiser and renormalised to sum to ``T``.
 
     **The last shared layer.** ``layer=None`` picks the last weight tensor (at least 2-D and not
-    a bias) in the order of ``model.shared_parameters()``; the models list their shared
-    parameters from the input towards the towers, so this is SharedBottom's last bottom layer,
-    the experts' last layer for MMoE and DSelectK, the top level's shared experts for CGC/PLE,
-    the gate for OMoE, the last cross-stitch (sluice) unit for CrossStitch (Sluice), and the
-    embedding table when it is all a model shares (ESMM, AITM). ``layer`` may instead name
+    a bias) of ``model.shared_parameters()``, which lists exactly the parameters every task
+    reaches, from the input towards the towers (the tests check both for every model with an
+    autograd probe, :mod:`mtlbook.models.reach`). That is SharedBottom's last bottom layer, the
+    experts' last layer for MMoE, OMoE and DSelectK, the top level's shared experts for CGC/PLE,
+    the last column layer for CrossStitch and Sluice, the output layer of pCTR's tower for ESMM
+    and of the first step's tower for AITM when the funnel's steps are the model's only tasks,
+    and the embedding table when it is all a model shares. ``layer`` may instead name
     parameters (``"bottom.weights.0"``, as in ``model.named_parameters()``), give them
     directly, or be ``"all"`` for every shared parameter (the gradient norm over the whole shared
     part, as LibMTL does; slower). Every chosen tensor must be a shared parameter.
@@ -51,6 +53,11 @@ class GradNorm(Weighting):
     rate ``lr``) and renormalises them. The paper leaves their positivity implicit; a step that
     would push a weight below ``min_weight`` is clipped there before the renormalisation.
     ``L_i(0)`` is the loss of the first step after :meth:`setup`.
+
+    **Tasks without a gradient.** In a step where some task's gradient on the layer is exactly
+    zero (a masked task with no labelled row in the batch), the model trains with the current
+    weights and the weights are not updated: ``G_i = 0`` says nothing about the task's
+    balance. ``L_i(0)`` are the losses of the first step in which every task takes part.
 
     :attr:`weights` are the ``w_i`` the latest step applied to the losses (all 1 before the
     first step); they are positive and sum to ``T``. The updated weights, the ones the next step
@@ -107,6 +114,8 @@ class GradNorm(Weighting):
             total = total + extra
         total.backward()
 
+        if not bool((norms > 0).all()):
+            return total.detach()  # a task sat the step out: no update of the weights
         loss = values.detach()
         if self._initial is None:
             self._initial = loss.clamp_min(torch.finfo(loss.dtype).tiny)

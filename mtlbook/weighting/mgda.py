@@ -37,6 +37,7 @@ from ._grads import (
     backward_split,
     global_gram,
     global_task_gradients,
+    present_tasks,
     shared_and_specific,
     task_gradients,
 )
@@ -122,6 +123,10 @@ class MGDA(Weighting):
 
     :attr:`weights` are the last step's ``α`` (non-negative, summing to 1).
 
+    **Tasks without a gradient.** A task whose gradient is exactly zero in a step (a masked
+    task with no labelled row in the batch) is left out of that step's problem and gets
+    ``α = 0``; left in, it would make the minimum-norm point the zero vector.
+
     Args:
         normalization: ``"none"``, ``"l2"``, ``"loss"`` or ``"loss+"``.
         upper_bound: solve on the gradients of the shared representation (MGDA-UB).
@@ -171,9 +176,13 @@ class MGDA(Weighting):
             grads = global_task_gradients(list(values), self._shared)  # [T, P]
             gram = grads @ grads.T  # [T, T]
         gram = gram.detach().to("cpu", torch.float64)
-        scale = self._normalizers(gram, values)  # [T]
-        self._alpha = min_norm_weights(gram / torch.outer(scale, scale), self.max_iter,
-                                       self.tol)
+        present = present_tasks(gram)  # [T]; tasks without a gradient sit the step out
+        self._alpha = torch.zeros(len(values), dtype=torch.float64)
+        if bool(present.any()):
+            sub = gram[present][:, present]
+            scale = self._normalizers(sub, values[present.to(values.device)])
+            self._alpha[present] = min_norm_weights(sub / torch.outer(scale, scale),
+                                                    self.max_iter, self.tol)
         alpha = self._alpha.to(grads.device, grads.dtype)
         if self.upper_bound:
             return backward_split(values, self._shared, self._specific, extra,

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ._grads import backward_split, global_task_gradients, shared_and_specific
+from ._grads import backward_split, global_task_gradients, present_tasks, shared_and_specific
 from .base import Weighting
 
 __all__ = ["PCGrad", "project_conflicting"]
@@ -66,7 +66,9 @@ class PCGrad(Weighting):
 
     :attr:`weights` are ``‖g_i^PC‖ / ‖g_i‖`` on the last step: 1 for a task whose gradient was
     not changed, less when the surgery removed part of it (each projection can only shorten a
-    gradient); a task with a zero gradient reports 1.
+    gradient). A task whose gradient is exactly zero in a step (a masked task with no labelled
+    row in the batch) sits the step out: no other task is projected against it, it draws no
+    visiting order, and it reports 1.
 
     Args:
         seed: seed of the random visiting orders.
@@ -94,10 +96,11 @@ class PCGrad(Weighting):
                  extra: torch.Tensor | None = None) -> torch.Tensor:
         values = torch.stack(list(losses.values()))  # [T]
         grads = global_task_gradients(list(values), self._shared)  # [T, P]
-        projected = project_conflicting(grads, self._generator)  # [T, P]
-        before, after = grads.norm(dim=1), projected.norm(dim=1)  # [T]
-        self._weights = torch.where(before > 0, after / before.clamp_min(1e-30),
-                                    torch.ones_like(before)).detach()
+        present = present_tasks(grads @ grads.T)  # [T]; the others sit the step out
+        projected = project_conflicting(grads[present], self._generator)  # [present, P]
+        before, after = grads[present].norm(dim=1), projected.norm(dim=1)  # [present]
+        self._weights = torch.ones(len(values))
+        self._weights[present.cpu()] = (after / before).detach().cpu()
         return backward_split(values, self._shared, self._specific, extra,
                               shared_grad=projected.sum(dim=0))
 
