@@ -1,7 +1,7 @@
 """Sphinx extension: resolve Python cross-references the way Python itself resolves names.
 
 The API reference (``api.md``, ``api/*.md``) documents every object once, where it is
-defined or where the package exports it (``mtlbook.models.MMoE``, ``mtlbook.training.fit``).
+defined or where the package exports it (``mtlbook.models.MMoE``, ``mtlbook.training.fit.fit``).
 The docstrings, however, name objects the way a user writes them: ``mtlbook.fit`` (the
 package re-exports it), ``MultiTaskData`` (imported into the module at hand),
 ``Callback.on_step_end`` or ``pd.DataFrame``. Sphinx's Python domain only matches names
@@ -11,7 +11,7 @@ On Sphinx's ``missing-reference`` event this extension imports the name in the c
 the module (and class) the reference was written in, and:
 
 * if it is an object of ``mtlbook`` that the reference documents under another name, links
-  to that page entry (``mtlbook.fit`` → ``mtlbook.training.fit``); a member that a class
+  to that page entry (``mtlbook.fit`` → ``mtlbook.training.fit.fit``); a member that a class
   inherits or overrides without a docstring links to the base class's entry
   (``CAGrad.weights`` → ``Weighting.weights``), and an instance attribute that a class sets
   in its methods links to the class (``RecordingTrainer.histories``);

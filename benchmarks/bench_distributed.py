@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 import mtlbook as mb
-from mtlbook import distributed
 from mtlbook.models import MMoE
+from mtlbook.training import distributed
 
 
 class _StepClock(mb.Callback):

@@ -10,9 +10,9 @@ prints the times and the speed-up, repeated and interleaved (population, sequent
 
     python benchmarks/bench_population.py                # 32 seeds, 3 epochs, 2 threads
     python benchmarks/bench_population.py --seeds 64 --epochs 5 --threads 1
-    python benchmarks/bench_population.py --harness      # mtlbook.compare, both trainers
+    python benchmarks/bench_population.py --harness      # mtlbook.analysis.compare, both trainers
 
-With ``--harness`` it times :func:`mtlbook.compare` instead (single-task, Shared-Bottom and
+With ``--harness`` it times :func:`mtlbook.analysis.compare` instead (single-task, Shared-Bottom and
 MMoE on ``correlated:0.5``, every seed its own data): its default trainer, which trains each
 configuration's seeds as one population, against ``trainer=train_jobs`` (one ``fit`` per
 seed), and checks that the two tables agree.
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import mtlbook as mb
-from mtlbook.population import fit_population
+from mtlbook.training.population import fit_population
 
 
 def final_valid_loss(history) -> np.ndarray:
@@ -38,7 +38,7 @@ def final_valid_loss(history) -> np.ndarray:
 
 
 def harness(args) -> None:
-    from mtlbook.experiments import train_jobs
+    from mtlbook.analysis.runs import train_jobs
 
     settings = {"epochs": args.epochs, "batch_size": args.batch_size, "device": "cpu",
                 "n_samples": args.samples}
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--harness", action="store_true",
-                        help="time mtlbook.compare with both trainers instead")
+                        help="time mtlbook.analysis.compare with both trainers instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.harness:

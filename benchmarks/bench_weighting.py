@@ -26,7 +26,8 @@ import torch
 
 import mtlbook as mb
 from mtlbook import models
-from mtlbook.experiments import mean_interval, repeat_fits, time_overhead
+from mtlbook.analysis.intervals import mean_interval
+from mtlbook.analysis.runs import repeat_fits, time_overhead
 from mtlbook.weighting import standard_strategies
 
 METRICS = {"click": "auc", "purchase": "auc", "dwell_time": "mse"}

@@ -1,4 +1,4 @@
-"""Command line: ``python -m mtlbook compare ...`` runs :func:`mtlbook.compare.compare`.
+"""Command line: ``python -m mtlbook compare ...`` runs :func:`mtlbook.analysis.compare.compare`.
 
     python -m mtlbook compare --data funnel --models single,shared_bottom,mmoe,ple --seeds 5
     python -m mtlbook compare --data correlated:0.5 --models single,mmoe \\
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 
 def _names_epilog() -> str:
-    from .compare import DATA_NAMES, MODEL_NAMES
+    from .analysis.compare import DATA_NAMES, MODEL_NAMES
     from .weighting import standard_strategies
 
     lines = ["models (--models, comma-separated; class names such as MMoE work too):"]
@@ -97,7 +97,7 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import pandas as pd
     import torch
 
-    from .compare import _plan, _run
+    from .analysis.compare import _plan, _run
 
     if not 0 < args.confidence < 1:
         parser.error(f"--confidence must lie in (0, 1), got {args.confidence}")

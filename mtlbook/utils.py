@@ -1,13 +1,16 @@
-"""Small helpers: device selection and seeding."""
+"""Small helpers: device selection, seeding and counting parameters."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-__all__ = ["count_parameters", "match_width", "resolve_device", "set_seed"]
+__all__ = ["count_parameters", "match_width", "model_device", "resolve_device", "set_seed"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -23,6 +26,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's parameters (the CPU for a model without any)."""
+    first = next(iter(model.parameters()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
 def set_seed(seed: int) -> None:
     """Seed Python's, NumPy's and PyTorch's global generators."""
     random.seed(seed)
@@ -30,9 +39,53 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int:
-    """Number of scalar parameters of ``model`` (only trainable ones by default)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+def count_parameters(models: nn.Module | Iterable[nn.Module], *, by_part: bool = False,
+                     trainable_only: bool = True) -> Any:
+    """Number of scalar parameters of a model, or of several models together: the one counter
+    of the package (``MultiTaskModel.n_parameters`` and the book's tables call it).
+
+    Args:
+        models: one module, or several (summed: two models that share nothing, such as one
+            single-task model per task).
+        by_part: return a breakdown instead of the total (see below).
+        trainable_only: count only parameters with ``requires_grad``.
+
+    Returns:
+        The total, or with ``by_part=True`` a dict: ``total``; ``embedding``, the
+        ``nn.Embedding`` tables, and ``dense``, the rest; ``shared``, the parameters of
+        :meth:`~mtlbook.models.MultiTaskModel.shared_parameters` (0 for other modules), and
+        ``task``, the rest.
+
+    Example:
+        >>> import mtlbook as mb
+        >>> from mtlbook.models import SharedBottom
+        >>> data = mb.simulate_funnel(1_000, seed=0)
+        >>> parts = count_parameters(SharedBottom(data.schema), by_part=True)
+        >>> sorted(parts)
+        ['dense', 'embedding', 'shared', 'task', 'total']
+        >>> parts["total"] == parts["embedding"] + parts["dense"] == parts["shared"] + parts["task"]
+        True
+    """
+    modules = [models] if isinstance(models, nn.Module) else list(models)
+    counted = {"total": 0, "embedding": 0, "shared": 0}
+    for model in modules:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"expected torch modules, got {type(model).__name__}")
+
+        def size(params: Iterable[nn.Parameter]) -> int:
+            unique = {id(p): p for p in params if p.requires_grad or not trainable_only}
+            return sum(p.numel() for p in unique.values())
+
+        counted["total"] += size(model.parameters())
+        counted["embedding"] += size(p for m in model.modules() if isinstance(m, nn.Embedding)
+                                     for p in m.parameters())
+        shared = getattr(model, "shared_parameters", None)
+        counted["shared"] += size(shared()) if callable(shared) else 0
+    if not by_part:
+        return counted["total"]
+    return {"total": counted["total"], "embedding": counted["embedding"],
+            "dense": counted["total"] - counted["embedding"], "shared": counted["shared"],
+            "task": counted["total"] - counted["shared"]}
 
 
 def match_width(build, target: int, *, low: int = 1, high: int = 4096) -> int:
@@ -45,8 +98,13 @@ def match_width(build, target: int, *, low: int = 1, high: int = 4096) -> int:
     here), so a binary search finds the best width.
 
     Example:
+        >>> import mtlbook as mb
+        >>> from mtlbook.models import MMoE, SharedBottom
+        >>> schema = mb.make_correlated_tasks(10, 0.5, n_features=100).schema
         >>> target = count_parameters(MMoE(schema, n_experts=8, expert_units=(16,)))
         >>> width = match_width(lambda w: SharedBottom(schema, bottom_units=(w,)), target)
+        >>> abs(count_parameters(SharedBottom(schema, bottom_units=(width,))) - target) < 150
+        True
     """
     if not isinstance(target, int | np.integer) or target < 1:
         raise ValueError(f"target must be a positive parameter count, got {target!r}")

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 import mtlbook as mb
-from mtlbook import distributed
 from mtlbook.data import BatchLoader
 from mtlbook.models import DSelectK, MMoE, SharedBottom
+from mtlbook.training import distributed
 from mtlbook.weighting import (
     DWA,
     FAMO,
@@ -77,14 +77,14 @@ def build(name: str, train: mb.MultiTaskData) -> tuple[torch.nn.Module, Weightin
     return model, make_weighting(), epochs, monitor
 
 
-def run_one(name: str, train, valid, **kwargs) -> mb.FitResult:
+def run_one(name: str, train, valid, **kwargs) -> mb.training.FitResult:
     model, weighting, epochs, monitor = build(name, train)
     options = {"epochs": epochs, "monitor": monitor, **kwargs}
     return mb.fit(model, train, valid, batch_size=BATCH_SIZE, lr=5e-3, weighting=weighting,
                   device="cpu", progress=False, **options)
 
 
-def summary(result: mb.FitResult) -> dict:
+def summary(result: mb.training.FitResult) -> dict:
     return {"state": {k: v.detach().clone() for k, v in result.model.state_dict().items()},
             "history": result.history.to_dict("list"), "best_epoch": result.best_epoch,
             "best_score": result.best_score, "epochs_run": result.epochs_run,
@@ -167,7 +167,7 @@ def main(out: Path) -> None:
     resumed["spread"] = spread(resumed)
     results["resumed"] = resumed
     results["files_after_resume"] = sorted(p.name for p in folder.iterdir())
-    saved = mb.checkpoint.load_checkpoint(path)
+    saved = mb.training.checkpoint.load_checkpoint(path)
     results["checkpoint_rng_ranks"] = len(saved.get("rng_ranks", []))
 
     # A strategy that cannot train on several processes is refused before training.

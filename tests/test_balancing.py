@@ -1,4 +1,4 @@
-"""Loss-balancing tools of chapter 12.4 (mtlbook.balancing)."""
+"""Loss-balancing tools of chapter 12.4 (mtlbook.book.ch12_4a)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 
 import mtlbook as mb
-from mtlbook.balancing import (
+from mtlbook.analysis.compare import compare, model_factory
+from mtlbook.analysis.gradients import GradientConflict
+from mtlbook.analysis.runs import PerTask
+from mtlbook.book.ch12_4a import (
     RecordingTrainer,
     initial_losses,
     inverse_loss_weights,
@@ -21,9 +24,6 @@ from mtlbook.balancing import (
     weight_frame,
     without_groups,
 )
-from mtlbook.compare import compare, model_factory
-from mtlbook.diagnostics import GradientConflict
-from mtlbook.experiments import PerTask
 from mtlbook.models import SharedBottom, SingleTask
 from mtlbook.weighting import FixedWeights, UncertaintyWeighting
 

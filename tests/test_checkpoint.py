@@ -17,13 +17,9 @@ import torch
 
 import mtlbook as mb
 import mtlbook.weighting as weighting_module
-from mtlbook.checkpoint import (
-    CHECKPOINT_VERSION,
-    CheckpointError,
-    load_checkpoint,
-)
 from mtlbook.data import BatchLoader, MultiTaskData
 from mtlbook.models import SharedBottom
+from mtlbook.training.checkpoint import CHECKPOINT_VERSION, CheckpointError, load_checkpoint
 from mtlbook.weighting import (
     DWA,
     FAMO,
@@ -486,7 +482,7 @@ def test_batch_loader_state(parts):
         a.load_state_dict({"generator": None})
 
 
-@pytest.mark.parametrize("target", ["mtlbook.checkpoint", "mtlbook.training",
+@pytest.mark.parametrize("target", ["mtlbook.training.checkpoint", "mtlbook.training.loop",
                                     "mtlbook.weighting.base", "BatchLoader"])
 def test_docstring_examples(target, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")

@@ -14,21 +14,16 @@ import pytest
 
 import mtlbook as mb
 from mtlbook.__main__ import main
-from mtlbook.compare import (
+from mtlbook.analysis.compare import (
     CompareResult,
     compare,
     model_factory,
-    negative_transfer,
-    pareto_front,
-    plot_negative_transfer,
-    plot_seesaw,
     resolve_data,
     resolve_models,
-    seesaw,
-    seesaw_table,
-    summarise_transfer,
 )
-from mtlbook.experiments import PerTask, repeat_fits, train_jobs
+from mtlbook.analysis.runs import PerTask, repeat_fits, train_jobs
+from mtlbook.analysis.seesaw import pareto_front, plot_seesaw, seesaw, seesaw_table
+from mtlbook.analysis.transfer import negative_transfer, plot_negative_transfer, summarise_transfer
 from mtlbook.models import MMoE, SharedBottom, SingleTask
 from mtlbook.weighting import FixedWeights
 
@@ -137,9 +132,9 @@ def test_compare_rejects_bad_names_before_training(kwargs, message, monkeypatch)
     def no_training(*args, **kwargs):
         raise AssertionError("trained although a name was wrong")
 
-    # ``mtlbook.compare`` is also the name of the function the package exports, so patch
+    # ``mtlbook.analysis.compare`` is also the name of the function the package exports, so patch
     # the module object itself.
-    monkeypatch.setattr(sys.modules["mtlbook.compare"], "repeat_fits", no_training)
+    monkeypatch.setattr(sys.modules["mtlbook.analysis.compare"], "repeat_fits", no_training)
     arguments = {"models": ["single"], "data": "correlated:0.5", "n_samples": 100, **kwargs}
     with pytest.raises(ValueError, match=message):
         compare(arguments.pop("models"), arguments.pop("data"), **arguments)

@@ -1,4 +1,4 @@
-"""mtlbook.diagnostics: gate weights, expert utilisation, gradient conflict, task relatedness.
+"""mtlbook.analysis: gate weights, expert utilisation, gradient conflict, task relatedness.
 
 The gate statistics are checked against the gates themselves (per-sample sums, a direct
 computation, pooled groups); the flags against gates whose biases are set by hand; the
@@ -16,21 +16,22 @@ import torch
 from scipy.stats import spearmanr
 
 import mtlbook as mb
-from mtlbook.data import MultiTaskData
-from mtlbook.diagnostics import (
-    GradientConflict,
+from mtlbook.analysis.gates import _pool_groups as pool_groups
+from mtlbook.analysis.gates import (
     expert_usage,
     expert_utilization,
     gate_weights,
-    gradient_conflict,
-    pairwise_cosine,
     plot_expert_utilization,
     plot_gate_heatmap,
-    plot_gradient_conflict,
-    plot_task_relatedness,
-    task_relatedness,
 )
-from mtlbook.diagnostics import _pool_groups as pool_groups
+from mtlbook.analysis.gradients import (
+    GradientConflict,
+    gradient_conflict,
+    pairwise_cosine,
+    plot_gradient_conflict,
+)
+from mtlbook.analysis.relatedness import plot_task_relatedness, task_relatedness
+from mtlbook.data import MultiTaskData
 from mtlbook.models import (
     AITM,
     CGC,

@@ -19,9 +19,9 @@ import torch
 import torch.distributed as dist
 
 import mtlbook as mb
-from mtlbook import distributed
 from mtlbook.data import Batch, BatchLoader
 from mtlbook.models import SharedBottom
+from mtlbook.training import distributed
 from mtlbook.weighting import CAGrad, EqualWeight
 from mtlbook.weighting import __all__ as STRATEGIES
 

@@ -5,25 +5,27 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtlbook.efficiency import (
-    inference_latency,
-    one_model,
-    parameter_count,
-    separate_models,
-    serving_cost,
-)
+from mtlbook.analysis.serving import inference_latency
+from mtlbook.book.ch12_1 import one_model, separate_models, serving_cost
 from mtlbook.models import SharedBottom, SingleTask
+from mtlbook.utils import count_parameters
 
 
-def test_parameter_count_splits_embeddings(funnel_binary):
+def test_parameter_count_splits_embeddings_and_shared_parts(funnel_binary):
     model = SharedBottom(funnel_binary.schema)
-    counts = parameter_count(model)
-    assert counts["parameters"] == model.n_parameters()
+    counts = count_parameters(model, by_part=True)
+    assert counts["total"] == model.n_parameters() == count_parameters(model)
     table = model.input.embedding.weight
     assert counts["embedding"] == table.numel()
-    assert counts["dense"] == counts["parameters"] - table.numel()
-    both = parameter_count([model, model])
+    assert counts["dense"] == counts["total"] - table.numel()
+    shared = sum(p.numel() for p in model.shared_parameters())
+    assert counts["shared"] == shared and counts["task"] == counts["total"] - shared
+    both = count_parameters([model, model], by_part=True)
     assert both == {k: 2 * v for k, v in counts.items()}
+    model.towers.weights[0].requires_grad_(False)  # frozen parameters are left out by default
+    frozen = model.towers.weights[0].numel()
+    assert count_parameters(model) == counts["total"] - frozen
+    assert count_parameters(model, trainable_only=False) == counts["total"]
 
 
 def test_separate_single_task_models_equal_one_single_task_in_size(funnel_small):
@@ -31,7 +33,8 @@ def test_separate_single_task_models_equal_one_single_task_in_size(funnel_small)
     assert [m.task_names for m in separate] == [(t,) for t in funnel_small.task_names]
     together = one_model(SingleTask)(funnel_small)
     assert len(together) == 1
-    assert parameter_count(separate) == parameter_count(together)
+    assert (count_parameters(separate, by_part=True)
+            == count_parameters(together, by_part=True))
 
 
 def test_inference_latency_reports_and_restores_mode(funnel_binary):

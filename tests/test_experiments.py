@@ -8,14 +8,9 @@ import pytest
 from scipy import stats
 
 import mtlbook as mb
-from mtlbook.experiments import (
-    PerTask,
-    correlation_sweep,
-    mean_interval,
-    mtl_gain,
-    repeat_fits,
-    time_overhead,
-)
+from mtlbook.analysis.intervals import mean_interval, mtl_gain
+from mtlbook.analysis.runs import PerTask, repeat_fits, time_overhead
+from mtlbook.book.ch12_3_1 import correlation_sweep
 from mtlbook.models import SharedBottom, SingleTask
 from mtlbook.weighting import EqualWeight, FixedWeights
 

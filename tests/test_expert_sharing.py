@@ -1,4 +1,4 @@
-"""Tests for mtlbook.expert_sharing (chapter 12.3.3: PLE and CGC)."""
+"""Tests for mtlbook.book.ch12_3_3b (chapter 12.3.3: PLE and CGC)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 import mtlbook as mb
-from mtlbook.diagnostics import gate_weights
-from mtlbook.experiments import PerTask
-from mtlbook.expert_sharing import (
+from mtlbook.analysis.gates import gate_weights
+from mtlbook.analysis.runs import PerTask
+from mtlbook.book.ch12_3_3b import (
     CorrelatedSetting,
     choose_setting,
     gate_split,

@@ -1,4 +1,4 @@
-"""Truth-based scoring of funnel models and the RankScore trade-off (mtlbook.funnel_eval)."""
+"""Truth-based scoring of funnel models and the RankScore trade-off (mtlbook.analysis.truth)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 import mtlbook as mb
-from mtlbook.funnel_eval import (
-    FunnelRun,
-    NaiveCVR,
+from mtlbook.analysis.truth import (
     excess_logloss,
     expected_auc,
-    fit_funnel_models,
     funnel_predictions,
     paired_improvement,
-    plot_tradeoff,
     plot_truth_calibration,
-    rank_tradeoff,
     score_against_truth,
+)
+from mtlbook.book.ch12_5 import (
+    FunnelRun,
+    NaiveCVR,
+    fit_funnel_models,
+    plot_tradeoff,
+    rank_tradeoff,
     selection_shift,
     top_k_mask,
     tradeoff_by_seed,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import mtlbook as mb
-from mtlbook.gradient_surgery import StepConflictLog, step_summary
+from mtlbook.analysis.gradients import StepConflictLog, step_summary
 from mtlbook.models import SharedBottom, SingleTask
 from mtlbook.weighting import PCGrad
 

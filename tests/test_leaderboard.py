@@ -1,11 +1,11 @@
-"""Tests of mtlbook.leaderboard: running studies, tables, ties and the heatmap."""
+"""Tests of mtlbook.book.ch12_6: running studies, tables, ties and the heatmap."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mtlbook.compare import CompareResult
-from mtlbook.leaderboard import Leaderboard, Study, plot_gain_heatmap, run_leaderboard
+from mtlbook.analysis.compare import CompareResult
+from mtlbook.book.ch12_6 import Leaderboard, Study, plot_gain_heatmap, run_leaderboard
 
 FAST = dict(n_samples=300, epochs=2, batch_size=128)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import mtlbook as mb
-from mtlbook.experiments import PerTask
-from mtlbook.learning_curves import (
+from mtlbook.analysis.runs import PerTask
+from mtlbook.book.ch12_1 import (
     EpochLosses,
     _sparse,
     generalisation_gap,
@@ -117,7 +117,7 @@ def test_gap_at_a_fixed_epoch(funnel_binary):
 def test_paired_difference_sign_and_pairing():
     import pandas as pd
 
-    from mtlbook.learning_curves import paired_difference
+    from mtlbook.book.ch12_1 import paired_difference
 
     rows = [("b", 0, "t", "auc", 0.50), ("m", 0, "t", "auc", 0.70),
             ("b", 1, "t", "auc", 0.60), ("m", 1, "t", "auc", 0.70),

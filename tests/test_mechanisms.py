@@ -1,4 +1,4 @@
-"""The mechanism generators (mtlbook.data.mechanisms) and the probes (mtlbook.probes)."""
+"""The mechanism generators (mtlbook.data.mechanisms) and the probes (mtlbook.book.ch12_2)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
+from mtlbook.book.ch12_2 import (
+    importance_share,
+    input_gradient_importance,
+    linear_probe,
+    population_importance,
+    population_probes,
+    population_scores,
+    representation,
+)
 from mtlbook.data import MultiTaskData
 from mtlbook.data.mechanisms import (
     clean_targets,
@@ -16,15 +25,6 @@ from mtlbook.data.mechanisms import (
     make_task_family,
 )
 from mtlbook.models import SharedBottom, SingleTask
-from mtlbook.probes import (
-    importance_share,
-    input_gradient_importance,
-    linear_probe,
-    population_importance,
-    population_probes,
-    population_scores,
-    representation,
-)
 
 GENERATORS = {
     "noisy_copies": lambda n, seed: make_noisy_copies(n, 1.0, seed=seed),

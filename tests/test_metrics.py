@@ -9,6 +9,7 @@ from sklearn.metrics import log_loss, mean_absolute_error, mean_squared_error, r
 
 import mtlbook as mb
 from mtlbook.data import MultiTaskData
+from mtlbook.metrics import gauc, score_predictions
 from mtlbook.models import SharedBottom
 
 
@@ -104,7 +105,7 @@ def test_gauc_equals_loop_with_ties(seed):
     y, s, groups = _random_groups(seed)
     assert len(np.unique(s)) < 20  # many ties
     expected = _loop_gauc(y, s, groups)
-    assert mb.gauc(y, s, groups) == pytest.approx(expected, rel=1e-12)
+    assert gauc(y, s, groups) == pytest.approx(expected, rel=1e-12)
 
 
 def test_gauc_skips_single_class_groups():
@@ -112,9 +113,9 @@ def test_gauc_skips_single_class_groups():
     s = np.array([0.9, 0.1, 0.5, 0.6, 0.3, 0.2, 0.4, 0.7])
     groups = np.array([0, 0, 1, 1, 2, 2, 3, 3])  # group 1 all positive, group 2 all negative
     # group 0: AUC 1 (2 rows); group 3: AUC 0 (2 rows) → 0.5
-    assert mb.gauc(y, s, groups) == pytest.approx(0.5)
-    assert mb.gauc(y, s, groups) == pytest.approx(_loop_gauc(y, s, groups))
-    assert np.isnan(mb.gauc(np.ones(4), np.arange(4.0), np.array([0, 0, 1, 1])))
+    assert gauc(y, s, groups) == pytest.approx(0.5)
+    assert gauc(y, s, groups) == pytest.approx(_loop_gauc(y, s, groups))
+    assert np.isnan(gauc(np.ones(4), np.arange(4.0), np.array([0, 0, 1, 1])))
 
 
 def test_gauc_weights_by_group_size():
@@ -122,7 +123,7 @@ def test_gauc_weights_by_group_size():
     s = np.array([0.9, 0.1, 0.1, 0.9, 0.5, 0.5])
     groups = np.array([0, 0, 1, 1, 1, 1])  # group 0: AUC 1 (2 rows); group 1: AUC 1/3 (4 rows)
     expected = (2 * 1.0 + 4 * roc_auc_score(y[2:], s[2:])) / 6
-    assert mb.gauc(y, s, groups) == pytest.approx(expected)
+    assert gauc(y, s, groups) == pytest.approx(expected)
 
 
 def test_masked_binary_task_scored_on_its_subspace():
@@ -141,7 +142,7 @@ def test_masked_binary_task_scored_on_its_subspace():
     pred = pd.DataFrame({"click": rng.random(n), "buy": rng.random(n)})
     # Outside the mask the predictions are wildly wrong; they must not count.
     pred.loc[~click, "buy"] = 0.999
-    got = _as_dict(mb.score_predictions(pred, data))
+    got = _as_dict(score_predictions(pred, data))
     y, p = buy[click], pred["buy"].to_numpy()[click]
     assert got[("buy", "auc")] == pytest.approx(roc_auc_score(y, p), rel=1e-12)
     assert got[("buy", "logloss")] == pytest.approx(log_loss(y, p), rel=1e-9)
@@ -154,14 +155,14 @@ def test_masked_binary_task_scored_on_its_subspace():
 def test_score_predictions_missing_column(correlated_small):
     pred = pd.DataFrame({"task1": np.zeros(len(correlated_small))})
     with pytest.raises(ValueError, match="task2"):
-        mb.score_predictions(pred, correlated_small)
+        score_predictions(pred, correlated_small)
 
 
 def test_single_class_auc_is_nan():
     data = MultiTaskData(dense=np.zeros((5, 1)), labels={"y": np.zeros(5)},
                          tasks={"y": "binary"}, dense_names=["x"])
     with pytest.warns(RuntimeWarning, match="task 'y' has only one class"):
-        got = _as_dict(mb.score_predictions(pd.DataFrame({"y": np.full(5, 0.2)}), data))
+        got = _as_dict(score_predictions(pd.DataFrame({"y": np.full(5, 0.2)}), data))
     assert np.isnan(got[("y", "auc")])
     assert got[("y", "logloss")] == pytest.approx(log_loss(np.zeros(5), np.full(5, 0.2),
                                                            labels=[0, 1]))

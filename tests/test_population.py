@@ -13,7 +13,7 @@ import mtlbook.models as models
 from mtlbook.metrics import _binary_metrics, _regression_metrics
 from mtlbook.models import MMoE, SharedBottom
 from mtlbook.models.experts import StackedExperts, mix
-from mtlbook.population import PopulationResult, _member_metrics, fit_population
+from mtlbook.training.population import PopulationResult, _member_metrics, fit_population
 
 # float32 and batched matrix products that sum in another order: the runs agree to rounding.
 RTOL, ATOL = 1e-4, 1e-5
@@ -42,7 +42,8 @@ def _member_history(result: PopulationResult, member: int) -> pd.DataFrame:
     return rows.drop(columns=["member", "seed"]).reset_index(drop=True)
 
 
-def _assert_same_run(result: PopulationResult, member: int, separate: mb.FitResult) -> None:
+def _assert_same_run(result: PopulationResult, member: int,
+                     separate: mb.training.FitResult) -> None:
     """Member ``member`` of the population is the separate run, to rounding."""
     ours, theirs = _member_history(result, member), separate.history
     keys = ["epoch", "split", "task", "metric"]
@@ -392,14 +393,14 @@ def test_bad_per_seed_data_and_weights_raise(change, error, match):
 
 
 def test_population_trainer_gives_the_results_of_separate_fits(monkeypatch):
-    from mtlbook import population
-    from mtlbook.experiments import PerTask, repeat_fits, train_jobs
+    from mtlbook.analysis import runs
+    from mtlbook.analysis.runs import PerTask, repeat_fits, train_jobs
     from mtlbook.models import SingleTask
     from mtlbook.weighting import FixedWeights, UncertaintyWeighting
 
     calls = []
-    original = population.fit_population
-    monkeypatch.setattr(population, "fit_population",
+    original = runs.fit_population
+    monkeypatch.setattr(runs, "fit_population",
                         lambda make, train, valid, seeds, **kw: calls.append(
                             (type(make(seeds[0])).__name__, len(seeds)))
                         or original(make, train, valid, seeds, **kw))
@@ -421,7 +422,7 @@ def test_population_trainer_gives_the_results_of_separate_fits(monkeypatch):
     settings = {"epochs": 3, "batch_size": 128, "lr": 1e-2, "device": "cpu",
                 "early_stopping": 1}
     ours = repeat_fits(make_data, models_, [0, 1, 2], weightings=weightings,
-                       trainer=population.population_trainer, **settings)
+                       trainer=runs.population_trainer, **settings)
     theirs = repeat_fits(make_data, models_, [0, 1, 2], weightings=weightings,
                          trainer=train_jobs, **settings)
     keys = ["model", "weighting", "seed", "task", "metric"]
@@ -434,17 +435,17 @@ def test_population_trainer_gives_the_results_of_separate_fits(monkeypatch):
     assert sorted(calls) == [("MMoE", 3), ("MMoE", 3), ("SingleTask", 3), ("SingleTask", 3)]
     # Arguments fit_population cannot honour send everything to fit.
     calls.clear()
-    repeat_fits(make_data, {"mmoe": models_["mmoe"]}, [0, 1], trainer=population.population_trainer,
+    repeat_fits(make_data, {"mmoe": models_["mmoe"]}, [0, 1], trainer=runs.population_trainer,
                 restore_best=False, epochs=1, device="cpu")
     assert calls == []
 
 
 def test_compare_uses_the_population_trainer(monkeypatch):
-    from mtlbook import population
+    from mtlbook.analysis import runs
 
     groups = []
-    original = population.fit_population
-    monkeypatch.setattr(population, "fit_population",
+    original = runs.fit_population
+    monkeypatch.setattr(runs, "fit_population",
                         lambda make, train, valid, seeds, **kw: groups.append(len(seeds))
                         or original(make, train, valid, seeds, **kw))
     result = mb.compare(["shared_bottom"], "correlated:0.5", seeds=3, n_samples=400, epochs=1)

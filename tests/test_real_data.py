@@ -1,4 +1,4 @@
-"""Tests of mtlbook.real_data: official splits, user subsets, conditional tasks and the
+"""Tests of mtlbook.book.appendix_a: official splits, user subsets, conditional tasks and the
 comparison on given splits. Offline, on small synthetic stand-ins for the real data sets."""
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 import mtlbook as mb
-from mtlbook import real_data
-from mtlbook.compare import CompareResult, model_factory
-from mtlbook.data import MultiTaskData
-from mtlbook.experiments import PerTask
-from mtlbook.models import ESMM, MMoE, SingleTask
-from mtlbook.population import fit_population
-from mtlbook.real_data import (
+from mtlbook.analysis.compare import CompareResult, model_factory
+from mtlbook.analysis.runs import PerTask
+from mtlbook.book import appendix_a as real_data
+from mtlbook.book.appendix_a import (
     OnTasks,
     add_conditional_task,
     compare_on_splits,
@@ -28,6 +25,9 @@ from mtlbook.real_data import (
     official_split,
     plot_gains,
 )
+from mtlbook.data import MultiTaskData
+from mtlbook.models import ESMM, MMoE, SingleTask
+from mtlbook.training.population import fit_population
 
 matplotlib.use("Agg")
 FIT = {"epochs": 2, "batch_size": 256, "lr": 1e-2}

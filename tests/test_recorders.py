@@ -1,4 +1,4 @@
-"""Recording mixing parameters over training (mtlbook.recorders)."""
+"""Recording mixing parameters over training (mtlbook.analysis.mixing)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 
 import mtlbook as mb
-from mtlbook.models import CrossStitch, SharedBottom, Sluice
-from mtlbook.recorders import (
+from mtlbook.analysis.mixing import (
     MixingRecorder,
     cross_task_share,
     mixing_frame,
     plot_mixing_history,
     plot_mixing_matrices,
 )
+from mtlbook.models import CrossStitch, SharedBottom, Sluice
 
 matplotlib.use("Agg")
 

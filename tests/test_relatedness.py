@@ -1,4 +1,4 @@
-"""Relatedness against measured MTL gain (mtlbook.relatedness)."""
+"""Relatedness against measured MTL gain (mtlbook.book.ch12_4a)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import matplotlib.pyplot as plt
 import pytest
 
 import mtlbook as mb
-from mtlbook.compare import model_factory
-from mtlbook.experiments import PerTask
+from mtlbook.analysis.compare import model_factory
+from mtlbook.analysis.runs import PerTask
+from mtlbook.book.ch12_4a import plot_relatedness_gain, relatedness_study
 from mtlbook.models import SharedBottom, SingleTask
-from mtlbook.relatedness import plot_relatedness_gain, relatedness_study
 
 matplotlib.use("Agg")
 

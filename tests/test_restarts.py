@@ -14,8 +14,7 @@ import pytest
 import torch
 
 import mtlbook as mb
-from mtlbook.models import MMoE, OMoE, SharedBottom
-from mtlbook.restarts import (
+from mtlbook.book.ch12_3_3a import (
     CURVE_COLUMNS,
     SCORE_COLUMNS,
     compare_with_paper,
@@ -27,6 +26,7 @@ from mtlbook.restarts import (
     restart_study,
     restart_summary,
 )
+from mtlbook.models import MMoE, OMoE, SharedBottom
 
 CORRELATIONS = (0.5, 1.0)
 N_RESTARTS = 3

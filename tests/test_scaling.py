@@ -1,4 +1,5 @@
-"""Tests of mtlbook.scaling: launching scripts under torchrun and collecting their result."""
+"""Tests of mtlbook.book.appendix_b: launching scripts under torchrun and collecting
+their result."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import textwrap
 
 import pytest
 
-from mtlbook import scaling
+from mtlbook.book import appendix_b as scaling
 
 # The worker loads mtlbook/scaling.py by path (it needs only the standard library), so that
 # its processes start without importing torch.

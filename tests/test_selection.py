@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from mtlbook.compare import compare, model_factory
-from mtlbook.experiments import PerTask
-from mtlbook.models import MMoE, SharedBottom, SingleTask
-from mtlbook.selection import (
+from mtlbook.analysis.compare import compare, model_factory
+from mtlbook.analysis.runs import PerTask
+from mtlbook.book.ch12_4b import (
     leaderboard,
     parameter_counts,
     plot_selection,
     select_and_test,
     train_seconds_per_seed,
 )
+from mtlbook.models import MMoE, SharedBottom, SingleTask
 
 FIT = dict(n_samples=400, epochs=2, batch_size=100)
 MODELS = {

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import mtlbook as mb
-from mtlbook.models import MMoE, SharedBottom, SingleTask
-from mtlbook.serving import (
+from mtlbook.analysis.serving import (
     ExportedModel,
     ServingModule,
     export_difference,
@@ -19,6 +18,7 @@ from mtlbook.serving import (
     load_exported,
     serving_benchmark,
 )
+from mtlbook.models import MMoE, SharedBottom, SingleTask
 
 
 @pytest.mark.parametrize("cls", [SharedBottom, MMoE])

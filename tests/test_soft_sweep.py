@@ -1,4 +1,4 @@
-"""The λ sweep of soft parameter sharing as one population (mtlbook.soft_sweep)."""
+"""The λ sweep of soft parameter sharing as one population (mtlbook.book.ch12_3_2)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import pytest
 import torch
 
 import mtlbook as mb
-from mtlbook.compare import model_factory
-from mtlbook.experiments import PerTask
-from mtlbook.models import SharedBottom, SingleTask, SoftSharing
-from mtlbook.soft_sweep import (
+from mtlbook.analysis.compare import model_factory
+from mtlbook.analysis.runs import PerTask
+from mtlbook.book.ch12_3_2 import (
     SweepSoftSharing,
     plot_lambda_sweep,
     plot_weight_distance,
@@ -18,6 +17,7 @@ from mtlbook.soft_sweep import (
     select_lambda,
     soft_sharing_sweep,
 )
+from mtlbook.models import SharedBottom, SingleTask, SoftSharing
 
 matplotlib.use("Agg")
 FIT = dict(epochs=3, batch_size=64, lr=1e-2, device="cpu")

@@ -16,11 +16,11 @@ import torch
 
 import mtlbook as mb
 import mtlbook.models.base
-import mtlbook.streaming
-import mtlbook.training
+import mtlbook.training.loop
+import mtlbook.training.streaming
 from mtlbook.data import MultiTaskData
 from mtlbook.models import SharedBottom
-from mtlbook.streaming import ParquetSource, write_parquet_shards
+from mtlbook.training.streaming import ParquetSource, write_parquet_shards
 
 TASKS = {"click": "binary", "buy": {"kind": "binary", "mask": "click"}, "stay": "regression"}
 SPEC = {"dense": ["price", "rid"], "categorical": ["user", "item"], "tasks": TASKS,
@@ -199,14 +199,14 @@ def test_buffer_shuffle_drop_last_and_resume(source):
 
 def test_rows_held_are_bounded_by_the_buffer(source, monkeypatch):
     held = []
-    concat = mtlbook.streaming._Block.concat
+    concat = mtlbook.training.streaming._Block.concat
 
     def spy(blocks):
         out = concat(blocks)
         held.append(len(out))
         return out
 
-    monkeypatch.setattr(mtlbook.streaming._Block, "concat", staticmethod(spy))
+    monkeypatch.setattr(mtlbook.training.streaming._Block, "concat", staticmethod(spy))
     ids = _row_ids(source.loader(16, seed=0, buffer_rows=100))
     assert max(held) < 100 + 97  # a buffer that is not full yet, plus one row group
     # The first batch is drawn before a second shard is read: mixing is local.
@@ -416,10 +416,10 @@ def test_writing_never_overwrites(funnel, tmp_path):
 def _accept_sources(monkeypatch) -> None:
     """Until ``fit`` accepts a ParquetSource itself, let it for this test only: ``fit`` and
     ``MultiTaskModel._check_data`` accept one where they check for a MultiTaskData."""
-    if hasattr(mtlbook.training, "ParquetSource"):
+    if hasattr(mtlbook.training.loop, "ParquetSource"):
         return
     either = (MultiTaskData, ParquetSource)
-    monkeypatch.setattr(mtlbook.training, "MultiTaskData", either)
+    monkeypatch.setattr(mtlbook.training.loop, "MultiTaskData", either)
     monkeypatch.setattr(mtlbook.models.base, "MultiTaskData", either)
 
 
@@ -448,6 +448,6 @@ def test_fit_on_the_stream_equals_fit_in_memory(funnel, tmp_path, monkeypatch):
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(mtlbook.streaming, optionflags=doctest.ELLIPSIS
+    result = doctest.testmod(mtlbook.training.streaming, optionflags=doctest.ELLIPSIS
                              | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

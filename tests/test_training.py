@@ -55,7 +55,7 @@ def test_loss_falls(parts):
     assert train_loss[-1] < 0.9 * train_loss[0]
     assert valid_loss.min() < valid_loss[0]
     assert result.epochs_run == 5
-    assert isinstance(result, mb.FitResult)
+    assert isinstance(result, mb.training.FitResult)
     assert not result.model.training
 
 

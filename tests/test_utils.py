@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import mtlbook as mb
+import mtlbook.utils
 from mtlbook.models import SharedBottom, SingleTask
 
 
@@ -32,7 +33,7 @@ def test_match_width_finds_the_closest_width(correlated_small):
     def build(w):
         return SharedBottom(schema, bottom_units=(w,), tower_units=(8,))
 
-    width = mb.match_width(build, target)
+    width = mtlbook.utils.match_width(build, target)
     best = min(range(1, 200), key=lambda w: abs(mb.count_parameters(build(w)) - target))
     assert abs(mb.count_parameters(build(width)) - target) == abs(
         mb.count_parameters(build(best)) - target)
@@ -41,4 +42,4 @@ def test_match_width_finds_the_closest_width(correlated_small):
 @pytest.mark.parametrize("kwargs", [{"target": 0}, {"target": 10, "low": 5, "high": 2}])
 def test_match_width_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
-        mb.match_width(lambda w: torch.nn.Linear(w, 1), **kwargs)
+        mtlbook.utils.match_width(lambda w: torch.nn.Linear(w, 1), **kwargs)

@@ -41,7 +41,7 @@ from ..data import Batch, Schema
 from .base import MultiTaskModel, _check_units
 from .layers import InputLayer, ParallelMLP
 
-__all__ = ["AITM", "calibration_penalty"]
+__all__ = ["AITM", "AdaptiveInformationTransfer", "calibration_penalty"]
 
 
 def calibration_penalty(probabilities: torch.Tensor) -> torch.Tensor:

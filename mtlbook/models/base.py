@@ -14,6 +14,7 @@ from torch import nn
 
 from ..data import Batch, MultiTaskData, Schema
 from ..losses import task_losses
+from ..utils import count_parameters
 
 __all__ = ["GateRecord", "MultiTaskModel"]
 
@@ -209,8 +210,8 @@ class MultiTaskModel(nn.Module):
             _reset_children(self)
 
     def n_parameters(self, trainable_only: bool = True) -> int:
-        """Number of (trainable) scalar parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+        """Number of (trainable) scalar parameters (:func:`mtlbook.utils.count_parameters`)."""
+        return count_parameters(self, trainable_only=trainable_only)
 
     def predict_batch(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Predictions for one batch: the transformed task outputs, plus any extra quantity a

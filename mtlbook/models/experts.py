@@ -60,7 +60,7 @@ class StackedExperts(nn.Module):
     Attributes:
         single_gemm: multiply a 2-D input by the first layer of every expert as one ``[batch,
             in] @ [in, experts × out]`` GEMM instead of expanding it to every expert. Off by
-            default; :func:`~mtlbook.population.fit_population` turns it on, because under
+            default; :func:`~mtlbook.training.population.fit_population` turns it on, because under
             ``torch.vmap`` the expanded input would be copied once per expert and member.
     """
 
@@ -226,7 +226,8 @@ class _BatchedMix(torch.autograd.Function):
     a time, and a transposed gradient slows every elementwise op below it. Only ``[batch,
     gates, ·]`` tensors and the gradient of ``h`` are copied into a new layout.
 
-    Under ``torch.vmap`` (a population of models, :mod:`mtlbook.population`) :meth:`vmap` runs
+    Under ``torch.vmap`` (a population of models, :mod:`mtlbook.training.population`) :meth:`vmap`
+    runs
     :class:`_MembersMix` once for all members.
     """
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .. import distributed
+from ..training import distributed
 
 __all__ = ["average_gradients", "backward_split", "global_gram", "global_task_gradients",
            "present_tasks", "shared_and_specific", "task_gradients", "write_gradient"]
@@ -84,7 +84,7 @@ def global_task_gradients(losses: Sequence[torch.Tensor], params: Sequence[torch
 
     In one process it is :func:`task_gradients`. When :func:`mtlbook.fit` trains on several
     processes, each process's rows are the gradients of its shard's share of the global losses
-    (:func:`mtlbook.distributed.global_losses`, scaled so that their average is the global
+    (:func:`mtlbook.training.distributed.global_losses`, scaled so that their average is the global
     gradient), and the matrix is averaged over the processes: every process gets the same
     ``[T, P]`` matrix of the global batch and so combines the rows in the same way.
     """
@@ -100,7 +100,7 @@ def global_gram(grads: torch.Tensor) -> torch.Tensor:
     Such gradients have one block of rows per sample, so on several processes the global Gram
     matrix is the sum of the processes' Gram matrices; each process's gradients are ``W`` times
     the global ones on its rows (``W`` processes, see
-    :func:`mtlbook.distributed.global_losses`), hence the division by ``W²``.
+    :func:`mtlbook.training.distributed.global_losses`), hence the division by ``W²``.
     """
     gram = grads @ grads.T
     sync = distributed.training()

@@ -7,7 +7,8 @@ import numbers
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import nn
+
+from ..utils import model_device as model_device
 
 
 def check_number(argument: str, value: float, *, positive: bool = False) -> float:
@@ -56,12 +57,6 @@ def stack_losses(losses: Mapping[str, torch.Tensor], task_names: Sequence[str]) 
         raise ValueError(f"expected one loss for each task {list(task_names)}, got losses for "
                          f"{list(losses)}")
     return torch.stack([losses[t] for t in task_names])  # [n_tasks]
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's parameters (the CPU for a model without any)."""
-    first = next(iter(model.parameters()), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 def add_extra(total: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:

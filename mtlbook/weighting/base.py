@@ -50,7 +50,7 @@ class Weighting(ABC):
     state_attributes: ClassVar[tuple[str, ...]] = ()
 
     #: How the strategy trains when :func:`mtlbook.fit` runs on several processes
-    #: (:mod:`mtlbook.distributed`). ``"ddp"``: :meth:`backward` back-propagates one scalar
+    #: (:mod:`mtlbook.training.distributed`). ``"ddp"``: :meth:`backward` back-propagates one scalar
     #: built from the losses it is given (their values are those of the global batch on every
     #: process) and DistributedDataParallel averages the gradients. ``"manual"``: the strategy
     #: differentiates the task losses one by one and averages the gradients over the processes

@@ -1,7 +1,7 @@
 """Every strategy of :mod:`mtlbook.weighting` by name, for comparisons (chapter 12.4).
 
 :func:`standard_strategies` returns name → factory (a fresh object per call, since strategies
-keep state across steps), ready for :func:`mtlbook.experiments.repeat_fits` (``weightings=``)
+keep state across steps), ready for :func:`mtlbook.analysis.runs.repeat_fits` (``weightings=``)
 and for ``benchmarks/bench_weighting.py``.
 """
 

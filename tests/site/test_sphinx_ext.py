@@ -51,20 +51,21 @@ def test_names_resolve_like_python(tmp_path) -> None:
         Test
         ====
 
-        .. automodule:: mtlbook.training
+        .. automodule:: mtlbook.training.loop
            :members: fit, FitResult
 
-        .. py:module:: mtlbook.compare
+        .. py:module:: mtlbook.analysis.compare
 
         .. py:function:: probe()
 
            Re-exported: :func:`mtlbook.fit`. Imported here: :class:`MultiTaskData` is not
-           documented on this page. Attribute of a re-export: :attr:`mtlbook.FitResult.history`.
-           Other packages: :class:`pd.DataFrame`, :class:`torch.Tensor`,
+           documented on this page. Attribute of a re-export:
+           :attr:`mtlbook.training.FitResult.history`. Other packages: :class:`pd.DataFrame`,
+           :class:`torch.Tensor`,
            :class:`collections.abc.Mapping`.
         """)
-    assert 'href="#mtlbook.training.fit"' in html
-    assert 'href="#mtlbook.training.FitResult.history"' in html
+    assert 'href="#mtlbook.training.loop.fit"' in html
+    assert 'href="#mtlbook.training.loop.FitResult.history"' in html
     # Another package: shown as code, linked nowhere, no warning.
     assert "pd.DataFrame" in html and "torch.Tensor" in html
     assert "pd.DataFrame" not in warnings and "torch.Tensor" not in warnings
@@ -78,7 +79,7 @@ def test_a_misspelt_name_still_fails(tmp_path) -> None:
         Test
         ====
 
-        .. automodule:: mtlbook.training
+        .. automodule:: mtlbook.training.loop
            :members: fit
 
         .. py:function:: probe()

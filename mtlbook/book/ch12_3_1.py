@@ -1,0 +1,136 @@
+"""Chapter 12.3.1 (Shared-Bottom): the diagram, and single-task vs Shared-Bottom as the tasks'
+correlation falls.
+
+:func:`correlation_sweep` runs the models over seeds at several correlations of the MMoE
+paper's synthetic tasks (:func:`mtlbook.make_correlated_tasks`) and
+:func:`plot_correlation_sweep` draws the metric against the correlation;
+:func:`plot_shared_bottom` draws the architecture and :func:`plot_history` a training history.
+Every plotting function returns the matplotlib Figure it drew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+from ..analysis.intervals import mean_interval
+from ..analysis.runs import ModelSpec, repeat_fits
+from ..data import MultiTaskData, make_correlated_tasks
+from ..metrics import LOWER_IS_BETTER
+
+__all__ = ["correlation_sweep", "plot_correlation_sweep", "plot_history", "plot_shared_bottom"]
+
+
+def _box(ax, x, y, w, h, text, color):
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02",
+                                facecolor=color, edgecolor="#333333", linewidth=1.2))
+    ax.text(x, y, text, ha="center", va="center", fontsize=10)
+
+
+def _arrow(ax, x0, y0, x1, y1):
+    ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12,
+                                 color="#333333", linewidth=1.0))
+
+
+def plot_shared_bottom(tasks: Sequence[str] = ("click", "purchase"),
+                       shared_label: str = "shared bottom MLP") -> plt.Figure:
+    """A diagram of Shared-Bottom: input → embeddings → shared bottom → one tower per task."""
+    tasks = list(tasks)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.8 * len(tasks), 4.2))
+    width = 1.8 * len(tasks)
+    cx = width / 2
+    _box(ax, cx, 0.4, width * 0.8, 0.45, "features x (ids, side features)", "#eeeeee")
+    _box(ax, cx, 1.3, width * 0.8, 0.45, "embeddings + dense", "#cfe2f3")
+    _box(ax, cx, 2.2, width * 0.8, 0.5, shared_label, "#9fc5e8")
+    _arrow(ax, cx, 0.63, cx, 1.07)
+    _arrow(ax, cx, 1.53, cx, 1.95)
+    for i, task in enumerate(tasks):
+        x = 0.9 + 1.8 * i
+        _box(ax, x, 3.2, 1.4, 0.5, f"tower: {task}", "#f9cb9c")
+        _box(ax, x, 4.0, 1.4, 0.4, f"ŷ {task}", "#ffffff")
+        _arrow(ax, cx, 2.45, x, 2.95)
+        _arrow(ax, x, 3.45, x, 3.8)
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, 4.4)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_correlation_sweep(results: pd.DataFrame, metric: str = "mse",
+                           confidence: float = 0.95) -> plt.Figure:
+    """Test ``metric`` against task correlation, one panel per task, one line per model,
+    with the mean over seeds and its Student-t interval as error bars.
+
+    ``results`` is the output of :func:`mtlbook.book.ch12_3_1.correlation_sweep`.
+    """
+    rows = results[results["metric"] == metric]
+    if rows.empty:
+        raise ValueError(f"no rows with metric {metric!r}; metrics are "
+                         f"{sorted(results['metric'].unique())}")
+    summary = mean_interval(rows, ["task", "model", "correlation"], confidence=confidence)
+    tasks = list(dict.fromkeys(summary["task"]))
+    models = list(dict.fromkeys(summary["model"]))
+    palette = dict(zip(models, sns.color_palette("colorblind", len(models)), strict=True))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for k, model in enumerate(models):
+            s = summary[(summary["task"] == task) & (summary["model"] == model)]
+            shift = (k - (len(models) - 1) / 2) * 0.012  # keep error bars apart
+            ax.errorbar(s["correlation"] + shift, s["mean"],
+                        yerr=[s["mean"] - s["lo"], s["hi"] - s["mean"]], marker="o",
+                        capsize=3, label=model, color=palette[model])
+        arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
+        ax.set(title=task, xlabel="task correlation p", ylabel=f"test {metric} ({arrow} better)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: pd.DataFrame, metric: str = "loss") -> plt.Figure:
+    """Training and validation ``metric`` per epoch, one line per task and split."""
+    rows = history[(history["metric"] == metric) & (history["task"] != "all")]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    sns.lineplot(data=rows, x="epoch", y="value", hue="task", style="split", ax=ax)
+    ax.set(ylabel=metric)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def correlation_sweep(
+    correlations: Iterable[float],
+    models: Mapping[str, ModelSpec],
+    seeds: Iterable[int],
+    *,
+    n_samples: int = 3_000,
+    task_type: str = "regression",
+    sparse_task: str | None = None,
+    label_fraction: float = 1.0,
+    **fit_kwargs,
+) -> pd.DataFrame:
+    """:func:`repeat_fits` on :func:`~mtlbook.data.make_correlated_tasks` data for each
+    task correlation; the result has an extra ``correlation`` column.
+
+    With ``sparse_task`` and ``label_fraction < 1`` that task keeps labels on only that
+    fraction of the *training* split (validation and test keep all of them).
+    """
+    seeds = list(seeds)
+    transform = None
+    if sparse_task is not None and label_fraction < 1.0:
+        def transform(train: MultiTaskData, seed: int) -> MultiTaskData:
+            return train.subsample_labels(sparse_task, label_fraction, seed=seed)
+
+    frames = []
+    for p in correlations:
+        frame = repeat_fits(
+            lambda seed, p=p: make_correlated_tasks(n_samples, p, task_type=task_type, seed=seed),
+            models, seeds, transform_train=transform, **fit_kwargs)
+        frames.append(frame.assign(correlation=float(p)))
+    return pd.concat(frames, ignore_index=True)
+

@@ -1,0 +1,14 @@
+"""Training: :func:`fit` and its components, and :func:`fit_population`.
+
+* :mod:`~mtlbook.training.loop`: :func:`fit`, the training loop of one model with any loss
+  weighting, :class:`FitResult` and :class:`Callback`;
+* :mod:`~mtlbook.training.checkpoint`: atomic checkpoints and resuming;
+* :mod:`~mtlbook.training.distributed`: training on several processes (``torchrun``);
+* :mod:`~mtlbook.training.streaming`: training data streamed from Parquet shards;
+* :mod:`~mtlbook.training.population`: many seeds of one model as one vectorised run.
+"""
+
+from .loop import Callback, FitResult, fit
+from .population import PopulationResult, fit_population
+
+__all__ = ["Callback", "FitResult", "PopulationResult", "fit", "fit_population"]
