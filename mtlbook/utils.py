@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["count_parameters", "match_width", "model_device", "resolve_device", "set_seed"]
+__all__ = ["count_parameters", "dropout_rates", "match_width", "model_device", "resolve_device",
+           "set_seed"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -30,6 +31,12 @@ def model_device(model: nn.Module) -> torch.device:
     """The device of the model's parameters (the CPU for a model without any)."""
     first = next(iter(model.parameters()), None)
     return torch.device("cpu") if first is None else first.device
+
+
+def dropout_rates(model: nn.Module) -> list[float]:
+    """The positive dropout probabilities of ``model``'s dropout layers."""
+    return [m.p for m in model.modules()
+            if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
 
 
 def set_seed(seed: int) -> None:

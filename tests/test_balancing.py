@@ -11,9 +11,8 @@ import pytest
 import mtlbook as mb
 from mtlbook.analysis.compare import compare, model_factory
 from mtlbook.analysis.gradients import GradientConflict
-from mtlbook.analysis.runs import PerTask
+from mtlbook.analysis.runs import PerTask, RecordingTrainer
 from mtlbook.book.ch12_4a import (
-    RecordingTrainer,
     initial_losses,
     inverse_loss_weights,
     plot_metric_history,
@@ -22,7 +21,6 @@ from mtlbook.book.ch12_4a import (
     plot_weight_history,
     transfer_by_weighting,
     weight_frame,
-    without_groups,
 )
 from mtlbook.models import SharedBottom, SingleTask
 from mtlbook.weighting import FixedWeights, UncertaintyWeighting
@@ -35,8 +33,8 @@ METRICS = {"click": "auc", "purchase": "auc", "dwell_time": "mse"}
 
 
 def make_funnel(seed: int) -> mb.MultiTaskData:
-    return without_groups(mb.simulate_funnel(1_500, seed=seed, with_dwell_time=True,
-                                             click_rate=0.1, purchase_rate=0.03, **SMALL))
+    return mb.simulate_funnel(1_500, seed=seed, with_dwell_time=True, click_rate=0.1,
+                              purchase_rate=0.03, **SMALL).without_groups()
 
 
 SB = model_factory(SharedBottom, bottom_units=(8,), tower_units=(4,))
@@ -44,12 +42,10 @@ SB = model_factory(SharedBottom, bottom_units=(8,), tower_units=(4,))
 
 def test_without_groups_drops_groups_only():
     data = mb.simulate_funnel(300, seed=0, **SMALL)
-    out = without_groups(data)
+    out = data.without_groups()
     assert out.groups is None and data.groups is not None
     assert np.array_equal(out.labels["click"], data.labels["click"])
     assert "gauc" not in set(mb.evaluate(SB(out.schema, 0), out)["metric"])
-    with pytest.raises(TypeError, match="MultiTaskData"):
-        without_groups("data")
 
 
 def test_initial_losses_show_the_scale_gap_and_leave_the_model_alone():

@@ -20,14 +20,9 @@ import torch
 
 import mtlbook
 from mtlbook import datasets
-from mtlbook.datasets import _alibaba
-from mtlbook.datasets._alibaba import (
-    ALICCP_DEFAULT_FIELDS,
-    ALICCP_FIELDS,
-    ALIEXPRESS_COLUMNS,
-    ali_ccp_files,
-    aliexpress_files,
-)
+from mtlbook.datasets import _ali_ccp, _aliexpress
+from mtlbook.datasets._ali_ccp import ALICCP_DEFAULT_FIELDS, ALICCP_FIELDS, ali_ccp_files
+from mtlbook.datasets._aliexpress import ALIEXPRESS_COLUMNS, aliexpress_files
 from mtlbook.datasets._loaders import check_no_leak
 from mtlbook.models import ESMM, MMoE
 
@@ -282,7 +277,7 @@ def test_aliccp_leakage_guard_and_malformed_files(aliccp, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="conversion"):
         check_no_leak(["item_id", "conversion"], datasets.LEAKY_COLUMNS["ali-ccp"], "ali-ccp")
     # a field configured under a label's name is refused by the loader itself
-    monkeypatch.setitem(_alibaba.ALICCP_FIELDS, "301", ("purchase", "position"))
+    monkeypatch.setitem(_ali_ccp.ALICCP_FIELDS, "301", ("purchase", "position"))
     with pytest.raises(ValueError, match="must never be features"):
         _load(aliccp, "ali-ccp", tmp_path)
     monkeypatch.undo()
@@ -529,8 +524,8 @@ def test_aliexpress_malformed_files_and_leakage_guard(tmp_path, monkeypatch):
         datasets.load("aliexpress", cache_dir=tmp_path / "c3", registry=reg, part="test")
     with pytest.raises(ValueError, match="click"):
         check_no_leak(["numerical_1", "click"], datasets.LEAKY_COLUMNS["aliexpress"], "x")
-    monkeypatch.setattr(_alibaba, "ALIEXPRESS_FORBIDDEN",
-                        _alibaba.ALIEXPRESS_FORBIDDEN | {"categorical_1"})
+    monkeypatch.setattr(_aliexpress, "ALIEXPRESS_FORBIDDEN",
+                        _aliexpress.ALIEXPRESS_FORBIDDEN | {"categorical_1"})
     reg = _one_file_zip(tmp_path / "c" / "aliexpress_NL_datasets.zip",
                         item.replace(",3\n", ",1\n"), user)
     with pytest.raises(ValueError, match="must never be features"):
@@ -566,7 +561,7 @@ def test_shipped_entries_take_files_placed_by_hand(aliccp, aliexpress, tmp_path)
     entries = datasets._registry.parse_registry(shipped)
     assert {f.name for f in entries["ali-ccp"].files} == set(ali_ccp_files(part="all"))
     assert {f.name for f in entries["aliexpress"].files} == {
-        aliexpress_files(country=c)[0] for c in _alibaba.ALIEXPRESS_COUNTRIES}
+        aliexpress_files(country=c)[0] for c in _aliexpress.ALIEXPRESS_COUNTRIES}
     for name in ("ali-ccp", "aliexpress"):
         entry = entries[name]
         assert entry.extra["schema_source"] and entry.construction and entry.citation
@@ -593,5 +588,6 @@ def test_shipped_entries_take_files_placed_by_hand(aliccp, aliexpress, tmp_path)
 
 
 def test_docstring_examples():
-    result = doctest.testmod(_alibaba, optionflags=doctest.ELLIPSIS, verbose=False)
-    assert result.attempted > 0 and result.failed == 0
+    for module in (_ali_ccp, _aliexpress):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+        assert result.attempted > 0 and result.failed == 0

@@ -16,14 +16,9 @@ import torch
 from scipy.stats import spearmanr
 
 import mtlbook as mb
+from mtlbook.analysis.experts import expert_usage, expert_utilization, plot_expert_utilization
 from mtlbook.analysis.gates import _pool_groups as pool_groups
-from mtlbook.analysis.gates import (
-    expert_usage,
-    expert_utilization,
-    gate_weights,
-    plot_expert_utilization,
-    plot_gate_heatmap,
-)
+from mtlbook.analysis.gates import gate_weights, plot_gate_heatmap
 from mtlbook.analysis.gradients import (
     GradientConflict,
     gradient_conflict,

@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
+from mtlbook.analysis.runs import population_scores
 from mtlbook.book.ch12_2 import (
     importance_share,
     input_gradient_importance,
     linear_probe,
     population_importance,
     population_probes,
-    population_scores,
     representation,
 )
 from mtlbook.data import MultiTaskData
@@ -297,14 +297,14 @@ def test_importance_share():
 
 def test_population_helpers_end_to_end(family):
     train, valid, test = family
-    one = train.select_tasks(["task1"]).schema
-    models = {"single": (lambda s: SharedBottom(one, bottom_units=(8,), tower_units=(), seed=s),
-                         ["task1"]),
-              "shared": (lambda s: SharedBottom(train.select_tasks(["task1", "task2"]).schema,
-                                                bottom_units=(8,), tower_units=(), seed=s),
-                         ["task1", "task2"])}
+    def shared_bottom(schema, seed):
+        return SharedBottom(schema, bottom_units=(8,), tower_units=(), seed=seed)
+
+    models = {"single": shared_bottom, "shared": shared_bottom}
     scores, pops = population_scores(models, train, valid, {"test": clean_targets(test)},
-                                     [0, 1], epochs=2, batch_size=64)
+                                     [0, 1], tasks={"single": ["task1"],
+                                                    "shared": ["task1", "task2"]},
+                                     epochs=2, batch_size=64)
     assert set(scores["model"]) == {"single", "shared"}
     assert set(scores["split"]) == {"test"}
     assert set(scores[scores["model"] == "single"]["task"]) == {"task1"}
@@ -313,7 +313,7 @@ def test_population_helpers_end_to_end(family):
     imp = population_importance(pops, test, "task1")
     assert imp.shape == (4, train.schema.n_dense)
     assert list(imp.index.names) == ["model", "seed"]
-    untrained = [models["single"][0](s) for s in (0, 1)]
+    untrained = [shared_bottom(train.select_tasks(["task1"]).schema, s) for s in (0, 1)]
     probes = population_probes({**pops, "untrained": untrained}, train, test, ["task3", "task4"])
     assert list(probes.columns) == ["model", "seed", "target", "r2"]
     assert len(probes) == 3 * 2 * 2
@@ -322,5 +322,5 @@ def test_population_helpers_end_to_end(family):
         population_importance(pops, test, "task2")
     with pytest.raises(ValueError, match="empty"):
         population_scores({}, train, valid, {"test": test}, [0])
-    with pytest.raises(TypeError, match="pair"):
-        population_scores({"x": models["single"][0]}, train, valid, {"test": test}, [0])
+    with pytest.raises(TypeError, match="factory or a PerTask"):
+        population_scores({"x": SharedBottom(train.schema)}, train, valid, {"test": test}, [0])

@@ -13,7 +13,8 @@ import mtlbook.models as models
 from mtlbook.metrics import _binary_metrics, _regression_metrics
 from mtlbook.models import MMoE, SharedBottom
 from mtlbook.models.experts import StackedExperts, mix
-from mtlbook.training.population import PopulationResult, _member_metrics, fit_population
+from mtlbook.training._vectorised import _member_metrics
+from mtlbook.training.population import PopulationResult, fit_population
 
 # float32 and batched matrix products that sum in another order: the runs agree to rounding.
 RTOL, ATOL = 1e-4, 1e-5

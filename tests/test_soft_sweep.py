@@ -8,12 +8,11 @@ import torch
 
 import mtlbook as mb
 from mtlbook.analysis.compare import model_factory
-from mtlbook.analysis.runs import PerTask
+from mtlbook.analysis.runs import PerTask, population_scores
 from mtlbook.book.ch12_3_2 import (
     SweepSoftSharing,
     plot_lambda_sweep,
     plot_weight_distance,
-    population_scores,
     select_lambda,
     soft_sharing_sweep,
 )
@@ -70,9 +69,9 @@ def test_sweep_members_follow_separate_fits(split):
 
 def test_population_scores_and_plot(split):
     train, valid, test = split
-    refs = population_scores({"single": PerTask(model_factory(SingleTask, hidden_units=(8,))),
-                              "sb": model_factory(SharedBottom, bottom_units=(8,))},
-                             train, valid, test, [0, 1], **FIT)
+    refs, _ = population_scores({"single": PerTask(model_factory(SingleTask, hidden_units=(8,))),
+                                 "sb": model_factory(SharedBottom, bottom_units=(8,))},
+                                train, valid, {"test": test}, [0, 1], **FIT)
     assert set(refs["model"]) == {"single", "sb"}
     assert set(refs["task"]) == {"task1", "task2"}
     assert len(refs[(refs["model"] == "single") & (refs["metric"] == "mse")]) == 4

@@ -8,7 +8,8 @@
   ``mean [lo, hi]`` formatter;
 * :mod:`~mtlbook.analysis.seesaw`: one task's gain against another's, with the Pareto front;
 * :mod:`~mtlbook.analysis.transfer`: the negative-transfer check over seeds;
-* :mod:`~mtlbook.analysis.gates`: the gates and experts of mixture-of-experts models;
+* :mod:`~mtlbook.analysis.gates`: the gates of mixture-of-experts models;
+* :mod:`~mtlbook.analysis.experts`: whether their experts are used well;
 * :mod:`~mtlbook.analysis.gradients`: the tasks' gradients on the shared parameters, their
   conflict during training, and what gradient surgery does to each step;
 * :mod:`~mtlbook.analysis.mixing`: the learned mixing of cross-stitch and sluice networks;
@@ -19,6 +20,7 @@
 
 from . import (
     compare,
+    experts,
     gates,
     gradients,
     intervals,
@@ -31,5 +33,5 @@ from . import (
     truth,
 )
 
-__all__ = ["compare", "gates", "gradients", "intervals", "mixing", "relatedness", "runs",
+__all__ = ["compare", "experts", "gates", "gradients", "intervals", "mixing", "relatedness", "runs",
            "seesaw", "serving", "transfer", "truth"]

@@ -19,17 +19,31 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import MultiTaskData, Schema
 from ..metrics import evaluate
 from ..models.base import MultiTaskModel
 from ..training.loop import fit
-from ..training.population import _dropout_rates, fit_population
+from ..training.population import PopulationResult, fit_population
+from ..utils import dropout_rates
 from ..weighting import EqualWeight, FixedWeights, Weighting
 
-__all__ = ["Factory", "FitJob", "FitOutcome", "ModelSpec", "PerTask", "Trainer",
-           "population_trainer", "repeat_fits", "time_overhead", "train_jobs"]
+__all__ = [
+    "Factory",
+    "FitJob",
+    "FitOutcome",
+    "ModelSpec",
+    "PerTask",
+    "RecordingTrainer",
+    "Trainer",
+    "population_scores",
+    "population_trainer",
+    "repeat_fits",
+    "time_overhead",
+    "train_jobs",
+]
 
 
 #: ``(schema, seed) → model``: how every runner and study builds a model.
@@ -87,12 +101,15 @@ class FitOutcome:
     Attributes:
         metrics: tidy ``task, metric, value`` scores of the selected model on ``job.report``.
         best_epoch, epochs_run, train_seconds: as in :class:`~mtlbook.training.FitResult`.
+        history: the run's history (:attr:`~mtlbook.training.FitResult.history`) when it was
+            trained alone, ``None`` when it trained in a vectorised population.
     """
 
     metrics: pd.DataFrame
     best_epoch: int
     epochs_run: int
     train_seconds: float
+    history: pd.DataFrame | None = None
 
 
 def _train_one(job: FitJob, **fit_kwargs) -> FitOutcome:
@@ -101,7 +118,8 @@ def _train_one(job: FitJob, **fit_kwargs) -> FitOutcome:
     weighting = None if job.make_weighting is None else job.make_weighting()
     result = fit(model, job.train, job.valid, seed=job.seed, weighting=weighting, **fit_kwargs)
     return FitOutcome(metrics=evaluate(model, job.report), best_epoch=result.best_epoch,
-                      epochs_run=result.epochs_run, train_seconds=result.train_seconds)
+                      epochs_run=result.epochs_run, train_seconds=result.train_seconds,
+                      history=result.history)
 
 
 def train_jobs(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
@@ -115,8 +133,6 @@ def train_jobs(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
     group's seeds together; it must return one :class:`FitOutcome` per job, in the jobs'
     order.
     """
-    from tqdm.auto import tqdm
-
     return [_train_one(job, **fit_kwargs)
             for job in tqdm(jobs, desc="fits", disable=not progress, leave=False)]
 
@@ -332,7 +348,7 @@ def population_trainer(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
             continue
         first = jobs[members[0]]
         schema, weights = first.train.schema, key[2]
-        if _dropout_rates(first.make_model(schema, seeds[0])):
+        if dropout_rates(first.make_model(schema, seeds[0])):
             alone += members
             continue
 
@@ -362,3 +378,119 @@ def population_trainer(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
         outcomes[i] = outcome
     return outcomes
 
+
+
+def population_scores(models: Mapping[str, ModelSpec], train: MultiTaskData,
+                      valid: MultiTaskData, evaluate_on: Mapping[str, MultiTaskData],
+                      seeds: Sequence[int], *, tasks: Mapping[str, Sequence[str]] | None = None,
+                      **fit_kwargs: Any) -> tuple[pd.DataFrame, dict[str, PopulationResult]]:
+    """Every model's seeds as one population on one fixed split, every member scored.
+
+    Where :func:`repeat_fits` gives each seed its own draw and split, this trains on the one
+    split given (a study of one data set: the seeds vary the initial weights and the order of
+    the mini-batches) with :func:`~mtlbook.training.fit_population`.
+
+    Args:
+        models: name → ``(schema, seed) → model`` factory, or a :class:`PerTask` (one
+            population per task, each selected on its own validation loss: the fair
+            single-task baseline).
+        train, valid: the split; model selection (best epoch) is on ``valid`` only.
+        evaluate_on: name → data set to score on (e.g. ``{"test": test}``), each restricted to
+            the tasks the model learns.
+        seeds: the members' seeds.
+        tasks: name → the tasks that model learns (default: every task of ``train``).
+        **fit_kwargs: passed to :func:`~mtlbook.training.fit_population`.
+
+    Returns:
+        ``(scores, populations)``: a tidy DataFrame with columns ``model, split, seed, task,
+        metric, value, best_epoch``, and name → :class:`~mtlbook.training.PopulationResult`
+        (``"name/task"`` for the populations of a :class:`PerTask`).
+
+    Example:
+        >>> import mtlbook as mb
+        >>> from mtlbook.analysis.compare import model_factory
+        >>> from mtlbook.models import SharedBottom, SingleTask
+        >>> data = mb.make_correlated_tasks(600, 0.8, n_features=10)
+        >>> train, valid, test = data.split((0.6, 0.2, 0.2), seed=0)
+        >>> scores, pops = population_scores(
+        ...     {"single": PerTask(model_factory(SingleTask)),
+        ...      "shared": model_factory(SharedBottom)},
+        ...     train, valid, {"test": test}, seeds=[0, 1], epochs=2, device="cpu")
+        >>> sorted(pops), len(pops["shared"])  # populations of 2 members
+        (['shared', 'single/task1', 'single/task2'], 2)
+        >>> sorted(set(zip(scores["model"], scores["task"])))
+        [('shared', 'task1'), ('shared', 'task2'), ('single', 'task1'), ('single', 'task2')]
+    """
+    if not models:
+        raise ValueError("models is empty: name at least one model")
+    if not evaluate_on:
+        raise ValueError("evaluate_on is empty: name at least one data set to score on")
+    seeds = list(seeds)
+    fit_kwargs.setdefault("progress", False)
+    frames, populations = [], {}
+    for name, spec in models.items():
+        learned = list((tasks or {}).get(name, train.task_names))
+        if isinstance(spec, PerTask):
+            runs = [(f"{name}/{t}", spec.factory, [t]) for t in learned]
+        elif callable(spec) and not isinstance(spec, nn.Module):
+            runs = [(name, spec, learned)]
+        else:
+            raise TypeError(f"model {name!r} must be a (schema, seed) → model factory or a "
+                            f"PerTask, got {type(spec).__name__}")
+        for key, factory, part in runs:
+            tr, va = train.select_tasks(part), valid.select_tasks(part)
+            result = fit_population(lambda s, f=factory, schema=tr.schema: f(schema, s), tr, va,
+                                    seeds, **fit_kwargs)
+            populations[key] = result
+            epochs = result.summary.set_index("member")["best_epoch"]
+            for split, data in evaluate_on.items():
+                scores = result.evaluate(data.select_tasks(part))
+                scores["best_epoch"] = scores["member"].map(epochs)
+                frames.append(scores.drop(columns="member").assign(model=name, split=split))
+    columns = ["model", "split", "seed", "task", "metric", "value", "best_epoch"]
+    return pd.concat(frames, ignore_index=True)[columns], populations
+
+
+class RecordingTrainer:
+    """A trainer for :func:`repeat_fits` that keeps the histories.
+
+    Jobs with a constant weighting (equal or :class:`~mtlbook.weighting.FixedWeights`) go to
+    :func:`population_trainer` (vectorised, no history kept) unless
+    ``vectorise=False``; every other job is trained with :func:`mtlbook.fit`, and its history
+    is kept in :attr:`histories` under ``(model, weighting, seed)``. With
+    ``vectorise=False`` every job runs through ``fit``, so the training times of all
+    strategies are measured the same way (what
+    :func:`time_overhead` compares).
+
+    Pass it as ``trainer=`` to :func:`~mtlbook.analysis.compare.compare` or
+    :func:`repeat_fits`.
+
+    Example:
+        >>> import mtlbook as mb
+        >>> from mtlbook.analysis.compare import compare
+        >>> recorder = RecordingTrainer()
+        >>> result = compare(["shared_bottom"], "correlated:0.5", n_samples=300, seeds=1,
+        ...                  weightings=["uncertainty"], epochs=2, trainer=recorder)
+        >>> sorted(recorder.histories)
+        [('shared_bottom', 'uncertainty', 0)]
+        >>> int(recorder.histories["shared_bottom", "uncertainty", 0]["epoch"].max())
+        2
+    """
+
+    def __init__(self, vectorise: bool = True) -> None:
+        self.vectorise = bool(vectorise)
+        self.histories: dict[tuple[str, str, int], pd.DataFrame] = {}
+
+    def __call__(self, jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
+                 progress: bool = False) -> list[FitOutcome]:
+        together = [i for i, job in enumerate(jobs) if self.vectorise and _fixed_weights(job)[0]]
+        alone = [i for i in range(len(jobs)) if i not in set(together)]
+        outcomes: dict[int, FitOutcome] = {}
+        if together:
+            done = population_trainer([jobs[i] for i in together], fit_kwargs, progress)
+            outcomes.update(zip(together, done, strict=True))
+        for i in alone:
+            outcomes[i] = _train_one(jobs[i], **fit_kwargs)
+            for label in jobs[i].labels:
+                self.histories[(jobs[i].model, label, jobs[i].seed)] = outcomes[i].history
+        return [outcomes[i] for i in range(len(jobs))]

@@ -25,7 +25,6 @@ thin:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -261,16 +260,6 @@ class OnTasks:
     tasks: Sequence[str]
 
 
-def _without_groups(data: MultiTaskData) -> MultiTaskData:
-    """The same rows without group ids: validation then skips GAUC, which costs time each
-    epoch and is not what early stopping monitors."""
-    if data.groups is None:
-        return data
-    out = copy.copy(data)  # shares the arrays; only the attribute changes
-    out.groups = None
-    return out
-
-
 def _per_seed(splits, seeds: Sequence[int]) -> list[Splits]:
     if callable(splits):
         out = [tuple(splits(seed)) for seed in seeds]
@@ -357,7 +346,28 @@ def compare_on_splits(
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     per_seed = _per_seed(splits, seeds)
-    first = per_seed[0][0]
+    conditional, plan = _plan(models, per_seed[0][0], tasks)
+    rows: list[tuple] = []
+    for name, (spec, model_tasks) in plan.items():
+        predictions, info, built = _fit_model(spec, model_tasks, per_seed, seeds, valid_gauc,
+                                              fit_kwargs)
+        for k, seed in enumerate(seeds):
+            scored = _score_seed(pd.concat(predictions[k], axis=1), per_seed[k][2], model_tasks,
+                                 conditional, built[k])
+            for t, metric, value in scored.itertuples(index=False):
+                best, run, seconds = info.get(t, (None, None, np.nan))
+                rows.append((name, "equal", seed, t, metric, value,
+                             np.nan if best is None else best[k],
+                             np.nan if run is None else run[k], seconds))
+    raw = pd.DataFrame(rows, columns=_COLUMNS)
+    result = CompareResult(raw=raw, confidence=confidence, metrics=metrics)
+    result.table()  # check the metric selection now
+    return result
+
+
+def _plan(models: Mapping[str, Any], first: MultiTaskData, tasks: Sequence[str] | None
+          ) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[Factory | PerTask, list[str]]]]:
+    """The conditional tasks of the data, and each model's resolved spec and tasks."""
     conditional: dict[str, tuple[str, str]] = dict(first.meta.get(_META_KEY, {}))
     default = ([t for t in first.task_names if t not in conditional] if tasks is None
                else list(tasks))
@@ -374,57 +384,59 @@ def compare_on_splits(
             raise ValueError(f"model {name!r}: tasks {bad} are not tasks of the data; tasks "
                              f"are {list(first.task_names)}")
         plan[name] = (resolve_models({name: spec})[name], model_tasks)
+    return conditional, plan
 
-    rows: list[tuple] = []
-    for name, (spec, model_tasks) in plan.items():
-        groups = ([[t] for t in model_tasks] if isinstance(spec, PerTask) else [model_tasks])
-        factory = spec.factory if isinstance(spec, PerTask) else spec
-        predictions: list[list[pd.DataFrame]] = [[] for _ in seeds]
-        info: dict[str, tuple[list[int], list[int], float]] = {}
-        built: list[MultiTaskModel | None] = [None] * len(seeds)
-        for group in groups:
-            selected: dict[int, MultiTaskData] = {}  # a part shared by seeds is copied once
-            for split in per_seed:
-                for part in split:
-                    if id(part) not in selected:
-                        selected[id(part)] = part.select_tasks(group)
-            parts = [[selected[id(split[i])] for split in per_seed] for i in range(3)]
-            valid = [p if valid_gauc else _without_groups(p) for p in parts[1]]
-            schema = parts[0][0].schema
-            result = fit_population(lambda seed, f=factory, s=schema: f(s, seed),
-                                    _shared_or_list(parts[0]), _shared_or_list(valid), seeds,
-                                    **fit_kwargs)
-            for k in range(len(seeds)):
-                model = result.model(k)
-                predictions[k].append(model.predict(parts[2][k]))
-                if len(groups) == 1:
-                    built[k] = model
-            summary = result.summary
-            for t in group:
-                info[t] = (summary["best_epoch"].tolist(), summary["epochs_run"].tolist(),
-                           result.train_seconds / len(seeds))
-        for k, seed in enumerate(seeds):
-            test = per_seed[k][2]
-            pred = pd.concat(predictions[k], axis=1)
-            scored = score_predictions(pred[model_tasks], test.select_tasks(model_tasks))
-            extra = []
-            for cond, (task, given) in conditional.items():
-                if cond in model_tasks:
-                    continue
-                estimate = conditional_estimate(pred, task, given, built[k])
-                if estimate is not None:
-                    extra.append(score_predictions(pd.DataFrame({cond: estimate}),
-                                                   test.select_tasks([cond])))
-            scored = pd.concat([scored, *extra], ignore_index=True)
-            for t, metric, value in scored.itertuples(index=False):
-                best, run, seconds = info.get(t, (None, None, np.nan))
-                rows.append((name, "equal", seed, t, metric, value,
-                             np.nan if best is None else best[k],
-                             np.nan if run is None else run[k], seconds))
-    raw = pd.DataFrame(rows, columns=_COLUMNS)
-    result = CompareResult(raw=raw, confidence=confidence, metrics=metrics)
-    result.table()  # check the metric selection now
-    return result
+
+def _fit_model(spec: Factory | PerTask, model_tasks: list[str], per_seed: list[tuple],
+               seeds: list[int], valid_gauc: bool, fit_kwargs: dict[str, Any]
+               ) -> tuple[list[list[pd.DataFrame]], dict[str, tuple], list[Any]]:
+    """Train one model (one population per task group: all its tasks, or one each for a
+    :class:`~mtlbook.analysis.runs.PerTask`) on every seed's split; per seed its test
+    predictions (one frame per group), per task the best epochs, epochs run and seconds per
+    seed, and per seed the trained model (``None`` when it is split over several groups)."""
+    groups = ([[t] for t in model_tasks] if isinstance(spec, PerTask) else [model_tasks])
+    factory = spec.factory if isinstance(spec, PerTask) else spec
+    predictions: list[list[pd.DataFrame]] = [[] for _ in seeds]
+    info: dict[str, tuple[list[int], list[int], float]] = {}
+    built: list[MultiTaskModel | None] = [None] * len(seeds)
+    for group in groups:
+        selected: dict[int, MultiTaskData] = {}  # a part shared by seeds is copied once
+        for split in per_seed:
+            for part in split:
+                if id(part) not in selected:
+                    selected[id(part)] = part.select_tasks(group)
+        parts = [[selected[id(split[i])] for split in per_seed] for i in range(3)]
+        valid = [p if valid_gauc else p.without_groups() for p in parts[1]]
+        schema = parts[0][0].schema
+        result = fit_population(lambda seed, f=factory, s=schema: f(s, seed),
+                                _shared_or_list(parts[0]), _shared_or_list(valid), seeds,
+                                **fit_kwargs)
+        for k in range(len(seeds)):
+            model = result.model(k)
+            predictions[k].append(model.predict(parts[2][k]))
+            if len(groups) == 1:
+                built[k] = model
+        summary = result.summary
+        for t in group:
+            info[t] = (summary["best_epoch"].tolist(), summary["epochs_run"].tolist(),
+                       result.train_seconds / len(seeds))
+    return predictions, info, built
+
+
+def _score_seed(pred: pd.DataFrame, test: MultiTaskData, model_tasks: list[str],
+                conditional: dict[str, tuple[str, str]], model: Any) -> pd.DataFrame:
+    """One seed's test metrics of a model's tasks, and of its estimate of each conditional
+    task it does not learn itself."""
+    scored = score_predictions(pred[model_tasks], test.select_tasks(model_tasks))
+    extra = []
+    for cond, (task, given) in conditional.items():
+        if cond in model_tasks:
+            continue
+        estimate = conditional_estimate(pred, task, given, model)
+        if estimate is not None:
+            extra.append(score_predictions(pd.DataFrame({cond: estimate}),
+                                           test.select_tasks([cond])))
+    return pd.concat([scored, *extra], ignore_index=True)
 
 
 def _metric_list(metrics: str | Sequence[str] | Mapping[str, str | Sequence[str]],

@@ -12,15 +12,14 @@ its test error:
   ``E|∂ŷ_k/∂x_j|`` of a task's prediction, a simple saliency measure of which inputs a model
   relies on, and :func:`importance_share`, the fraction of it on a given set of inputs;
 * :func:`population_importance` and :func:`population_probes` — the two measurements above
-  for every member of several populations (or lists of models) at once;
-* :func:`population_scores` — train several :func:`~mtlbook.training.population.fit_population`
-  populations on one split and score every member on one or more evaluation sets, as one tidy
-  table (the experiments of chapter 12.2 are built from it).
+  for every member of several populations (or lists of models) at once, as
+  :func:`mtlbook.analysis.runs.population_scores` trains them (the experiments of chapter 12.2
+  are built from it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,8 +33,7 @@ from ..data import Batch, MultiTaskData
 from ..models.base import MultiTaskModel
 
 __all__ = ["importance_share", "input_gradient_importance", "linear_probe",
-           "population_importance", "population_probes", "population_scores",
-           "representation"]
+           "population_importance", "population_probes", "representation"]
 
 _ALPHAS = np.logspace(-3, 4, 15)
 
@@ -226,75 +224,6 @@ def importance_share(importance: pd.Series | np.ndarray, relevant: Sequence[int]
     if total == 0:
         raise ValueError("the importance is zero everywhere; the share is undefined")
     return float(values[np.unique(relevant)].sum() / total)
-
-
-def population_scores(
-    models: Mapping[str, tuple[Callable[[int], MultiTaskModel], Sequence[str]]],
-    train: MultiTaskData,
-    valid: MultiTaskData,
-    evaluate_on: Mapping[str, MultiTaskData],
-    seeds: Sequence[int],
-    **fit_kwargs,
-) -> tuple[pd.DataFrame, dict]:
-    """Train one population per model on the same split and score every member.
-
-    Args:
-        models: name → ``(make_model, tasks)``: the population is
-            ``fit_population(make_model, train.select_tasks(tasks), valid.select_tasks(tasks),
-            seeds, ...)``; ``make_model`` receives the seed and must build the model for that
-            task subset (take the schema from the data you close over). A single-task baseline
-            is ``(lambda s: SingleTask(schema_of_task1, seed=s), ["task1"])``.
-        train, valid: the split; model selection (best epoch) is on ``valid`` only.
-        evaluate_on: name → data set to score on (e.g. ``{"test": clean_targets(test)}``);
-            each is restricted to the model's tasks.
-        seeds: the members' seeds.
-        **fit_kwargs: passed to :func:`~mtlbook.training.population.fit_population`.
-
-    Returns:
-        ``(scores, populations)``: a tidy DataFrame with columns ``model, split, seed, task,
-        metric, value, best_epoch`` and a dict name →
-        :class:`~mtlbook.training.population.PopulationResult` (for looking inside the members, e.g.
-        with :func:`input_gradient_importance`).
-
-    Example:
-        >>> from mtlbook.data.mechanisms import make_sparse_relevance_tasks
-        >>> from mtlbook.models import SharedBottom, SingleTask
-        >>> from mtlbook.book.ch12_2 import population_scores
-        >>> data = make_sparse_relevance_tasks(400, n_relevant=4, n_irrelevant=12, seed=0)
-        >>> train, valid, test = data.split((0.6, 0.2, 0.2), seed=0)
-        >>> one = train.select_tasks(["task1"])
-        >>> scores, pops = population_scores(
-        ...     {"single": (lambda s: SingleTask(one.schema, seed=s), ["task1"]),
-        ...      "shared": (lambda s: SharedBottom(train.schema, seed=s), train.task_names)},
-        ...     train, valid, {"test": test}, seeds=range(2), epochs=2)
-        >>> sorted(set(zip(scores["model"], scores["task"])))
-        [('shared', 'task1'), ('shared', 'task2'), ('single', 'task1')]
-        >>> sorted(pops), len(pops["shared"])  # one population of 2 members per model
-        (['shared', 'single'], 2)
-    """
-    from ..training.population import fit_population
-
-    if not models:
-        raise ValueError("models is empty: name at least one (make_model, tasks) pair")
-    if not evaluate_on:
-        raise ValueError("evaluate_on is empty: name at least one data set to score on")
-    fit_kwargs.setdefault("progress", False)
-    frames, populations = [], {}
-    for name, spec in models.items():
-        if not (isinstance(spec, tuple) and len(spec) == 2 and callable(spec[0])):
-            raise TypeError(f"models[{name!r}] must be a (make_model, tasks) pair, got {spec!r}")
-        make_model, tasks = spec
-        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-        result = fit_population(make_model, train.select_tasks(tasks), valid.select_tasks(tasks),
-                                list(seeds), **fit_kwargs)
-        populations[name] = result
-        epochs = result.summary.set_index("member")["best_epoch"]
-        for split, data in evaluate_on.items():
-            scores = result.evaluate(data.select_tasks(tasks))
-            scores["best_epoch"] = scores["member"].map(epochs)
-            frames.append(scores.drop(columns="member").assign(model=name, split=split))
-    columns = ["model", "split", "seed", "task", "metric", "value", "best_epoch"]
-    return pd.concat(frames, ignore_index=True)[columns], populations
 
 
 def _members(models) -> list[tuple[int, MultiTaskModel]]:

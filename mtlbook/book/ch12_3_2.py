@@ -11,8 +11,8 @@ population requires.
 * :func:`soft_sharing_sweep` trains the grid and reports, per member, the test metrics at the
   validation-best epoch, that epoch's validation loss and the distance ``‖θ_a − θ_b‖`` the
   penalty controls (before and after training);
-* :func:`population_scores` trains reference models (e.g. the single-task baseline and
-  Shared-Bottom) on the same split, also as populations;
+* the reference models (the single-task baseline, Shared-Bottom) train on the same split,
+  also as populations, with :func:`mtlbook.analysis.runs.population_scores`;
 * :func:`select_lambda` picks ``λ`` on the validation loss only;
 * :func:`plot_lambda_sweep` draws each task's test metric against ``λ`` (log axis, ``λ = 0`` at
   the left edge) with the references as horizontal bands, and :func:`plot_weight_distance` the
@@ -32,15 +32,13 @@ import torch
 from torch import nn
 
 from ..analysis.intervals import mean_interval
-from ..analysis.runs import PerTask
 from ..data import MultiTaskData, Schema
 from ..metrics import LOWER_IS_BETTER
-from ..models.base import MultiTaskModel
 from ..models.soft_sharing import SoftSharing
 from ..training.population import fit_population
 
 __all__ = ["SweepSoftSharing", "plot_lambda_sweep", "plot_weight_distance",
-           "population_scores", "select_lambda", "soft_sharing_sweep"]
+           "select_lambda", "soft_sharing_sweep"]
 
 
 class SweepSoftSharing(SoftSharing):
@@ -162,58 +160,6 @@ def soft_sharing_sweep(train: MultiTaskData, valid: MultiTaskData, test: MultiTa
     return pd.concat(rows, ignore_index=True)[columns]
 
 
-def population_scores(models: Mapping[str, Callable[[Schema, int], MultiTaskModel] | PerTask],
-                      train: MultiTaskData, valid: MultiTaskData, test: MultiTaskData,
-                      seeds: Sequence[int], **fit_kwargs) -> pd.DataFrame:
-    """Test metrics of reference models on one split, each model's seeds as one population.
-
-    Args:
-        models: name → ``(schema, seed) → model`` factory, or a
-            :class:`~mtlbook.analysis.runs.PerTask` for one separate model per task (each with
-            its own best epoch on its own validation loss: the fair single-task baseline).
-        train, valid, test: the split (the same one the sweep used, for a fair reference).
-        seeds: the seeds.
-        **fit_kwargs: passed to :func:`~mtlbook.training.population.fit_population`.
-
-    Returns:
-        Tidy DataFrame with columns ``model, seed, task, metric, value, best_epoch``.
-
-    Example:
-        >>> from mtlbook import make_correlated_tasks
-        >>> from mtlbook.analysis.compare import model_factory
-        >>> from mtlbook.models import SharedBottom, SingleTask
-        >>> data = make_correlated_tasks(600, 0.8, n_features=10)
-        >>> train, valid, test = data.split((0.6, 0.2, 0.2), seed=0)
-        >>> refs = population_scores({"SingleTask": PerTask(model_factory(SingleTask)),
-        ...                           "SharedBottom": model_factory(SharedBottom)},
-        ...                          train, valid, test, seeds=[0, 1], epochs=2, device="cpu")
-        >>> sorted(refs["model"].unique().tolist())
-        ['SharedBottom', 'SingleTask']
-    """
-    seeds = _check_seeds(seeds)
-    if not models:
-        raise ValueError("models is empty; name at least one reference model")
-    frames = []
-    for name, spec in models.items():
-        if isinstance(spec, PerTask):
-            parts = [tuple(d.select_tasks([t]) for d in (train, valid, test))
-                     for t in train.task_names]
-            factory = spec.factory
-        elif callable(spec) and not isinstance(spec, nn.Module):
-            parts, factory = [(train, valid, test)], spec
-        else:
-            raise TypeError(f"model {name!r} must be a (schema, seed) → model factory or a "
-                            f"PerTask, got {type(spec).__name__}")
-        for tr, va, te in parts:
-            result = fit_population(lambda s, f=factory, schema=tr.schema: f(schema, s),
-                                    tr, va, seeds, **fit_kwargs)
-            scores = result.evaluate(te)
-            epochs = result.summary.set_index("member")["best_epoch"]
-            frames.append(scores.assign(model=name, best_epoch=scores["member"].map(epochs)))
-    return pd.concat(frames, ignore_index=True)[["model", "seed", "task", "metric", "value",
-                                                 "best_epoch"]]
-
-
 def select_lambda(sweep: pd.DataFrame) -> float:
     """The ``λ`` with the lowest validation loss (mean over seeds) in a
     :func:`soft_sharing_sweep` result; the test columns are not looked at."""
@@ -246,8 +192,8 @@ def plot_lambda_sweep(sweep: pd.DataFrame, references: pd.DataFrame | None = Non
     """Each task's test ``metric`` against ``λ``, mean over seeds with its Student-t interval.
 
     ``λ = 0`` sits at the left edge of the log axis (labelled ``0``). Each model in
-    ``references`` (output of :func:`population_scores`) is a horizontal line at its mean with
-    a shaded interval. One panel per task.
+    ``references`` (scores of :func:`~mtlbook.analysis.runs.population_scores`) is a horizontal line
+    at its mean with a shaded interval. One panel per task.
     """
     rows = sweep[sweep["metric"] == metric]
     if rows.empty:

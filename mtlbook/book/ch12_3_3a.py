@@ -47,7 +47,7 @@ import seaborn as sns
 import torch
 from scipy import stats as sps
 
-from ..analysis.intervals import mean_interval
+from ..analysis.intervals import mean_interval, verdict
 from ..analysis.runs import Factory
 from ..data import MultiTaskData, Schema, make_correlated_tasks
 from ..models import MMoE, OMoE, SharedBottom
@@ -416,13 +416,14 @@ def _difference(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float,
     return float(diff), float(diff - half), float(diff + half)
 
 
-def _verdict(lo: float, hi: float, expected: str) -> str:
-    """``expected`` is ``"positive"`` or ``"zero"``: what the paper's claim predicts."""
+def _agrees(lo: float, hi: float, expected: str) -> str:
+    """How the interval ``[lo, hi]`` of a difference answers a claim of the paper, from its
+    :func:`~mtlbook.analysis.intervals.verdict`: ``expected`` is ``"positive"`` (the paper
+    claims a difference) or ``"zero"`` (it claims none)."""
+    found = verdict(lo, hi)
     if expected == "zero":
-        return "consistent" if lo <= 0 <= hi else "no"
-    if lo > 0:
-        return "yes"
-    return "no (opposite)" if hi < 0 else "unclear"
+        return "consistent" if found == "inconclusive" else "no"
+    return {"positive": "yes", "negative": "no (opposite)", "inconclusive": "unclear"}[found]
 
 
 def compare_with_paper(scores: pd.DataFrame, task: str = "task1", *,
@@ -478,28 +479,28 @@ def compare_with_paper(scores: pd.DataFrame, task: str = "task1", *,
         diff, lo, hi = _difference(a, b, confidence)
         drops[model] = (diff, a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
         rows.append(("Fig. 4", f"{model}: mean loss at p={low:g} minus at p={high:g} > 0",
-                     diff, lo, hi, _verdict(lo, hi, "positive")))
+                     diff, lo, hi, _agrees(lo, hi, "positive")))
     z = sps.norm.ppf(0.5 + confidence / 2)
     for other in (single_gate, shared_bottom):
         value = abs(drops[other][0]) - abs(drops[multi_gate][0])
         half = z * np.sqrt(drops[other][1] + drops[multi_gate][1])
         rows.append(("Fig. 4", f"{multi_gate} less sensitive to p than {other} "
                      f"(|change of {other}| − |change of {multi_gate}| > 0)", value,
-                     value - half, value + half, _verdict(value - half, value + half,
+                     value - half, value + half, _agrees(value - half, value + half,
                                                           "positive")))
     for p in correlations:
         for model in (single_gate, multi_gate):
             diff, lo, hi = _difference(values(shared_bottom, p), values(model, p), confidence)
             rows.append(("Fig. 4", f"p={p:g}: {model} beats {shared_bottom} "
                          f"(mean {shared_bottom} − {model} > 0)", diff, lo, hi,
-                         _verdict(lo, hi, "positive")))
+                         _agrees(lo, hi, "positive")))
     diff, lo, hi = _difference(values(single_gate, high), values(multi_gate, high), confidence)
     rows.append(("Fig. 4", f"p={high:g}: {single_gate} ≈ {multi_gate} (difference ≈ 0)",
-                 diff, lo, hi, _verdict(lo, hi, "zero")))
+                 diff, lo, hi, _agrees(lo, hi, "zero")))
     diff, lo, hi = _difference(values(single_gate, low), values(multi_gate, low), confidence)
     rows.append(("Fig. 4", f"p={low:g}: {multi_gate} beats {single_gate} "
                  f"(mean {single_gate} − {multi_gate} > 0)", diff, lo, hi,
-                 _verdict(lo, hi, "positive")))
+                 _agrees(lo, hi, "positive")))
     for p in correlations:
         sd = {m: values(m, p).std(ddof=1) for m in (shared_bottom, single_gate, multi_gate)}
         wider = sd[shared_bottom] > max(sd[single_gate], sd[multi_gate])

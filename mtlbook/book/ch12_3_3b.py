@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.compare import model_factory
-from ..analysis.intervals import mtl_gain
+from ..analysis.intervals import mtl_gain, verdict
 from ..analysis.runs import PerTask
 from ..analysis.seesaw import seesaw
 from ..data import MultiTaskData, Schema, make_correlated_tasks
@@ -222,7 +222,9 @@ def gate_split(weights: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- seesaw
 
 
-def _verdict(gains: Sequence[float]) -> str:
+def _seesaw_class(gains: Sequence[float]) -> str:
+    """Where the mean gains on the tasks put a configuration: better or worse on all of them,
+    or on the seesaw (``"n/a"`` when a gain is missing)."""
     if any(np.isnan(g) for g in gains):
         return "n/a"
     if all(g > 0 for g in gains):
@@ -239,7 +241,8 @@ def seesaw_verdicts(frame: pd.DataFrame, baseline: str = "single",
     The gain (in %, positive = better, for MSE and AUC alike) is paired by seed and averaged,
     with a Student-t interval (:func:`~mtlbook.analysis.intervals.mtl_gain`). The verdict reads the
     mean gains: ``"better on both"``, ``"worse on both"`` or ``"seesaw"`` (better on one task,
-    worse on the other); ``significant`` says on how many tasks the interval excludes 0.
+    worse on the other); ``significant`` says on how many tasks the interval excludes 0 (the
+    :func:`~mtlbook.analysis.intervals.verdict` is not ``inconclusive``).
 
     Args:
         frame: the output of :func:`~mtlbook.analysis.seesaw.seesaw` (two tasks, one metric each).
@@ -282,9 +285,10 @@ def seesaw_verdicts(frame: pd.DataFrame, baseline: str = "single",
         out[f"{task}_gain"] = g["mean"].to_numpy()
         out[f"{task}_lo"] = g["lo"].to_numpy()
         out[f"{task}_hi"] = g["hi"].to_numpy()
-    out["verdict"] = [_verdict([row[f"{t}_gain"] for t in tasks]) for _, row in out.iterrows()]
-    out["significant"] = sum(((out[f"{t}_lo"] > 0) | (out[f"{t}_hi"] < 0)).astype(int)
-                             for t in tasks)
+    out["verdict"] = [_seesaw_class([row[f"{t}_gain"] for t in tasks])
+                      for _, row in out.iterrows()]
+    out["significant"] = [sum(verdict(row[f"{t}_lo"], row[f"{t}_hi"]) != "inconclusive"
+                              for t in tasks) for _, row in out.iterrows()]
     return out
 
 

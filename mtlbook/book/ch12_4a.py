@@ -23,12 +23,9 @@ and size (e.g. :func:`~mtlbook.make_correlated_tasks` at several correlations) t
 (hundreds to thousands) are added with equal weights, the shared layers follow the larger loss.
 The chapter shows that and compares the remedies of :mod:`mtlbook.weighting` with:
 
-* :func:`without_groups` drops the user ids of a data set (so no GAUC is computed during
-  validation, which makes the many short runs of a comparison faster);
 * :func:`initial_losses` and :func:`inverse_loss_weights`: the manual remedy, a fixed weight
   per task inversely proportional to its loss at initialisation;
-* :class:`RecordingTrainer`: a trainer for :func:`~mtlbook.analysis.runs.repeat_fits` (and so for
-  :func:`~mtlbook.analysis.compare.compare`) that keeps every adaptive run's history, whose
+* the histories of the runs (kept by :class:`~mtlbook.analysis.runs.RecordingTrainer`), whose
   per-epoch ``weight`` rows show how a strategy moved the task weights;
 * :func:`weight_frame`, :func:`plot_weight_history`, :func:`plot_metric_history`,
   :func:`plot_scale_mismatch` and :func:`plot_strategy_run` draw them.
@@ -50,16 +47,13 @@ from ..analysis.compare import resolve_models
 from ..analysis.gradients import GradientConflict
 from ..analysis.intervals import mean_interval
 from ..analysis.relatedness import task_relatedness
-from ..analysis.runs import Factory, FitJob, FitOutcome, ModelSpec, population_trainer, repeat_fits
+from ..analysis.runs import Factory, ModelSpec, population_trainer, repeat_fits
 from ..analysis.transfer import summarise_transfer
 from ..data import MultiTaskData
-from ..metrics import evaluate
 from ..models.base import MultiTaskModel
 from ..training.loop import fit
-from ..weighting import EqualWeight, FixedWeights
 
 __all__ = [
-    "RecordingTrainer",
     "RelatednessStudy",
     "initial_losses",
     "inverse_loss_weights",
@@ -71,31 +65,11 @@ __all__ = [
     "relatedness_study",
     "transfer_by_weighting",
     "weight_frame",
-    "without_groups",
 ]
 
 #: Seeds of case ``i`` are shifted by ``i · _OFFSET`` inside the joint run, so that the cases
 #: can share one call of the trainer (and one population where their data sizes agree).
 _OFFSET = 1_000_000
-
-
-def without_groups(data: MultiTaskData) -> MultiTaskData:
-    """A copy of ``data`` without group ids, so that :func:`~mtlbook.evaluate` skips GAUC.
-
-    GAUC (per-user AUC) is the slowest metric of a validation pass; a comparison that reports
-    AUC only does not need it.
-
-    Example:
-        >>> import mtlbook as mb
-        >>> data = without_groups(mb.simulate_funnel(500, seed=0))
-        >>> data.groups is None, len(data)
-        (True, 500)
-    """
-    if not isinstance(data, MultiTaskData):
-        raise TypeError(f"expected a MultiTaskData, got {type(data).__name__}")
-    out = data.subset(np.arange(len(data)))
-    out.groups = None
-    return out
 
 
 @torch.no_grad()
@@ -202,73 +176,13 @@ def transfer_by_weighting(baseline_raw: pd.DataFrame, mtl_raw: pd.DataFrame,
     return pd.concat(frames, ignore_index=True)
 
 
-def _constant(job: FitJob) -> bool:
-    if job.make_weighting is None:
-        return True
-    return type(job.make_weighting()) in (EqualWeight, FixedWeights)
-
-
-class RecordingTrainer:
-    """A trainer for :func:`~mtlbook.analysis.runs.repeat_fits` that keeps the histories.
-
-    Jobs with a constant weighting (equal or :class:`~mtlbook.weighting.FixedWeights`) go to
-    :func:`~mtlbook.analysis.runs.population_trainer` (vectorised, no history kept) unless
-    ``vectorise=False``; every other job is trained with :func:`mtlbook.fit`, and its history
-    is kept in :attr:`histories` under ``(model, weighting, seed)``. With
-    ``vectorise=False`` every job runs through ``fit``, so the training times of all
-    strategies are measured the same way (what
-    :func:`~mtlbook.analysis.runs.time_overhead` compares).
-
-    Pass it as ``trainer=`` to :func:`~mtlbook.analysis.compare.compare` or
-    :func:`~mtlbook.analysis.runs.repeat_fits`.
-
-    Example:
-        >>> import mtlbook as mb
-        >>> from mtlbook.analysis.compare import compare
-        >>> recorder = RecordingTrainer()
-        >>> result = compare(["shared_bottom"], "correlated:0.5", n_samples=300, seeds=1,
-        ...                  weightings=["uncertainty"], epochs=2, trainer=recorder)
-        >>> sorted(recorder.histories)
-        [('shared_bottom', 'uncertainty', 0)]
-        >>> int(weight_frame(recorder.histories)["epoch"].max())
-        2
-    """
-
-    def __init__(self, vectorise: bool = True) -> None:
-        self.vectorise = bool(vectorise)
-        self.histories: dict[tuple[str, str, int], pd.DataFrame] = {}
-
-    def __call__(self, jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
-                 progress: bool = False) -> list[FitOutcome]:
-        outcomes: list[FitOutcome | None] = [None] * len(jobs)
-        together = [i for i, job in enumerate(jobs) if self.vectorise and _constant(job)]
-        if together:
-            done = population_trainer([jobs[i] for i in together], fit_kwargs, progress)
-            for i, outcome in zip(together, done, strict=True):
-                outcomes[i] = outcome
-        for i, job in enumerate(jobs):
-            if outcomes[i] is not None:
-                continue
-            model = job.make_model(job.train.schema, job.seed)
-            weighting = None if job.make_weighting is None else job.make_weighting()
-            result = fit(model, job.train, job.valid, seed=job.seed, weighting=weighting,
-                         **fit_kwargs)
-            for label in job.labels:
-                self.histories[(job.model, label, job.seed)] = result.history
-            outcomes[i] = FitOutcome(metrics=evaluate(model, job.report),
-                                     best_epoch=result.best_epoch,
-                                     epochs_run=result.epochs_run,
-                                     train_seconds=result.train_seconds)
-        return outcomes  # type: ignore[return-value]
-
-
 def weight_frame(histories: Mapping[tuple[str, str, int], pd.DataFrame] | pd.DataFrame
                  ) -> pd.DataFrame:
     """The per-epoch task weights of fit histories as one tidy frame.
 
     Args:
-        histories: :attr:`RecordingTrainer.histories`, or one
-        :attr:`~mtlbook.training.FitResult.history`.
+        histories: :attr:`~mtlbook.analysis.runs.RecordingTrainer.histories`, or one
+            :attr:`~mtlbook.training.FitResult.history`.
 
     Returns:
         Columns ``model, weighting, seed, epoch, task, weight`` (``model``, ``weighting`` and
@@ -342,7 +256,7 @@ def plot_metric_history(histories: Mapping[tuple[str, str, int], pd.DataFrame], 
     single-task model's test value).
 
     Args:
-        histories: :attr:`RecordingTrainer.histories`.
+        histories: :attr:`~mtlbook.analysis.runs.RecordingTrainer.histories`.
         task, metric: what to draw, e.g. ``"click"``, ``"auc"``.
         weightings: the strategies to draw (default: all recorded).
         reference: the value of the reference line (``None``: none).
@@ -543,19 +457,7 @@ def relatedness_study(
         raise ValueError(f"seeds must be a non-empty list of distinct seeds, got {seeds}")
     if any(s < 0 or s >= _OFFSET for s in seeds):
         raise ValueError(f"seeds must lie in [0, {_OFFSET}), got {seeds}")
-    models = resolve_models(dict(model) if isinstance(model, Mapping) else {"mtl": model})
-    if len(models) != 1:
-        raise ValueError(f"give one multi-task model, got {list(models)}")
-    name = next(iter(models))
-    if isinstance(baseline, Mapping):
-        if len(baseline) != 1:
-            raise ValueError(f"give one baseline, got {list(baseline)}")
-        base_name, baseline = next(iter(baseline.items()))
-    else:
-        base_name = baseline if isinstance(baseline, str) else "baseline"
-    if base_name == name:
-        raise ValueError(f"the model and the baseline are both called {name!r}")
-    models.update(resolve_models({base_name: baseline}))
+    models, name, base_name = _model_and_baseline(model, baseline)
 
     names = list(cases)
     first = {}
@@ -611,6 +513,24 @@ def relatedness_study(
     return RelatednessStudy(summary=pd.DataFrame(rows), raw=raw,
                             conflict=pd.concat(conflicts, ignore_index=True),
                             model=name, baseline=base_name)
+
+
+def _model_and_baseline(model: Any, baseline: Any) -> tuple[dict[str, ModelSpec], str, str]:
+    """The two resolved models of a relatedness study, and their names."""
+    models = resolve_models(dict(model) if isinstance(model, Mapping) else {"mtl": model})
+    if len(models) != 1:
+        raise ValueError(f"give one multi-task model, got {list(models)}")
+    name = next(iter(models))
+    if isinstance(baseline, Mapping):
+        if len(baseline) != 1:
+            raise ValueError(f"give one baseline, got {list(baseline)}")
+        base_name, baseline = next(iter(baseline.items()))
+    else:
+        base_name = baseline if isinstance(baseline, str) else "baseline"
+    if base_name == name:
+        raise ValueError(f"the model and the baseline are both called {name!r}")
+    models.update(resolve_models({base_name: baseline}))
+    return models, name, base_name
 
 
 def _label_corr(data: MultiTaskData) -> float:

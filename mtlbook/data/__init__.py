@@ -1,7 +1,9 @@
 """Data containers and generators: :class:`MultiTaskData`, the MMoE-paper generator of
 correlated tasks and the impression → click → purchase funnel simulator."""
 
-from ._core import TASK_KINDS, Batch, BatchLoader, MultiTaskData, Schema, TaskSpec
+from ._core import TASK_KINDS, Batch, Schema, TaskSpec
+from ._loader import BatchLoader
+from ._multitask import MultiTaskData
 from .correlated import make_correlated_tasks
 from .funnel import simulate_funnel
 

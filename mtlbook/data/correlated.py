@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._core import MultiTaskData, TaskSpec
+from ._core import TaskSpec
+from ._multitask import MultiTaskData
 
 __all__ = ["make_correlated_tasks"]
 

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ._core import MultiTaskData, TaskSpec
+from ._core import TaskSpec
+from ._multitask import MultiTaskData
 
 __all__ = [
     "clean_targets",

@@ -27,14 +27,8 @@ from typing import Any
 import pandas as pd
 
 from ..data import MultiTaskData
-from ._alibaba import (
-    ALICCP_FORBIDDEN,
-    ALIEXPRESS_FORBIDDEN,
-    ali_ccp_files,
-    aliexpress_files,
-    load_ali_ccp,
-    load_aliexpress,
-)
+from ._ali_ccp import ALICCP_FORBIDDEN, ali_ccp_files, load_ali_ccp
+from ._aliexpress import ALIEXPRESS_FORBIDDEN, aliexpress_files, load_aliexpress
 from ._census import CENSUS_FORBIDDEN, load_census_income
 from ._fetch import (
     CACHE_ENV,

@@ -21,6 +21,9 @@ import pandas as pd
 from ..data import MultiTaskData, TaskSpec
 from ._loaders import check_no_leak
 
+__all__ = ["ARCHIVE", "KUAIRAND_DEFAULT_TASKS", "KUAIRAND_FORBIDDEN", "KUAIRAND_LOGS",
+           "KUAIRAND_SIGNALS", "LOG_COLUMNS", "load_kuairand", "select_logs"]
+
 ARCHIVE = "KuaiRand-Pure.tar.gz"
 #: The header of every log file, in file order (KuaiRand README, "Descriptions of the fields").
 LOG_COLUMNS = (
@@ -204,6 +207,189 @@ def _sorted_values(values: np.ndarray) -> list[str]:
                   else (1, 0, v))
 
 
+def _feature_names() -> tuple[list[str], list[str]]:
+    """The categorical and the dense feature names, in the order of the feature matrices."""
+    cat_names = ["user_id", "video_id", "author_id", "tab", "hour", "weekday", *_USER_VOCAB,
+                 *_USER_BINARY, *(f"onehot_feat{k}" for k in range(len(_ONEHOT_SIZES))),
+                 "video_type", *_VIDEO_FILE_VOCAB]
+    dense_names = ["duration", *_USER_DENSE]
+    return cat_names, dense_names
+
+
+def _read_archive(archive: Path, logs: Sequence[str], tasks: Sequence[str],
+                  max_rows: int | None
+                  ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, pd.DataFrame]]:
+    """Stream the archive once: the chosen logs (``max_rows`` rows in all, counted in the order
+    of ``logs``) and the user and video feature files; every one of them must be there."""
+    read: dict[str, dict[str, np.ndarray]] = {}
+    side: dict[str, pd.DataFrame] = {}
+    required = {
+        _USER_FILE: ["user_id", *_USER_VOCAB, *_USER_BINARY, *_USER_DENSE,
+                     *(f"onehot_feat{k}" for k in range(len(_ONEHOT_SIZES)))],
+        _VIDEO_FILE: ["video_id", "author_id", "video_type", *_VIDEO_FILE_VOCAB],
+    }
+    with tarfile.open(archive, mode="r|gz") as tar:
+        for member in tar:
+            base = PurePosixPath(member.name).name
+            if not member.isfile() or base not in (*logs, *required):
+                continue
+            stream = tar.extractfile(member)
+            assert stream is not None
+            if base in required:
+                side[base] = _read_table(stream, base, required[base])
+                continue
+            limit = max_rows
+            earlier = logs[:logs.index(base)]
+            if max_rows is not None and all(e in read for e in earlier):
+                limit = max_rows - sum(len(read[e]["user_id"]) for e in earlier)
+            if limit is None or limit > 0:
+                read[base] = _read_log(stream, base, tasks, limit)
+            else:  # the logs before it already give max_rows rows
+                read[base] = {"user_id": np.zeros(0)}
+    missing = [f for f in (*logs, *required) if f not in read and f not in side]
+    if missing:
+        raise ValueError(f"{archive} has no member(s) {missing} (looked for these base "
+                         "names under KuaiRand-Pure/data/)")
+    return read, side
+
+
+def _join_logs(read: Mapping[str, dict[str, np.ndarray]], logs: Sequence[str],
+               max_rows: int | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The columns of the logs read, end to end and cut to ``max_rows`` rows, and for each row
+    the index in ``logs`` of its log."""
+    parts = [(i, read[f]) for i, f in enumerate(logs) if len(read[f]["user_id"])]
+    if not parts:
+        raise ValueError(f"the selected KuaiRand logs {logs} have no data lines")
+    cols = {c: np.concatenate([p[c] for _, p in parts]) for c in parts[0][1]}
+    log_of = np.concatenate([np.full(len(p["user_id"]), i) for i, p in parts])
+    if max_rows is not None:
+        cols = {c: v[:max_rows] for c, v in cols.items()}
+        log_of = log_of[:max_rows]
+    return cols, log_of
+
+
+class _Categoricals:
+    """The categorical feature matrix, filled column by column, with each column's
+    vocabulary (code 0 = ``<missing>``) and its number of missing values."""
+
+    def __init__(self, n: int, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.matrix = np.empty((n, len(self.names)), dtype=np.int64)
+        self.vocabs: dict[str, pd.Index] = {}
+        self.missing: dict[str, int] = {}
+
+    def put(self, name: str, codes: np.ndarray, vocab: Sequence[object]) -> None:
+        """Store a categorical column (code 0 = missing) straight into the feature matrix."""
+        self.matrix[:, self.names.index(name)] = codes
+        self.vocabs[name] = pd.Index([_MISSING, *vocab], dtype=object)
+        self.missing[name] = int((codes == 0).sum())
+
+
+def _put_ids(out: _Categoricals, users: pd.DataFrame, videos: pd.DataFrame,
+             u_row: np.ndarray, v_row: np.ndarray) -> None:
+    """``user_id``, ``video_id`` and ``author_id``: vocabularies from the feature files (stable
+    across options), 0 = not in the file."""
+    for c, rows, table in (("user_id", u_row, users), ("video_id", v_row, videos)):
+        ids = pd.to_numeric(table[c]).to_numpy().astype(np.int64)
+        order = np.argsort(ids, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(1, len(ids) + 1)
+        out.put(c, _take(rank, rows), ids[order])
+    authors = videos["author_id"].fillna(_MISSING).to_numpy()
+    author_vocab = _sorted_values(authors)
+    out.put("author_id", _take(_vocab_codes(authors, author_vocab), v_row), author_vocab)
+
+
+def _put_context(out: _Categoricals, cols: Mapping[str, np.ndarray]) -> None:
+    """The context of the impression: ``tab``, ``hour`` and ``weekday``."""
+    tab = cols["tab"]
+    out.put("tab", np.where((tab >= 0) & (tab < _N_TABS), tab + 1, 0), range(_N_TABS))
+    hour = cols["hourmin"] // 100
+    out.put("hour", np.where((hour >= 0) & (hour < 24) & (cols["hourmin"] % 100 < 60),
+                             hour + 1, 0), range(24))
+    dates, inverse = np.unique(cols["date"], return_inverse=True)
+    days = pd.to_datetime(pd.Series(dates.astype(str)), format="%Y%m%d", errors="coerce")
+    out.put("weekday", (days.dt.day_of_week + 1).fillna(0).to_numpy(dtype=np.int64)[inverse],
+            ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))
+
+
+def _put_user_features(out: _Categoricals, users: pd.DataFrame, u_row: np.ndarray) -> None:
+    """The user's categorical features, joined on ``user_id`` (fixed vocabularies)."""
+    for c, vocab in _USER_VOCAB.items():
+        out.put(c, _take(_vocab_codes(users[c].fillna(_MISSING).to_numpy(), vocab), u_row),
+                vocab)
+    for c in _USER_BINARY:
+        out.put(c, _take(_int_codes(users[c], 2), u_row), (0, 1))
+    for k, size in enumerate(_ONEHOT_SIZES):
+        c = f"onehot_feat{k}"
+        out.put(c, _take(_int_codes(users[c], size), u_row), range(size))
+
+
+def _put_video_features(out: _Categoricals, videos: pd.DataFrame, v_row: np.ndarray) -> None:
+    """The video's categorical features, joined on ``video_id``: ``video_type`` (fixed) and
+    the columns whose vocabularies are read from the video feature file."""
+    video_type = videos["video_type"].fillna(_MISSING).to_numpy()
+    out.put("video_type", _take(_vocab_codes(video_type, ("NORMAL", "AD")), v_row),
+            ("NORMAL", "AD"))
+    for c in _VIDEO_FILE_VOCAB:
+        values = videos[c].str.strip()
+        if c == "tag":  # a comma-separated list: keep the first tag
+            values = values.str.split(",").str[0].str.strip()
+        values = values.replace("", np.nan).fillna(_MISSING).to_numpy()
+        vocab = _sorted_values(values)
+        out.put(c, _take(_vocab_codes(values, vocab), v_row), vocab)
+
+
+def _dense_features(cols: Mapping[str, np.ndarray], users: pd.DataFrame, u_row: np.ndarray,
+                    dense_names: Sequence[str]) -> tuple[np.ndarray, int]:
+    """The dense features (fixed transforms, missing → 0) and the number of rows without a
+    valid ``duration_ms``."""
+    dense = np.empty((len(cols["user_id"]), len(dense_names)), dtype=np.float32)
+    duration = cols["duration_ms"]
+    ok = np.isfinite(duration) & (duration >= 0)
+    n_missing_duration = int((~ok).sum())
+    dense[:, 0] = np.where(ok, np.log1p(np.where(ok, duration, 0.0) / 1000.0), 0.0) / 5.0
+    for j, (c, scale) in enumerate(_USER_DENSE.items(), start=1):
+        x = pd.to_numeric(users[c], errors="coerce").to_numpy(dtype=np.float64)
+        ok = np.isfinite(x) & (x >= 0)
+        dense[:, j] = _take(np.where(ok, np.log1p(np.where(ok, x, 0.0)), 0.0), u_row) / scale
+    return dense, n_missing_duration
+
+
+def _per_log(values: list[str], log_of: np.ndarray) -> pd.Categorical:
+    """Each row's entry of ``values`` (one per log), as a categorical in order of appearance."""
+    names = list(dict.fromkeys(values))
+    return pd.Categorical.from_codes(np.array([names.index(v) for v in values])[log_of], names)
+
+
+def _truth(cols: Mapping[str, np.ndarray], logs: Sequence[str], log_of: np.ndarray
+           ) -> pd.DataFrame:
+    """``exposure``, ``period``, ``date`` and ``time_ms`` of every row."""
+    return pd.DataFrame({"exposure": _per_log([KUAIRAND_LOGS[f][0] for f in logs], log_of),
+                         "period": _per_log([KUAIRAND_LOGS[f][1] for f in logs], log_of),
+                         "date": cols["date"],
+                         "time_ms": cols["time_ms"]})
+
+
+def _meta(labels: Mapping[str, np.ndarray], logs: list[str], log_of: np.ndarray,
+          options: Mapping[str, object], vocabs: Mapping[str, pd.Index],
+          missing: Mapping[str, int]) -> dict[str, object]:
+    """The ``meta`` of a load: its options, rows per log, positive rates and encodings."""
+    task_names = list(labels)
+    meta = {
+        "dataset": "kuairand", "tasks": task_names, **options, "logs": logs,
+        "rows_per_log": {f: int((log_of == i).sum()) for i, f in enumerate(logs)},
+        "positive_rates": {t: float(labels[t].mean()) for t in task_names},
+        "categories": vocabs, "missing": missing,
+        "dense_transforms": {"duration": "log1p(duration_ms / 1000) / 5",
+                             **{c: f"log1p({c}) / {s:g}" for c, s in _USER_DENSE.items()}},
+    }
+    if {"is_click", "long_view"} <= set(task_names):
+        meta["long_view_without_click"] = int(((labels["long_view"] == 1)
+                                               & (labels["is_click"] == 0)).sum())
+    return meta
+
+
 def load_kuairand(paths: Mapping[str, Path], *,
                   tasks: str | Sequence[str] = KUAIRAND_DEFAULT_TASKS, period: str = "all",
                   exposure: str = "standard", max_rows: int | None = None) -> MultiTaskData:
@@ -269,150 +455,35 @@ def load_kuairand(paths: Mapping[str, Path], *,
         raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
     if ARCHIVE not in paths:
         raise ValueError(f"kuairand needs the file {ARCHIVE}; got files {sorted(paths)}")
-
-    cat_names = ["user_id", "video_id", "author_id", "tab", "hour", "weekday", *_USER_VOCAB,
-                 *_USER_BINARY, *(f"onehot_feat{k}" for k in range(len(_ONEHOT_SIZES))),
-                 "video_type", *_VIDEO_FILE_VOCAB]
-    dense_names = ["duration", *_USER_DENSE]
+    cat_names, dense_names = _feature_names()
     check_no_leak(cat_names + dense_names, KUAIRAND_FORBIDDEN, "kuairand")
 
-    read: dict[str, dict[str, np.ndarray]] = {}
-    side: dict[str, pd.DataFrame] = {}
-    required = {
-        _USER_FILE: ["user_id", *_USER_VOCAB, *_USER_BINARY, *_USER_DENSE,
-                     *(f"onehot_feat{k}" for k in range(len(_ONEHOT_SIZES)))],
-        _VIDEO_FILE: ["video_id", "author_id", "video_type", *_VIDEO_FILE_VOCAB],
-    }
-    with tarfile.open(paths[ARCHIVE], mode="r|gz") as tar:
-        for member in tar:
-            base = PurePosixPath(member.name).name
-            if not member.isfile() or base not in (*logs, *required):
-                continue
-            stream = tar.extractfile(member)
-            assert stream is not None
-            if base in required:
-                side[base] = _read_table(stream, base, required[base])
-                continue
-            limit = max_rows
-            earlier = logs[:logs.index(base)]
-            if max_rows is not None and all(e in read for e in earlier):
-                limit = max_rows - sum(len(read[e]["user_id"]) for e in earlier)
-            if limit is None or limit > 0:
-                read[base] = _read_log(stream, base, task_names, limit)
-            else:  # the logs before it already give max_rows rows
-                read[base] = {"user_id": np.zeros(0)}
-    missing = [f for f in (*logs, *required) if f not in read and f not in side]
-    if missing:
-        raise ValueError(f"{paths[ARCHIVE]} has no member(s) {missing} (looked for these base "
-                         "names under KuaiRand-Pure/data/)")
+    read, side = _read_archive(paths[ARCHIVE], logs, task_names, max_rows)
     users, videos = side[_USER_FILE], side[_VIDEO_FILE]
-    parts = [(i, read[f]) for i, f in enumerate(logs) if len(read[f]["user_id"])]
-    if not parts:
-        raise ValueError(f"the selected KuaiRand logs {logs} have no data lines")
-    cols = {c: np.concatenate([p[c] for _, p in parts]) for c in parts[0][1]}
-    log_of = np.concatenate([np.full(len(p["user_id"]), i) for i, p in parts])
-    if max_rows is not None:
-        cols = {c: v[:max_rows] for c, v in cols.items()}
-        log_of = log_of[:max_rows]
+    cols, log_of = _join_logs(read, logs, max_rows)
 
-    n = len(cols["user_id"])
-    categorical = np.empty((n, len(cat_names)), dtype=np.int64)
-    vocabs: dict[str, pd.Index] = {}
-    missing_counts: dict[str, int] = {}
-
-    def put(name: str, codes: np.ndarray, vocab: Sequence[object]) -> None:
-        """Store a categorical column (code 0 = missing) straight into the feature matrix."""
-        categorical[:, cat_names.index(name)] = codes
-        vocabs[name] = pd.Index([_MISSING, *vocab], dtype=object)
-        missing_counts[name] = int((codes == 0).sum())
-
-    # ids: vocabularies from the feature files (stable across options), 0 = not in the file
     u_row = _id_rows(users["user_id"], cols["user_id"], _USER_FILE)
     v_row = _id_rows(videos["video_id"], cols["video_id"], _VIDEO_FILE)
-    for c, rows, table in (("user_id", u_row, users), ("video_id", v_row, videos)):
-        ids = pd.to_numeric(table[c]).to_numpy().astype(np.int64)
-        order = np.argsort(ids, kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(1, len(ids) + 1)
-        put(c, _take(rank, rows), ids[order])
-    authors = videos["author_id"].fillna(_MISSING).to_numpy()
-    author_vocab = _sorted_values(authors)
-    put("author_id", _take(_vocab_codes(authors, author_vocab), v_row), author_vocab)
-
-    # context of the impression
-    tab = cols["tab"]
-    put("tab", np.where((tab >= 0) & (tab < _N_TABS), tab + 1, 0), range(_N_TABS))
-    hour = cols["hourmin"] // 100
-    put("hour", np.where((hour >= 0) & (hour < 24) & (cols["hourmin"] % 100 < 60), hour + 1, 0),
-        range(24))
-    dates, inverse = np.unique(cols["date"], return_inverse=True)
-    days = pd.to_datetime(pd.Series(dates.astype(str)), format="%Y%m%d", errors="coerce")
-    put("weekday", (days.dt.day_of_week + 1).fillna(0).to_numpy(dtype=np.int64)[inverse],
-        ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))
-
-    # user features, joined on user_id
-    for c, vocab in _USER_VOCAB.items():
-        put(c, _take(_vocab_codes(users[c].fillna(_MISSING).to_numpy(), vocab), u_row), vocab)
-    for c in _USER_BINARY:
-        put(c, _take(_int_codes(users[c], 2), u_row), (0, 1))
-    for k, size in enumerate(_ONEHOT_SIZES):
-        c = f"onehot_feat{k}"
-        put(c, _take(_int_codes(users[c], size), u_row), range(size))
-
-    # video features, joined on video_id
-    video_type = videos["video_type"].fillna(_MISSING).to_numpy()
-    put("video_type", _take(_vocab_codes(video_type, ("NORMAL", "AD")), v_row), ("NORMAL", "AD"))
-    for c in _VIDEO_FILE_VOCAB:
-        values = videos[c].str.strip()
-        if c == "tag":  # a comma-separated list: keep the first tag
-            values = values.str.split(",").str[0].str.strip()
-        values = values.replace("", np.nan).fillna(_MISSING).to_numpy()
-        vocab = _sorted_values(values)
-        put(c, _take(_vocab_codes(values, vocab), v_row), vocab)
-    assert list(vocabs) == cat_names
-
-    # dense features: fixed transforms, missing → 0
-    dense = np.empty((n, len(dense_names)), dtype=np.float32)
-    duration = cols["duration_ms"]
-    ok = np.isfinite(duration) & (duration >= 0)
-    missing_counts["duration"] = int((~ok).sum())
-    dense[:, 0] = np.where(ok, np.log1p(np.where(ok, duration, 0.0) / 1000.0), 0.0) / 5.0
-    for j, (c, scale) in enumerate(_USER_DENSE.items(), start=1):
-        x = pd.to_numeric(users[c], errors="coerce").to_numpy(dtype=np.float64)
-        ok = np.isfinite(x) & (x >= 0)
-        dense[:, j] = _take(np.where(ok, np.log1p(np.where(ok, x, 0.0)), 0.0), u_row) / scale
+    categorical = _Categoricals(len(cols["user_id"]), cat_names)
+    _put_ids(categorical, users, videos, u_row, v_row)
+    _put_context(categorical, cols)
+    _put_user_features(categorical, users, u_row)
+    _put_video_features(categorical, videos, v_row)
+    assert list(categorical.vocabs) == cat_names
+    dense, categorical.missing["duration"] = _dense_features(cols, users, u_row, dense_names)
 
     labels = {t: cols[t].astype(np.float64) for t in task_names}
-    meta = {
-        "dataset": "kuairand", "tasks": list(task_names), "period": period,
-        "exposure": exposure, "max_rows": max_rows, "logs": logs,
-        "rows_per_log": {f: int((log_of == i).sum()) for i, f in enumerate(logs)},
-        "positive_rates": {t: float(labels[t].mean()) for t in task_names},
-        "categories": vocabs, "missing": missing_counts,
-        "dense_transforms": {"duration": "log1p(duration_ms / 1000) / 5",
-                             **{c: f"log1p({c}) / {s:g}" for c, s in _USER_DENSE.items()}},
-    }
-    if {"is_click", "long_view"} <= set(task_names):
-        meta["long_view_without_click"] = int(((labels["long_view"] == 1)
-                                               & (labels["is_click"] == 0)).sum())
-    def per_log(values: list[str]) -> pd.Categorical:
-        names = list(dict.fromkeys(values))
-        return pd.Categorical.from_codes(np.array([names.index(v) for v in values])[log_of],
-                                         names)
-
     return MultiTaskData(
         dense=dense,
-        categorical=categorical,
+        categorical=categorical.matrix,
         labels=labels,
         tasks=[TaskSpec(t, "binary") for t in task_names],
         dense_names=dense_names,
         categorical_names=cat_names,
-        cardinalities=[len(vocabs[c]) for c in cat_names],
+        cardinalities=[len(categorical.vocabs[c]) for c in cat_names],
         groups=cols["user_id"],
-        truth=pd.DataFrame({"exposure": per_log([KUAIRAND_LOGS[f][0] for f in logs]),
-                            "period": per_log([KUAIRAND_LOGS[f][1] for f in logs]),
-                            "date": cols["date"],
-                            "time_ms": cols["time_ms"]}),
-        meta=meta,
+        truth=_truth(cols, logs, log_of),
+        meta=_meta(labels, logs, log_of, {"period": period, "exposure": exposure,
+                                          "max_rows": max_rows},
+                   categorical.vocabs, categorical.missing),
     )
-

@@ -2,7 +2,10 @@
 
 * :mod:`~mtlbook.training.loop`: :func:`fit`, the training loop of one model with any loss
   weighting, :class:`FitResult` and :class:`Callback`;
+* :mod:`~mtlbook.training.selection`: model selection on the validation split, early stopping
+  and the history, shared by :func:`fit` and :func:`fit_population`;
 * :mod:`~mtlbook.training.checkpoint`: atomic checkpoints and resuming;
+* :mod:`~mtlbook.training.processes`: what ``fit`` does differently on several processes;
 * :mod:`~mtlbook.training.distributed`: training on several processes (``torchrun``);
 * :mod:`~mtlbook.training.streaming`: training data streamed from Parquet shards;
 * :mod:`~mtlbook.training.population`: many seeds of one model as one vectorised run.

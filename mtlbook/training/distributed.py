@@ -49,7 +49,7 @@ import torch
 import torch.distributed as dist
 
 from ..data import Batch, MultiTaskData
-from ..data._core import shard_bounds
+from ..data._loader import shard_bounds
 from ..metrics import evaluate as _evaluate_one
 from ..metrics import score_predictions
 

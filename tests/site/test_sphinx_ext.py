@@ -54,6 +54,8 @@ def test_names_resolve_like_python(tmp_path) -> None:
         .. automodule:: mtlbook.training.loop
            :members: fit, FitResult
 
+        .. autoexception:: mtlbook.training.checkpoint.CheckpointError
+
         .. py:module:: mtlbook.analysis.compare
 
         .. py:function:: probe()
