@@ -68,7 +68,7 @@ def score_predictions(predictions: pd.DataFrame, data: MultiTaskData) -> pd.Data
     ``task, metric, value``. A binary task with one class only gets AUC NaN and a
     ``RuntimeWarning`` naming it (shown once per task under Python's default warning filter).
     """
-    rows = []
+    rows: list[tuple[str, str, float]] = []
     for task in data.schema.tasks:
         if task.name not in predictions:
             raise ValueError(f"predictions have no column for task {task.name!r}")

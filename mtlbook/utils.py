@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from typing import Any
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -46,8 +46,17 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@overload
+def count_parameters(models: nn.Module | Iterable[nn.Module], *,
+                     by_part: Literal[False] = False, trainable_only: bool = True) -> int: ...
+@overload
+def count_parameters(models: nn.Module | Iterable[nn.Module], *, by_part: Literal[True],
+                     trainable_only: bool = True) -> dict[str, int]: ...
+@overload
+def count_parameters(models: nn.Module | Iterable[nn.Module], *, by_part: bool,
+                     trainable_only: bool = True) -> int | dict[str, int]: ...
 def count_parameters(models: nn.Module | Iterable[nn.Module], *, by_part: bool = False,
-                     trainable_only: bool = True) -> Any:
+                     trainable_only: bool = True) -> int | dict[str, int]:
     """Number of scalar parameters of a model, or of several models together: the one counter
     of the package (``MultiTaskModel.n_parameters`` and the book's tables call it).
 

@@ -94,6 +94,8 @@ def test_recording_trainer_keeps_adaptive_histories_and_vectorises_the_rest():
     assert (weights["weight"] > 0).all()
     fig = plot_weight_history(weights)
     fig2 = plot_metric_history(recorder.histories, "click", "auc", reference=0.6)
+    sub = plt.figure().subfigures(1, 2)[1]
+    assert plot_metric_history(recorder.histories, "click", "auc", ax=sub.subplots()) is sub
     plt.close(fig)
     plt.close(fig2)
     with pytest.raises(ValueError, match="no weights recorded"):

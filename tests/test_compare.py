@@ -299,6 +299,9 @@ def test_seesaw_table_and_plot_on_a_hand_made_frame():
     ax = fig.axes[0]
     assert not ax.xaxis_inverted() and ax.yaxis_inverted()  # MSE axis reversed: up = better
     assert "dwell_time MSE" in ax.get_ylabel()
+    # Axes inside a SubFigure: drawn there, the layout left to whoever made the SubFigure.
+    sub = plt.figure().subfigures(1, 2)[1]
+    assert plot_seesaw(_hand_seesaw(), ax=sub.subplots()) is sub
 
 
 def test_seesaw_sweeps_ratios_against_one_baseline():
@@ -356,6 +359,8 @@ def test_summarise_transfer_verdicts_and_signs():
     with pytest.raises(ValueError, match="not in the results"):
         summarise_transfer(_hand_results(), "mmoe")
     assert isinstance(plot_negative_transfer(out.reset_index()), plt.Figure)
+    sub = plt.figure().subfigures(2, 1)[0]
+    assert plot_negative_transfer(out.reset_index(), ax=sub.subplots()) is sub
 
 
 def test_negative_transfer_when_one_task_takes_the_shared_bottleneck():

@@ -1,5 +1,6 @@
 """Tests of mtlbook.book.ch12_6: running studies, tables, ties and the heatmap."""
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -81,6 +82,8 @@ def test_heatmap_draws_one_cell_per_configuration_and_column(board):
     ax = fig.axes[0]
     assert len(ax.get_yticklabels()) == 3
     assert len(ax.get_xticklabels()) == 4
+    sub = plt.figure().subfigures(1, 2)[0]
+    assert plot_gain_heatmap(board.gains(), ax=sub.subplots()) is sub
     with pytest.raises(ValueError, match="missing"):
         plot_gain_heatmap(pd.DataFrame({"mean": [1.0]}))
 

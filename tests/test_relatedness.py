@@ -65,6 +65,8 @@ def test_plot(study):
     fig = plot_relatedness_gain(study.summary)
     assert len(fig.axes) == 2
     plt.close(fig)
+    sub = plt.figure().subfigures(2, 1)[1]
+    assert plot_relatedness_gain(study.summary, axes=sub.subplots(1, 2)) is sub
     with pytest.raises(ValueError, match="missing"):
         plot_relatedness_gain(study.summary.drop(columns="grad_cosine"))
 
@@ -80,3 +82,6 @@ def test_bad_arguments():
                           SB, [0], epochs=1)
     with pytest.raises(ValueError, match="both called"):
         relatedness_study(cases(), {"single": SB}, [0])
+    # A per-task baseline as the studied model is refused before anything trains.
+    with pytest.raises(TypeError, match=r"model must be a multi-task .* got PerTask"):
+        relatedness_study(cases(), PerTask(model_factory(SingleTask)), [0])

@@ -180,6 +180,9 @@ def test_mgda_two_tasks_closed_form():
     g = torch.tensor([[1.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
     torch.testing.assert_close(min_norm_weights(g @ g.T), torch.tensor([1.0, 0.0],
                                                                        dtype=torch.float64))
+    for bad in (torch.zeros(0, 0), torch.zeros(2, 3), torch.zeros(3)):
+        with pytest.raises(ValueError, match="gram must be a non-empty square"):
+            min_norm_weights(bad)
 
 
 def test_mgda_frank_wolfe_finds_the_min_norm_point():

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint the repository, run the unit tests in tests/ and execute every notebook in
+# Lint the repository, type-check the package, run the unit tests in tests/ and execute every notebook in
 # chapters/ from a fresh kernel (nbmake). Extra arguments go to pytest, e.g.
 #
 #     bash tools/run_tests.sh -x                 # stop at the first failure
@@ -13,6 +13,8 @@ cd "$MTLBOOK_ROOT"
 
 echo "== ruff check ."
 ruff check .
+echo "== mypy (the mtlbook package; settings in pyproject.toml)"
+mypy
 
 # Figures: the unit tests draw with the non-GUI Agg backend (set in conftest.py); notebook
 # kernels use the inline backend, so executed notebooks keep their figures.

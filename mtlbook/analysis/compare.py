@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,9 @@ class _ModelFactory:
         self.cls, self.options = cls, dict(options)
 
     def __call__(self, schema: Schema, seed: int) -> MultiTaskModel:
-        return self.cls(schema, seed=seed, **self.options)
+        # Every concrete model takes ``seed=`` (the abstract base class does not).
+        build: Callable[..., MultiTaskModel] = self.cls
+        return build(schema, seed=seed, **self.options)
 
     def __repr__(self) -> str:
         options = "".join(f", {k}={v!r}" for k, v in self.options.items())
@@ -208,6 +210,11 @@ def resolve_data(data: MultiTaskData | Callable[[int], MultiTaskData] | str,
                      "(or pass a MultiTaskData or a seed → MultiTaskData function)")
 
 
+@overload
+def resolve_weightings(weightings: None) -> None: ...
+@overload
+def resolve_weightings(weightings: Mapping[str, Callable[[], Weighting]] | Iterable[str] | str
+                       ) -> dict[str, Callable[[], Weighting]]: ...
 def resolve_weightings(weightings: Mapping[str, Callable[[], Weighting]] | Iterable[str] | str
                        | None) -> dict[str, Callable[[], Weighting]] | None:
     """Name → strategy factory from names of :func:`~mtlbook.weighting.standard_strategies`
@@ -421,7 +428,7 @@ def _seed_list(seeds: int | Iterable[int]) -> list[int]:
 @dataclass
 class _Plan:
     models: dict[str, ModelSpec]
-    make_data: Callable[[int], MultiTaskData]
+    make_data: _FirstSeedCache
     weightings: dict[str, Callable[[], Weighting]] | None
     seeds: list[int]
 
@@ -447,8 +454,10 @@ def _plan(models, data, weightings, seeds, n_samples, metrics=None) -> _Plan:
     strategies = resolve_weightings(weightings)
     seed_list = _seed_list(seeds)
     make_data = _FirstSeedCache(resolve_data(data, n_samples), seed_list[0])
-    _check_models_fit(resolved, make_data.first)
-    _check_metric_selection(metrics, make_data.first)
+    first = make_data.first
+    assert first is not None  # generated and checked by _FirstSeedCache, not handed out yet
+    _check_models_fit(resolved, first)
+    _check_metric_selection(metrics, first)
     return _Plan(resolved, make_data, strategies, seed_list)
 
 

@@ -166,6 +166,7 @@ def _stats_frames(stats: dict[tuple[int, str], _GateStats], group: str | None,
         sort = ["_group", "_gate"] + (["_order"] if "_order" in frame else [])
         frame = frame.sort_values(sort, kind="stable")
         if group is not None:
+            assert labels is not None  # the groups' labels come with their column name
             frame.insert(2 if "sample_entropy" in frame else 4, group,
                          labels[frame["_group"].to_numpy()])
         frames.append(frame.drop(columns=[c for c in frame if c.startswith("_")])

@@ -474,12 +474,11 @@ def step_summary(logs: StepConflictLog | Mapping[str, StepConflictLog]) -> pd.Da
     Raises:
         ValueError: if a log has recorded no step (was it passed to ``fit``?).
     """
-    if isinstance(logs, StepConflictLog):
-        logs = {0: logs}
-    if not isinstance(logs, Mapping) or not logs:
+    runs: Mapping[Any, StepConflictLog] = {0: logs} if isinstance(logs, StepConflictLog) else logs
+    if not isinstance(runs, Mapping) or not runs:
         raise TypeError("logs must be a StepConflictLog or a non-empty mapping name → log")
     rows = {}
-    for name, log in logs.items():
+    for name, log in runs.items():
         if not isinstance(log, StepConflictLog):
             raise TypeError(f"log {name!r} is a {type(log).__name__}, not a StepConflictLog")
         pairs, align = log.pairs(), log.alignment()

@@ -61,7 +61,8 @@ def format_interval(mean: float | Mapping[str, Any], lo: float | None = None,
         '+2.5 [-1.2, +6.0]'
     """
     if isinstance(mean, Mapping | pd.Series):
-        mean, lo, hi = mean["mean"], mean["lo"], mean["hi"]
+        row = mean
+        mean, lo, hi = row["mean"], row["lo"], row["hi"]
     if notation not in ("f", "g"):
         raise ValueError(f"notation must be 'f' or 'g', got {notation!r}")
     spec = f"{'+' if sign else ''}.{digits}{notation}"

@@ -8,6 +8,8 @@ against the gain a shared model actually brings.
 
 from __future__ import annotations
 
+from typing import Any
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -71,11 +73,12 @@ def task_relatedness(data: MultiTaskData) -> pd.DataFrame:
             both = data.mask(a) & data.mask(b)
             ya = data.labels[a][both].astype(np.float64)
             yb = data.labels[b][both].astype(np.float64)
-            row = {"task_a": a, "task_b": b, "kind_a": kinds[a], "kind_b": kinds[b],
-                   "n": int(both.sum()), "pearson": _pearson(ya, yb),
-                   "spearman": _pearson(rankdata(ya), rankdata(yb)) if len(ya) else np.nan,
-                   "p_b": np.nan, "p_b_given_a1": np.nan, "p_b_given_a0": np.nan,
-                   "lift": np.nan}
+            row: dict[str, Any] = {
+                "task_a": a, "task_b": b, "kind_a": kinds[a], "kind_b": kinds[b],
+                "n": int(both.sum()), "pearson": _pearson(ya, yb),
+                "spearman": _pearson(rankdata(ya), rankdata(yb)) if len(ya) else np.nan,
+                "p_b": np.nan, "p_b_given_a1": np.nan, "p_b_given_a0": np.nan,
+                "lift": np.nan}
             if kinds[a] == kinds[b] == "binary" and len(ya):
                 a1 = ya == 1
                 row["p_b"] = float(yb.mean())

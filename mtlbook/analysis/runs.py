@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from torch import nn
@@ -210,7 +210,9 @@ def repeat_fits(
     if not seeds:
         raise ValueError("seeds is empty; give at least one seed")
     jobs = []
-    current = None  # (train, valid, test, {task: its single-task copies})
+    # (train, valid, test, {task: its single-task copies})
+    current: tuple[MultiTaskData, MultiTaskData, MultiTaskData,
+                   dict[str, tuple[MultiTaskData, ...]]] | None = None
     for seed in seeds:
         if current is None or data_per_seed:
             train, valid, test = make_data(seed).split(fractions, seed=seed)
@@ -356,9 +358,12 @@ def population_trainer(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
             data = [getattr(jobs[i], name) for i in members]
             return data[0] if all(d is data[0] for d in data) else data
 
+        def make(seed: int, f: Factory = first.make_model, s: Schema = schema
+                 ) -> MultiTaskModel:
+            return f(s, seed)
+
         try:
-            result = fit_population(lambda seed, f=first.make_model, s=schema: f(s, seed),
-                                    parts("train"), parts("valid"), seeds,
+            result = fit_population(make, parts("train"), parts("valid"), seeds,
                                     task_weights=None if weights is None else dict(weights),
                                     **kwargs)
         except NotImplementedError:  # the model does not run under vmap: fit one by one
@@ -376,7 +381,8 @@ def population_trainer(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
     for i, outcome in zip(alone, train_jobs([jobs[i] for i in alone], fit_kwargs, progress),
                           strict=True):
         outcomes[i] = outcome
-    return outcomes
+    # Every job was either trained in a population or alone: no entry is None any more.
+    return cast("list[FitOutcome]", outcomes)
 
 
 
@@ -439,8 +445,12 @@ def population_scores(models: Mapping[str, ModelSpec], train: MultiTaskData,
                             f"PerTask, got {type(spec).__name__}")
         for key, factory, part in runs:
             tr, va = train.select_tasks(part), valid.select_tasks(part)
-            result = fit_population(lambda s, f=factory, schema=tr.schema: f(schema, s), tr, va,
-                                    seeds, **fit_kwargs)
+
+            def make(s: int, f: Factory = factory, schema: Schema = tr.schema
+                     ) -> MultiTaskModel:
+                return f(schema, s)
+
+            result = fit_population(make, tr, va, seeds, **fit_kwargs)
             populations[key] = result
             epochs = result.summary.set_index("member")["best_epoch"]
             for split, data in evaluate_on.items():

@@ -19,6 +19,7 @@ import pandas as pd
 from ..data import MultiTaskData
 from ..metrics import LOWER_IS_BETTER
 from ..weighting import FixedWeights
+from ._common import tidy_layout
 from .compare import (
     _check_models_fit,
     _metric_names,
@@ -32,6 +33,7 @@ from .runs import ModelSpec, repeat_fits
 
 if TYPE_CHECKING:  # matplotlib is imported by the plot functions only
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure, SubFigure
 
 __all__ = ["pareto_front", "plot_seesaw", "seesaw", "seesaw_table"]
 
@@ -142,6 +144,7 @@ def seesaw(
         raise ValueError("seesaw sweeps FixedWeights ratios; pass ratios=[...], not weightings")
     plan = _plan(models, data, None, seeds, n_samples)
     first = plan.make_data.first
+    assert first is not None  # the first seed's data, not handed out yet
     tasks = list(first.task_names[:2]) if tasks is None else list(tasks)
     if len(tasks) != 2 or len(set(tasks)) != 2:
         raise ValueError(f"tasks must name two different tasks, got {tasks}")
@@ -196,7 +199,8 @@ def seesaw(
 
 
 def _seesaw_metrics(frame: pd.DataFrame, tasks: Sequence[str],
-                    metrics: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
+                    metrics: Mapping[str, str | None] | Sequence[str] | None
+                    ) -> dict[str, str]:
     """Task → metric for the two tasks of a seesaw plot, checked against the frame."""
     primary = _primary_metrics(frame[frame["task"].isin(tasks)])
     if metrics is None:
@@ -208,11 +212,13 @@ def _seesaw_metrics(frame: pd.DataFrame, tasks: Sequence[str],
         if len(metrics) != 2:
             raise ValueError(f"give one metric per task, e.g. ('auc', 'mse'), got {metrics}")
         chosen = dict(zip(tasks, metrics, strict=True))
+    checked: dict[str, str] = {}
     for task, metric in chosen.items():
         have = sorted(set(frame.loc[frame["task"] == task, "metric"]))
-        if metric not in have:
+        if metric is None or metric not in have:
             raise ValueError(f"task {task!r} has no metric {metric!r}; it has {have}")
-    return chosen
+        checked[task] = metric
+    return checked
 
 
 def _configurations(frame: pd.DataFrame) -> pd.Series:
@@ -250,7 +256,8 @@ def seesaw_table(frame: pd.DataFrame, task_a: str | None = None, task_b: str | N
     configs = list(dict.fromkeys(rows["configuration"]))
     out = pd.DataFrame({"configuration": configs})
     out["n"] = summary.groupby("configuration")["n"].min().reindex(configs).to_numpy()
-    columns, objectives = {}, {"maximize": [], "minimize": []}
+    columns: dict[str, str] = {}
+    objectives: dict[str, list[str]] = {"maximize": [], "minimize": []}
     for task, metric in chosen.items():
         s = summary[summary["task"] == task].set_index("configuration").reindex(configs)
         col = columns[task] = f"{task}_{metric}"
@@ -276,7 +283,7 @@ def seesaw_table(frame: pd.DataFrame, task_a: str | None = None, task_b: str | N
 def plot_seesaw(frame: pd.DataFrame, task_a: str | None = None, task_b: str | None = None,
                 metric_a: str | None = None, metric_b: str | None = None,
                 baseline: str | None = "single", confidence: float = 0.95,
-                ax: plt.Axes | None = None) -> plt.Figure:
+                ax: plt.Axes | None = None) -> Figure | SubFigure:
     """Task A's metric against task B's, one point per configuration, after the PLE paper.
 
     Error bars in both directions are the Student-t intervals over seeds; dashed crosshairs
@@ -308,6 +315,7 @@ def plot_seesaw(frame: pd.DataFrame, task_a: str | None = None, task_b: str | No
     table = seesaw_table(frame, task_a, task_b, metric_a, metric_b, baseline, confidence)
     (task_a, metric_a), (task_b, metric_b) = table.attrs["tasks"]["a"], table.attrs["tasks"]["b"]
     x, y = f"{task_a}_{metric_a}", f"{task_b}_{metric_b}"
+    fig: Figure | SubFigure
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.4, 5.0))
     else:
@@ -354,5 +362,5 @@ def plot_seesaw(frame: pd.DataFrame, task_a: str | None = None, task_b: str | No
                  fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left", framealpha=0.85)
-    fig.tight_layout()
+    tidy_layout(fig)
     return fig

@@ -453,14 +453,14 @@ def inference_latency(models: MultiTaskModel | Sequence[MultiTaskModel], data: M
         >>> sorted(t), t["min"] <= t["median"] <= t["max"]
         (['max', 'median', 'min'], True)
     """
-    models = _as_models(models)
+    timed = _as_models(models)
     if not isinstance(data, MultiTaskData):
         raise TypeError(f"data must be a MultiTaskData, got {type(data).__name__}")
-    return _interleaved_latency([models], data, batch_size, repeats, warmup)[0]
+    return _interleaved_latency([timed], data, batch_size, repeats, warmup)[0]
 
 
-def _interleaved_latency(groups: list[list[nn.Module]], data: MultiTaskData, batch_size: int,
-                         repeats: int, warmup: int) -> list[dict[str, float]]:
+def _interleaved_latency(groups: Sequence[Sequence[MultiTaskModel]], data: MultiTaskData,
+                         batch_size: int, repeats: int, warmup: int) -> list[dict[str, float]]:
     """Time each group of models on one batch; the groups take turns within every repeat, so
     that a change in the machine's load affects all of them alike."""
     for name, value, low in (("batch_size", batch_size, 1), ("repeats", repeats, 1),
@@ -490,12 +490,12 @@ def _interleaved_latency(groups: list[list[nn.Module]], data: MultiTaskData, bat
 
 
 
-def _as_models(models: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
-    models = [models] if isinstance(models, nn.Module) else list(models)
-    if not models:
+def _as_models(models: MultiTaskModel | Sequence[MultiTaskModel]) -> list[MultiTaskModel]:
+    out = [models] if isinstance(models, nn.Module) else list(models)
+    if not out:
         raise ValueError("give at least one model")
-    bad = [type(m).__name__ for m in models if not isinstance(m, nn.Module)]
+    bad = [type(m).__name__ for m in out if not isinstance(m, nn.Module)]
     if bad:
         raise TypeError(f"models must be torch modules, got {bad[0]}")
-    return models
+    return out
 

@@ -18,6 +18,7 @@ import pandas as pd
 from ..data import MultiTaskData
 from ..metrics import LOWER_IS_BETTER
 from ..weighting import Weighting
+from ._common import tidy_layout
 from .compare import (
     MetricSelection,
     _plan,
@@ -32,6 +33,7 @@ from .runs import Factory, ModelSpec, repeat_fits
 
 if TYPE_CHECKING:  # matplotlib is imported by the plot functions only
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure, SubFigure
 
 __all__ = ["negative_transfer", "plot_negative_transfer", "summarise_transfer"]
 
@@ -89,6 +91,7 @@ def summarise_transfer(results: pd.DataFrame, model: str, baseline: str = "singl
         s = s.rename(columns={"mean": f"{prefix}_mean", "lo": f"{prefix}_lo",
                               "hi": f"{prefix}_hi"}).drop(columns="std")
         out = s if out is None else out.merge(s.drop(columns="n"), on=by)
+    assert out is not None  # the loop above ran four times
     out["model"], out["baseline"] = model, baseline
     out["verdict"] = [verdict(lo, hi) for lo, hi in zip(out["gain_lo"], out["gain_hi"],
                                                          strict=True)]
@@ -158,6 +161,7 @@ def negative_transfer(
     models.update(resolve_models({base_name: baseline}))
     if weighting is not None and not isinstance(weighting, str) and not callable(weighting):
         raise TypeError("weighting must be a name or a () → Weighting factory")
+    weightings: dict[str, Callable[[], Weighting]] | None
     if isinstance(weighting, str):
         weightings = resolve_weightings([weighting])
     else:
@@ -170,7 +174,7 @@ def negative_transfer(
     return summarise_transfer(raw, name, base_name, metrics, confidence)
 
 
-def plot_negative_transfer(frame: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Figure:
+def plot_negative_transfer(frame: pd.DataFrame, ax: plt.Axes | None = None) -> Figure | SubFigure:
     """The paired gain of each task with its interval, coloured by verdict, around 0.
 
     ``frame`` is the output of :func:`negative_transfer` or :func:`summarise_transfer`.
@@ -188,6 +192,7 @@ def plot_negative_transfer(frame: pd.DataFrame, ax: plt.Axes | None = None) -> p
     if missing:
         raise ValueError(f"column(s) {missing} missing; pass the output of negative_transfer")
     rows = frame.reset_index(drop=True)
+    fig: Figure | SubFigure
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.4, 0.8 + 0.6 * len(rows)))
     else:
@@ -211,5 +216,5 @@ def plot_negative_transfer(frame: pd.DataFrame, ax: plt.Axes | None = None) -> p
     ax.set_xlabel(f"gain of {model} over {base} in % (positive = better)"
                   + (f"; {n} paired seeds" if n else ""))
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
+    tidy_layout(fig)
     return fig

@@ -34,7 +34,7 @@ import pandas as pd
 
 from ..analysis.compare import CompareResult, MetricSelection, resolve_models
 from ..analysis.runs import Factory, PerTask
-from ..data import MultiTaskData, TaskSpec
+from ..data import MultiTaskData, Schema, TaskSpec
 from ..metrics import score_predictions
 from ..models.base import MultiTaskModel
 from ..training.population import fit_population
@@ -408,8 +408,11 @@ def _fit_model(spec: Factory | PerTask, model_tasks: list[str], per_seed: list[t
         parts = [[selected[id(split[i])] for split in per_seed] for i in range(3)]
         valid = [p if valid_gauc else p.without_groups() for p in parts[1]]
         schema = parts[0][0].schema
-        result = fit_population(lambda seed, f=factory, s=schema: f(s, seed),
-                                _shared_or_list(parts[0]), _shared_or_list(valid), seeds,
+
+        def make(seed: int, f: Factory = factory, s: Schema = schema) -> MultiTaskModel:
+            return f(s, seed)
+
+        result = fit_population(make, _shared_or_list(parts[0]), _shared_or_list(valid), seeds,
                                 **fit_kwargs)
         for k in range(len(seeds)):
             model = result.model(k)

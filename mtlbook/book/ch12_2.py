@@ -189,6 +189,7 @@ def input_gradient_importance(model: MultiTaskModel, data: MultiTaskData, task: 
     total = np.zeros(data.schema.n_dense)
     try:
         for batch in data.loader(batch_size, shuffle=False):
+            assert batch.dense is not None  # the data have dense features (checked above)
             dense = batch.dense.clone().requires_grad_(True)  # [batch, n_dense]
             out = model(Batch(dense, batch.categorical))[task]  # [batch]
             (grad,) = torch.autograd.grad(out.sum(), dense)  # rows are per-sample gradients
@@ -330,5 +331,6 @@ def population_probes(populations: Mapping[str, object], probe_train: MultiTaskD
             features_train = representation(model, probe_train.select_tasks(tasks))
             features_test = representation(model, test.select_tasks(tasks))
             scores = linear_probe(features_train, y_train, features_test, y_test)
+            assert isinstance(scores, np.ndarray)  # 2-D targets: one R² per target
             rows += [(name, seed, t, float(v)) for t, v in zip(targets, scores, strict=True)]
     return pd.DataFrame(rows, columns=["model", "seed", "target", "r2"])

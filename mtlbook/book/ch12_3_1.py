@@ -128,9 +128,10 @@ def correlation_sweep(
 
     frames = []
     for p in correlations:
-        frame = repeat_fits(
-            lambda seed, p=p: make_correlated_tasks(n_samples, p, task_type=task_type, seed=seed),
-            models, seeds, transform_train=transform, **fit_kwargs)
+        def make_data(seed: int, p: float = p) -> MultiTaskData:
+            return make_correlated_tasks(n_samples, p, task_type=task_type, seed=seed)
+
+        frame = repeat_fits(make_data, models, seeds, transform_train=transform, **fit_kwargs)
         frames.append(frame.assign(correlation=float(p)))
     return pd.concat(frames, ignore_index=True)
 

@@ -145,6 +145,7 @@ def soft_sharing_sweep(train: MultiTaskData, valid: MultiTaskData, test: MultiTa
     rows = []
     for member, code in enumerate(codes):
         model = result.model(member)
+        assert isinstance(model, SweepSoftSharing)  # built by make() above
         with torch.no_grad():
             distance = float(model.distance()) ** 0.5
             initial = float(make(code).distance()) ** 0.5
@@ -215,6 +216,7 @@ def plot_lambda_sweep(sweep: pd.DataFrame, references: pd.DataFrame | None = Non
         ax.errorbar(x, s["mean"], yerr=[s["mean"] - s["lo"], s["hi"] - s["mean"]], marker="o",
                     capsize=3, color=palette[0], label="SoftSharing")
         for k, model in enumerate(models, start=1):
+            assert ref is not None  # models come from the references
             r = ref[(ref["task"] == task) & (ref["model"] == model)]
             if r.empty:
                 continue

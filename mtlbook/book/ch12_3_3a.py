@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -92,8 +93,8 @@ def paper_models(n_experts: int = 8, expert_units: int = 16, tower_units: int = 
                         ("tower_units", tower_units), ("bottom_units", bottom_units)):
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    moe = {"n_experts": int(n_experts), "expert_units": (int(expert_units),),
-           "tower_units": (int(tower_units),)}
+    moe: dict[str, Any] = {"n_experts": int(n_experts), "expert_units": (int(expert_units),),
+                           "tower_units": (int(tower_units),)}
     return {
         "SharedBottom": lambda schema, seed: SharedBottom(
             schema, bottom_units=(int(bottom_units),), tower_units=(int(tower_units),),

@@ -35,14 +35,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.figure import Figure, SubFigure
 
+from ..analysis._common import tidy_layout
 from ..analysis.compare import resolve_models
 from ..analysis.gradients import GradientConflict
 from ..analysis.intervals import mean_interval
@@ -250,7 +252,7 @@ def plot_weight_history(weights: pd.DataFrame, weightings: Sequence[str] | None 
 def plot_metric_history(histories: Mapping[tuple[str, str, int], pd.DataFrame], task: str,
                         metric: str, weightings: Sequence[str] | None = None,
                         reference: float | None = None, ax: plt.Axes | None = None
-                        ) -> plt.Figure:
+                        ) -> Figure | SubFigure:
     """A validation metric against the epoch for several strategies (mean over the recorded
     seeds, their range shaded), with an optional horizontal reference line (e.g. the
     single-task model's test value).
@@ -286,8 +288,9 @@ def plot_metric_history(histories: Mapping[tuple[str, str, int], pd.DataFrame], 
     ax.set(xlabel="epoch", ylabel=f"validation {task} {metric.upper()}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    ax.figure.tight_layout()
-    return ax.figure
+    fig = ax.figure
+    tidy_layout(fig)
+    return fig
 
 
 def plot_scale_mismatch(history: pd.DataFrame, norms: pd.DataFrame) -> plt.Figure:
@@ -438,6 +441,7 @@ def relatedness_study(
     Raises:
         ValueError: for an empty ``seeds`` or ``cases``, or a case whose data do not have
             exactly two tasks.
+        TypeError: for a ``model`` that is not a factory (e.g. a per-task baseline).
 
     Example:
         >>> import mtlbook as mb
@@ -498,7 +502,8 @@ def relatedness_study(
             train = transform_train(train, seeds[0])
         recorder = GradientConflict(valid, every=conflict_every, probe_size=probe_size,
                                     seed=seeds[0])
-        fit(models[name](train.schema, seeds[0]), train, valid, seed=seeds[0],
+        make_model = cast(Factory, models[name])  # callable: _model_and_baseline checks it
+        fit(make_model(train.schema, seeds[0]), train, valid, seed=seeds[0],
             callbacks=[recorder], **fit_kwargs)
         frame = recorder.frame().assign(case=case)
         conflicts.append(frame)
@@ -521,6 +526,10 @@ def _model_and_baseline(model: Any, baseline: Any) -> tuple[dict[str, ModelSpec]
     if len(models) != 1:
         raise ValueError(f"give one multi-task model, got {list(models)}")
     name = next(iter(models))
+    if not callable(models[name]):
+        raise TypeError(f"model must be a multi-task (schema, seed) → model factory with shared "
+                        f"parameters, got {type(models[name]).__name__} (a per-task baseline "
+                        "belongs in baseline=)")
     if isinstance(baseline, Mapping):
         if len(baseline) != 1:
             raise ValueError(f"give one baseline, got {list(baseline)}")
@@ -539,7 +548,7 @@ def _label_corr(data: MultiTaskData) -> float:
 
 
 def plot_relatedness_gain(summary: pd.DataFrame, axes: Sequence[plt.Axes] | None = None
-                          ) -> plt.Figure:
+                          ) -> Figure | SubFigure:
     """Measured gain (with its interval over seeds) against label correlation and against
     gradient cosine: one point per case and task.
 
@@ -564,6 +573,7 @@ def plot_relatedness_gain(summary: pd.DataFrame, axes: Sequence[plt.Axes] | None
     missing = [c for c in needed if c not in summary.columns]
     if missing:
         raise ValueError(f"column(s) {missing} missing; pass RelatednessStudy.summary")
+    fig: Figure | SubFigure
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     fig = axes[0].figure
@@ -591,6 +601,6 @@ def plot_relatedness_gain(summary: pd.DataFrame, axes: Sequence[plt.Axes] | None
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("MTL gain over single-task, % (95% CI)")
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.tight_layout()
+    tidy_layout(fig)
     return fig
 

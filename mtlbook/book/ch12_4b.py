@@ -170,6 +170,7 @@ def leaderboard(result: CompareResult, *, baseline: str | None = "single",
         raise ValueError("give schema and models together (both are needed to count "
                          "parameters), or neither")
     if schema is not None:
+        assert models is not None  # given together (checked above)
         board["parameters"] = parameter_counts(models, schema).reindex(board.index)
     board["train_s_per_seed"] = train_seconds_per_seed(result, models).reindex(board.index)
     board = board.sort_values("score", ascending=False, kind="stable")

@@ -40,6 +40,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -50,6 +51,9 @@ from ..analysis.truth import QUANTITIES, _as_prob, _check_columns, funnel_predic
 from ..data import MultiTaskData
 from ..training.loop import fit
 from ..training.population import fit_population
+
+if TYPE_CHECKING:
+    from matplotlib.figure import SubFigure
 
 __all__ = ["FunnelRun", "NaiveCVR", "fit_funnel_models", "plot_tradeoff", "rank_tradeoff",
            "selection_shift", "top_k_mask", "tradeoff_by_seed"]
@@ -348,7 +352,7 @@ def plot_tradeoff(tradeoff: pd.DataFrame, *, models: Sequence[str] | None = None
                                                                  (1, 2), (0, 1)),
                   label_model: str | None = None,
                   highlight: tuple[float, float] | None = None,
-                  ax: plt.Axes | None = None) -> plt.Figure:
+                  ax: plt.Axes | None = None) -> plt.Figure | SubFigure:
     """Expected purchases against expected clicks, each as a fraction of its best possible
     value, along the ``(α, β)`` grid: one curve per model, averaged over seeds.
 

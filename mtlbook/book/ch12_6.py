@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..analysis._common import tidy_layout
 from ..analysis.compare import (
     CompareResult,
     MetricSelection,
@@ -45,6 +46,7 @@ from ..weighting import Weighting
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure, SubFigure
 
 __all__ = ["Leaderboard", "Study", "plot_gain_heatmap", "run_leaderboard"]
 
@@ -310,7 +312,7 @@ def _widen(out: pd.DataFrame, value: str) -> pd.DataFrame:
 
 
 def plot_gain_heatmap(gains: pd.DataFrame, *, limit: float | None = None,
-                      ax: plt.Axes | None = None) -> plt.Figure:
+                      ax: plt.Axes | None = None) -> Figure | SubFigure:
     """The paired gains over the baseline as a heatmap: one row per configuration, one column
     per data set and task; each cell shows the mean gain in %, with ``*`` when its interval
     excludes 0. Colours are clipped to ``±limit`` (default: the 90th percentile of ``|gain|``)
@@ -352,6 +354,7 @@ def plot_gain_heatmap(gains: pd.DataFrame, *, limit: float | None = None,
         finite = np.abs(means.to_numpy()[np.isfinite(means.to_numpy())])
         limit = float(np.percentile(finite, 90)) if finite.size else 1.0
         limit = max(limit, 1.0)
+    fig: Figure | SubFigure
     if ax is None:
         fig, ax = plt.subplots(figsize=(2.5 + 1.0 * len(cols), 1.0 + 0.42 * len(rows)))
     else:
@@ -367,5 +370,5 @@ def plot_gain_heatmap(gains: pd.DataFrame, *, limit: float | None = None,
     ax.tick_params(axis="y", labelsize=8)
     ax.set_title("Paired gain over the single-task baseline (mean over seeds; "
                  "* = interval excludes 0)", fontsize=9)
-    fig.tight_layout()
+    tidy_layout(fig)
     return fig

@@ -98,7 +98,11 @@ def _feature_blocks(dense: Any, categorical: Any, dense_names: Sequence[str],
     if dense_arr is not None and cat_arr is not None and len(dense_arr) != len(cat_arr):
         raise ValueError(f"length mismatch: dense has {len(dense_arr)} rows, "
                          f"categorical has {len(cat_arr)}")
-    n = len(dense_arr) if dense_arr is not None else len(cat_arr)
+    if dense_arr is not None:
+        n = len(dense_arr)
+    else:
+        assert cat_arr is not None  # one of the two blocks is given (checked above)
+        n = len(cat_arr)
     if n == 0:
         raise ValueError("the features have 0 rows; a data set needs at least one sample")
     all_columns = list(dense_names) + list(categorical_names)

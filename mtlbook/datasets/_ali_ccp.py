@@ -225,11 +225,14 @@ def _read_aliccp_part(path: Path, part: str, needles: Sequence[tuple[bytes, int]
                     continue
                 base = _member_base(member)
                 if base == skeleton_name and sk is None:
-                    sk = _read_skeleton(tf.extractfile(member), skeleton_name, needles,
-                                        max_rows, sampler, drop_unclicked)
+                    stream = tf.extractfile(member)
+                    assert stream is not None  # a regular file (checked above)
+                    sk = _read_skeleton(stream, skeleton_name, needles, max_rows, sampler,
+                                        drop_unclicked)
                 elif base == common_name and sk is not None:
-                    common = _read_common(tf.extractfile(member), common_name,
-                                          sk["md5_index"], needles)
+                    stream = tf.extractfile(member)
+                    assert stream is not None  # a regular file (checked above)
+                    common = _read_common(stream, common_name, sk["md5_index"], needles)
                     break
         if sk is None:
             raise ValueError(f"{path.name} has no member {skeleton_name}; its members are "
@@ -238,8 +241,9 @@ def _read_aliccp_part(path: Path, part: str, needles: Sequence[tuple[bytes, int]
             with tarfile.open(path, mode="r|*") as tf:
                 for member in tf:
                     if member.isfile() and _member_base(member) == common_name:
-                        common = _read_common(tf.extractfile(member), common_name,
-                                              sk["md5_index"], needles)
+                        stream = tf.extractfile(member)
+                        assert stream is not None  # a regular file
+                        common = _read_common(stream, common_name, sk["md5_index"], needles)
                         break
         if common is None:
             raise ValueError(f"{path.name} has no member {common_name}; its members are "

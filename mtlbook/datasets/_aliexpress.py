@@ -19,7 +19,7 @@ import io
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -216,7 +216,8 @@ def _aliexpress_csv(path: Path, country: str, kind: str, part: str) -> Iterator[
         raise ValueError(f"{path} is not a readable zip archive: {err}") from err
 
 
-def _csv_chunks(stream: IO[bytes], n_columns: int, where: str) -> Iterator[pd.DataFrame]:
+def _csv_chunks(stream: IO[bytes], n_columns: int, where: str
+                ) -> Generator[pd.DataFrame, None, None]:
     try:
         with pd.read_csv(stream, header=None, dtype={0: str}, chunksize=_BLOCK,
                          skip_blank_lines=True) as reader:

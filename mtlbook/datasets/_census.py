@@ -15,7 +15,7 @@ import tarfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 import pandas as pd
@@ -241,7 +241,8 @@ def _iter_parts(paths: Mapping[str, Path], wanted: set[str]) -> Iterator[tuple[s
         for part in ("train", "test"):
             if part in wanted:
                 with gzip.open(paths[_GZ[part]], "rb") as stream:
-                    yield part, stream
+                    # A binary stream; typeshed's GzipFile is a BufferedIOBase, not an IO[bytes].
+                    yield part, cast(IO[bytes], stream)
     else:
         raise ValueError(f"census-income needs {_ZIP}, {_TAR} or {sorted(_GZ.values())}; "
                          f"got files {sorted(paths)}")

@@ -191,6 +191,7 @@ def _write_atomically(chunks: Iterator[bytes], target: Path, entry: FileEntry,
 
 def _url_chunks(source: Source, timeout: float) -> Iterator[bytes]:
     deadline = time.monotonic() + timeout
+    assert source.url is not None  # the registry requires a url for every url source
     with urllib.request.urlopen(source.url, timeout=timeout) as response:
         while True:
             if time.monotonic() > deadline:

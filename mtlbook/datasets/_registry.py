@@ -74,8 +74,8 @@ class FileEntry:
     @property
     def accepted_sha256(self) -> frozenset[str]:
         """Every sha256 accepted for this file (the canonical one and those of its sources)."""
-        return frozenset({self.sha256} - {None}
-                         | {s.sha256 for s in self.sources if s.sha256})
+        own = {self.sha256} if self.sha256 is not None else set()
+        return frozenset(own | {s.sha256 for s in self.sources if s.sha256})
 
     @property
     def has_hash(self) -> bool:

@@ -77,7 +77,7 @@ class MultiTaskModel(nn.Module):
             finally:
                 object.__delattr__(self, "_constructing")
 
-        cls.__init__ = wrapped
+        cls.__init__ = wrapped  # type: ignore[method-assign]  # deliberate: seeded construction
 
     #: Whether the model needs every task to be binary (funnel models such as ESMM and AITM).
     binary_tasks_only: bool = False
@@ -89,6 +89,8 @@ class MultiTaskModel(nn.Module):
     #: or independent of them) or ``"sum"`` (a sum over its samples, as DSelect-k's penalty).
     #: Training on several processes combines the shards' regularisers accordingly.
     regularization_reduction: str = "mean"
+    # Set on first use by ``_record_gate`` and ``_clear_gates`` (gated models only).
+    _gate_records: list[GateRecord]
 
     def __init__(self, schema: Schema) -> None:
         super().__init__()
@@ -255,7 +257,8 @@ def _reset_children(module: nn.Module) -> None:
     """Reset each sub-module that knows how to; one that does owns its children's reset."""
     for child in module.children():
         if hasattr(child, "reset_parameters"):
-            child.reset_parameters()
+            # torch types a module's unknown attributes as Tensor | Module, never a method.
+            child.reset_parameters()  # type: ignore[operator]
         else:
             _reset_children(child)
 

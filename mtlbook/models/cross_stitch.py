@@ -63,6 +63,9 @@ class MixingMatrix(nn.Module):
             with Adam its effective learning rate is ``lr_scale`` times the base rate.
     """
 
+    init: torch.Tensor  # buffer
+    raw: torch.Tensor  # a parameter, or a buffer when the matrix is fixed
+
     def __init__(self, init: torch.Tensor, lr_scale: float = 1.0) -> None:
         super().__init__()
         if init.dim() != 2:

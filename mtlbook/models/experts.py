@@ -20,7 +20,8 @@ weights ``w_g`` are made. The pieces here keep that computation free of Python l
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -65,6 +66,7 @@ class StackedExperts(nn.Module):
     """
 
     single_gemm: bool = False
+    sources: torch.Tensor | None  # buffer
 
     def __init__(self, in_dim: int, units: Sequence[int], names: Sequence[str],
                  sources: Sequence[int] | None = None, groups: Sequence[int] | None = None,
@@ -83,7 +85,7 @@ class StackedExperts(nn.Module):
             ParallelMLP(size, in_dim, units, dropout=dropout, final_activation=True)
             for size in groups
         )
-        self.in_dim, self.units = in_dim, self.groups[0].units
+        self.in_dim, self.units = in_dim, cast(ParallelMLP, self.groups[0]).units
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         source = None if sources is None else torch.tensor(list(sources), dtype=torch.long)
         self.register_buffer("sources", source, persistent=False)
@@ -98,7 +100,8 @@ class StackedExperts(nn.Module):
 
     def stacked(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the ``[experts, in, out]`` weight and ``[experts, 1, out]`` bias."""
-        layers = zip(*(zip(g.weights, g.biases, strict=True) for g in self.groups), strict=True)
+        groups = cast("Iterable[ParallelMLP]", self.groups)
+        layers = zip(*(zip(g.weights, g.biases, strict=True) for g in groups), strict=True)
         if len(self.groups) == 1:
             return [pairs[0] for pairs in layers]
         return [(torch.cat([w for w, _ in pairs]), torch.cat([b for _, b in pairs]))
@@ -152,6 +155,11 @@ class SoftmaxGates(nn.Module):
         allowed: ``[gates, experts]`` boolean mask; every gate needs at least one expert.
     """
 
+    # Buffers (see __init__).
+    allowed: torch.Tensor
+    columns: torch.Tensor
+    blocked: torch.Tensor
+
     def __init__(self, in_dim: int, allowed: torch.Tensor) -> None:
         super().__init__()
         allowed = torch.as_tensor(allowed, dtype=torch.bool)
@@ -180,7 +188,8 @@ class SoftmaxGates(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, gates, experts]`` logits; ``-inf`` where a gate may not use an expert."""
         n_out = self.n_gates * self.n_experts
-        weight, bias = self.weight, self.bias
+        weight: torch.Tensor = self.weight
+        bias: torch.Tensor = self.bias
         if not self.dense:  # scatter the stored columns into the full matrix (zeros elsewhere)
             weight = weight.new_zeros(self.in_dim, n_out).index_copy(1, self.columns, weight)
             bias = bias.new_zeros(n_out).index_copy(0, self.columns, bias)

@@ -31,6 +31,8 @@ class InputLayer(nn.Module):
         n_copies: number of independent copies of the embeddings; ``1`` returns ``[batch, dim]``.
     """
 
+    offsets: torch.Tensor  # buffer: the first index of each field in the shared table
+
     def __init__(self, schema: Schema, embedding_dim: int = 8, n_copies: int = 1) -> None:
         super().__init__()
         if embedding_dim < 1:
@@ -71,6 +73,7 @@ class InputLayer(nn.Module):
         self.check(batch)
         parts = []
         if self.embedding is not None:
+            assert batch.categorical is not None  # check() matched the categorical columns
             index = batch.categorical + self.offsets  # [batch, fields]
             if self.n_copies > 1:
                 copy = torch.arange(self.n_copies, device=index.device) * self.total_categories
@@ -79,6 +82,7 @@ class InputLayer(nn.Module):
             parts.append(emb.flatten(-2))  # [..., batch, fields * embedding_dim]
         if self.n_dense:
             dense = batch.dense
+            assert dense is not None  # check() matched the dense columns
             if self.n_copies > 1:
                 dense = dense.unsqueeze(0).expand(self.n_copies, -1, -1)  # [copies, batch, d]
             parts.append(dense)

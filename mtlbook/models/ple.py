@@ -30,7 +30,8 @@ gate another; the mixtures are one batched product.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -88,7 +89,7 @@ class ExtractionLevel(nn.Module):
         # The shared gate mixes every expert of the level.
         self.shared_gate = (SoftmaxGates(in_dim, torch.ones(1, len(names), dtype=torch.bool))
                             if shared_gate else None)
-        gate_list = [self.gates] + ([self.shared_gate] if shared_gate else [])
+        gate_list = [self.gates] + ([self.shared_gate] if self.shared_gate is not None else [])
         self.gate_names = (*task_names, "shared")[: n_tasks + int(shared_gate)]
         self.gate_experts = tuple(tuple(names[i] for i in gates.experts_of(g))
                                   for gates in gate_list for g in range(gates.n_gates))
@@ -181,7 +182,7 @@ class PLE(MultiTaskModel):
         """
         params = list(self.input.parameters())
         top = len(self.levels) - 1
-        for index, level in enumerate(self.levels):
+        for index, level in enumerate(cast("Iterable[ExtractionLevel]", self.levels)):
             task_experts, shared_experts = level.expert_parameters()
             if index < top:
                 params += task_experts
@@ -195,7 +196,7 @@ class PLE(MultiTaskModel):
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         self._clear_gates()
         h = self.input(batch)  # [batch, input_dim]
-        for index, level in enumerate(self.levels):
+        for index, level in enumerate(cast("Iterable[ExtractionLevel]", self.levels)):
             h, weights = level(h)  # [tasks (+1 shared below the top), batch, units]
             for gate, experts, w in zip(level.gate_names, level.gate_experts,
                                         level.per_gate(weights), strict=True):

@@ -21,10 +21,14 @@ that no sample activates) say nothing and are ignored.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from torch import nn
 
 from ..data import Batch, Schema
+
+if TYPE_CHECKING:
+    from .base import MultiTaskModel
 
 __all__ = ["partly_shared", "probe_batch", "shared_by_reach", "task_reach"]
 
@@ -52,7 +56,7 @@ def probe_batch(schema: Schema, n_samples: int = 128, seed: int = 0) -> Batch:
     return Batch(dense=dense, categorical=categorical, labels=labels)
 
 
-def task_reach(model: nn.Module, batch: Batch | None = None, seed: int = 0
+def task_reach(model: MultiTaskModel, batch: Batch | None = None, seed: int = 0
                ) -> dict[str, torch.Tensor]:
     """For every trainable parameter, which of its elements each task's output reaches.
 
@@ -95,7 +99,7 @@ def task_reach(model: nn.Module, batch: Batch | None = None, seed: int = 0
     return reach
 
 
-def shared_by_reach(model: nn.Module, batch: Batch | None = None, seed: int = 0) -> list[str]:
+def shared_by_reach(model: MultiTaskModel, batch: Batch | None = None, seed: int = 0) -> list[str]:
     """Names of the parameters some element of which every task reaches, in the order of
     ``model.named_parameters()`` (see :func:`task_reach` for the arguments)."""
     reach = task_reach(model, batch, seed)

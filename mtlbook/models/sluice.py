@@ -42,8 +42,9 @@ Chapter 12.3.4 of the book explains the model and plots ``α`` and ``β``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import pairwise
+from typing import cast
 
 import torch
 from torch import nn
@@ -157,8 +158,9 @@ class Sluice(MultiTaskModel):
 
     def orthogonality(self) -> torch.Tensor:
         """``Σ_l Σ_k Σ_{s<t} ‖(G_{k,s}^l)ᵀ G_{k,t}^l‖²_F`` (the penalty before ``λ_o``)."""
+        columns = cast("Iterable[ParallelMLP]", self.columns)
         return torch.stack([subspace_orthogonality(column.weights[0], self.n_subspaces)
-                            for column in self.columns]).sum()
+                            for column in columns]).sum()
 
     def regularization(self) -> torch.Tensor:
         """``λ_o`` times :meth:`orthogonality` (a zero tensor when ``λ_o = 0`` or ``S = 1``)."""

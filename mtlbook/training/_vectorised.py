@@ -11,6 +11,7 @@ computes every member's validation metrics at once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
 import torch
@@ -99,10 +100,11 @@ class _Population:
         self.template.eval()
         chunks: dict[str, list[np.ndarray]] = {name: [] for name in self.template.task_names}
         try:
-            if shared:
+            if isinstance(data, MultiTaskData):  # shared
                 batches = ((b.dense, b.categorical) for b in
                            (batch.to(device) for batch in data.loader(batch_size, shuffle=False)))
             else:
+                assert members is not None  # given with a _MemberData
                 batches = data.chunks(members, batch_size, device)
             for dense, categorical in batches:
                 for name, value in run(params, dense, categorical).items():
@@ -134,6 +136,10 @@ class _MemberData:
                    _rows(self.categorical, index).to(device))
 
 
+@overload
+def _rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor: ...
+@overload
+def _rows(t: None, index: torch.Tensor) -> None: ...
 def _rows(t: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
     """Rows ``index`` (``[members, batch]``) of ``t``, as ``[members, batch, ...]``."""
     if t is None:

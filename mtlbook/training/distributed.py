@@ -41,7 +41,7 @@ import contextlib
 import datetime
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,9 @@ from ..data import Batch, MultiTaskData
 from ..data._loader import shard_bounds
 from ..metrics import evaluate as _evaluate_one
 from ..metrics import score_predictions
+
+if TYPE_CHECKING:
+    from ..models.base import MultiTaskModel
 
 __all__ = ["ShardedLoader", "evaluate", "global_losses", "init", "is_distributed",
            "is_main_process", "predict", "rank", "shard_batch", "shard_bounds", "training",
@@ -299,13 +302,12 @@ def global_losses(losses: Mapping[str, torch.Tensor], batch: Batch,
     present = counts[:-1] > 0  # [T]
     # A shard without rows for a task has a NaN (empty mean) or 0 loss: it contributes 0.
     local = torch.where(present, local, torch.zeros_like(local))
-    has_extra = extra is not None
-    extra_local = (torch.where(rows > 0, extra, torch.zeros_like(extra)) if has_extra
+    extra_local = (torch.where(rows > 0, extra, torch.zeros_like(extra)) if extra is not None
                    else None)
     summed = extra_reduction == "sum"
     packed = torch.cat([counts, local.detach().double() * counts[:-1],
                         (extra_local.detach().double().reshape(1) * (1 if summed else n_rows)
-                         if has_extra else counts.new_zeros(1))])  # [2T + 2]
+                         if extra_local is not None else counts.new_zeros(1))])  # [2T + 2]
     dist.all_reduce(packed)  # sums over the processes
     total_counts, total_rows = packed[:len(names)], packed[len(names)]
     sums = packed[len(names) + 1:2 * len(names) + 1]
@@ -314,7 +316,7 @@ def global_losses(losses: Mapping[str, torch.Tensor], batch: Batch,
     scaled = scale * local  # [T]
     out = values + (scaled - scaled.detach())
     result = dict(zip(names, out.unbind(0), strict=True))
-    if not has_extra:
+    if extra is None or extra_local is None:  # both or neither
         return result, None
     if summed:  # the global sum; each process's gradient W times its own
         share, value = torch.tensor(float(world)), packed[-1]
@@ -331,7 +333,7 @@ def _shard_of(data: MultiTaskData) -> MultiTaskData:
     return data.subset(np.arange(lo, hi))
 
 
-def predict(model: torch.nn.Module, data: MultiTaskData, batch_size: int = 8192
+def predict(model: MultiTaskModel, data: MultiTaskData, batch_size: int = 8192
             ) -> pd.DataFrame:
     """``model.predict(data)``, computed by all processes together.
 
@@ -356,7 +358,7 @@ def predict(model: torch.nn.Module, data: MultiTaskData, batch_size: int = 8192
     return _join_frames(parts)
 
 
-def evaluate(model: torch.nn.Module, data: MultiTaskData, batch_size: int = 8192
+def evaluate(model: MultiTaskModel, data: MultiTaskData, batch_size: int = 8192
              ) -> pd.DataFrame:
     """:func:`mtlbook.evaluate` computed by all processes together.
 
@@ -381,6 +383,7 @@ def evaluate(model: torch.nn.Module, data: MultiTaskData, batch_size: int = 8192
     dist.gather_object(mine, parts, dst=0)
     box: list[Any] = [None]
     if is_main_process():
+        assert parts is not None  # rank 0 gathered every shard
         box[0] = score_predictions(_join_frames(parts), data)
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -420,16 +423,16 @@ class _Training:
 
     def average_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
         """Replace each ``.grad`` by its average over the processes (one all-reduce)."""
-        params = [p for p in params if p.grad is not None]
-        if not params:
+        with_grad = [(p, p.grad) for p in params if p.grad is not None]
+        if not with_grad:
             return
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        flat = torch.cat([g.reshape(-1) for _, g in with_grad])
         dist.all_reduce(flat)
         flat /= self.world
         offset = 0
-        for p in params:
-            n = p.grad.numel()
-            p.grad = flat[offset:offset + n].view_as(p.grad).clone()
+        for p, g in with_grad:
+            n = g.numel()
+            p.grad = flat[offset:offset + n].view_as(g).clone()
             offset += n
 
 

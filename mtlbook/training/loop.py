@@ -244,6 +244,7 @@ def fit(
     model.eval()
     seconds = procs.broadcast(run.seconds_before + time.perf_counter() - start)
     history = pd.DataFrame(run.rows, columns=list(HISTORY_COLUMNS))
+    assert selection.best_score is not None  # set by the first epoch (epochs ≥ 1)
     return FitResult(model=model, history=history, best_epoch=selection.best_epoch,
                      best_score=float(selection.best_score), monitor=monitor,
                      epochs_run=run.epoch, train_seconds=seconds)

@@ -323,6 +323,7 @@ def fit_population(
     optimizer = _Adam({n: p.detach().to(dev).requires_grad_(p.requires_grad)
                        for n, p in population.params.items()}, lr, weight_decay)
     if weights is not None:
+        assert population._losses.weights is not None  # built from weights above
         population._losses.weights = population._losses.weights.to(dev)
     best = {n: p.detach().clone() for n, p in optimizer.params.items()}  # all members
     batches = _Batches(train_parts, seeds, batch_size, dev)
@@ -402,9 +403,13 @@ class _Records:
         return pd.DataFrame(self.rows, columns=_HISTORY)
 
     def summary(self) -> pd.DataFrame:
+        best_scores = []
+        for s in self.selections:
+            assert s.best_score is not None  # every member trains at least one epoch
+            best_scores.append(float(s.best_score))
         return pd.DataFrame({"member": range(len(self.seeds)), "seed": self.seeds,
                              "best_epoch": [s.best_epoch for s in self.selections],
-                             "best_score": [float(s.best_score) for s in self.selections],
+                             "best_score": best_scores,
                              "epochs_run": self.epochs_run})
 
 

@@ -86,9 +86,10 @@ __all__ = ["Processes"]
 
 # The buffers of mtlbook's models are constants: DistributedDataParallel need not broadcast
 # them before every forward pass (the argument was renamed in recent torch versions).
-_NO_BUFFER_SYNC = ({"forward_sync_buffers": False} if "forward_sync_buffers"
-                   in inspect.signature(DistributedDataParallel.__init__).parameters
-                   else {"broadcast_buffers": False})
+_NO_BUFFER_SYNC: dict[str, Any] = (
+    {"forward_sync_buffers": False} if "forward_sync_buffers"
+    in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False})
 
 
 class Processes:
@@ -207,6 +208,7 @@ class Processes:
             dist.gather_object(self.rng_state(), rngs, dst=0)
         failure = None
         if self.main:
+            assert rngs is not None  # rank 0 holds every process's state
             try:
                 save(rngs)
             except BaseException as err:

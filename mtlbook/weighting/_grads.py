@@ -162,6 +162,7 @@ def backward_split(losses: torch.Tensor, shared: Sequence[nn.Parameter],
         torch.autograd.backward(on_shared, inputs=list(shared), retain_graph=bool(specific))
         average_gradients(shared)
     else:
+        assert shared_grad is not None  # exactly one of the two is given (checked above)
         if extra is not None and extra.requires_grad:
             shared_grad = shared_grad + global_task_gradients([extra], shared)[0]
         write_gradient(shared, shared_grad)

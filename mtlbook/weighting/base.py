@@ -80,7 +80,7 @@ class Weighting(ABC):
                 self._init_arguments = {k: v for k, v in bound.arguments.items() if k != first}
             return init(self, *args, **kw)
 
-        cls.__init__ = wrapped
+        cls.__init__ = wrapped  # type: ignore[method-assign]  # deliberate: records arguments
 
     def config(self) -> dict[str, Any]:
         """The strategy's class and the arguments it was constructed with.
@@ -244,8 +244,8 @@ def _restore(current: Any, saved: Any, where: str) -> Any:
         return type(saved)(_restore(c, s, f"{where}[{i}]")
                            for i, (c, s) in enumerate(zip(items, saved, strict=True)))
     if isinstance(saved, dict):
-        items = current if isinstance(current, dict) else {}
-        return {k: _restore(items.get(k), v, f"{where}[{k!r}]") for k, v in saved.items()}
+        held = current if isinstance(current, dict) else {}
+        return {k: _restore(held.get(k), v, f"{where}[{k!r}]") for k, v in saved.items()}
     return saved
 
 

@@ -8,6 +8,7 @@ and for ``benchmarks/bench_weighting.py``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from .base import EqualWeight, Weighting
 from .cagrad import CAGrad
@@ -27,7 +28,7 @@ __all__ = ["standard_strategies"]
 
 def standard_strategies(
     fixed_weights: Mapping[str, float] | None = None,
-    schedule: Mapping[str, object] | None = None,
+    schedule: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> dict[str, Callable[[], Weighting]]:
     """Name → factory for every strategy with its published defaults.

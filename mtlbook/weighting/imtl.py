@@ -142,6 +142,7 @@ class IMTL(Weighting):
             scaled = s.exp() * values  # e^{s_t} L_t, [T]
             regularised = scaled - s  # L̂_t, [T]: its gradient in s_t is e^{s_t} L_t − 1
         if self.mode == "loss":
+            assert self._log_scale is not None  # a parameter in every mode but "grad"
             total = add_extra(regularised.sum(), extra)
             total.backward()
             # Several processes: average here (this strategy bypasses DDP's hooks).

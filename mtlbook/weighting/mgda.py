@@ -72,6 +72,9 @@ def min_norm_weights(gram: torch.Tensor, max_iter: int = 250, tol: float = 1e-5
     of the simplex), and stopped after ``max_iter`` iterations or when ``α`` changes by less
     than ``tol`` (L1). The result lies in the simplex.
     """
+    if gram.dim() != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] == 0:
+        raise ValueError(f"gram must be a non-empty square [T, T] matrix, got shape "
+                         f"{tuple(gram.shape)}")
     m = gram.detach().to("cpu", torch.float64).numpy()
     n = m.shape[0]
     if n == 1:
@@ -82,6 +85,7 @@ def min_norm_weights(gram: torch.Tensor, max_iter: int = 250, tol: float = 1e-5
         cost = a * a * m[i, i] + 2 * a * (1 - a) * m[i, j] + (1 - a) ** 2 * m[j, j]
         if best is None or cost < best[0]:
             best = (cost, i, j, a)
+    assert best is not None  # n ≥ 2 here (n = 1 returned above): at least one pair
     _, i, j, a = best
     alpha = np.zeros(n)
     alpha[i], alpha[j] = a, 1.0 - a

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ...data import MultiTaskData, Schema, TaskSpec
@@ -324,7 +325,8 @@ class ParquetSource:
         """``(row group, pyarrow.Table)`` for the given row groups, in the given order;
         consecutive row groups of one shard share one open file."""
         _, _, pq = _arrow()
-        current, reader = None, None
+        current: int | None = None
+        reader: Any = None  # a pyarrow.parquet.ParquetFile once the first shard is open
         try:
             for rg in row_groups:
                 if rg.shard != current:
@@ -348,7 +350,7 @@ class ParquetSource:
                 groups = self._decode_groups(table.column(self.group), rg)
             yield rg, block, groups
 
-    def _where(self, rg: _RowGroup, bad: np.ndarray) -> str:
+    def _where(self, rg: _RowGroup, bad: npt.ArrayLike) -> str:
         first = int(np.flatnonzero(bad)[0])
         return f"shard {str(self.shards[rg.shard])!r}, first at row {rg.start + first}"
 

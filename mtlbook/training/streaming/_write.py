@@ -122,8 +122,10 @@ def _columns(data: MultiTaskData, layout: _Layout, values_of: Mapping[str, Any],
     schema = data.schema
     columns: dict[str, Any] = {}
     for j, col in enumerate(schema.dense):
+        assert data.dense is not None  # a schema with dense columns has a dense block
         columns[col] = pa.array(data.dense[lo:hi, j], type=pa.float32())
     for j, col in enumerate(schema.categorical):
+        assert data.categorical is not None  # likewise for the categorical block
         codes = data.categorical[lo:hi, j]
         if layout.vocab[col] is None:
             columns[col] = pa.array(codes, type=pa.int64())
