@@ -81,12 +81,19 @@ def add_search_terms(app: Sphinx) -> None:
 
 def _script_key(script: Any) -> tuple[str, tuple[tuple[str, str], ...]]:
     attributes = getattr(script, "attributes", {}) or {}
-    return (str(getattr(script, "filename", script) or ""),
-            tuple(sorted((str(k), str(v)) for k, v in attributes.items())))
+    return (
+        str(getattr(script, "filename", script) or ""),
+        tuple(sorted((str(k), str(v)) for k, v in attributes.items())),
+    )
 
 
-def dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict[str, Any],
-                   doctree: nodes.document | None) -> None:
+def dedupe_scripts(
+    app: Sphinx,
+    pagename: str,
+    templatename: str,
+    context: dict[str, Any],
+    doctree: nodes.document | None,
+) -> None:
     scripts = context.get("script_files")
     if not scripts:
         return

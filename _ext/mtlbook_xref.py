@@ -155,9 +155,12 @@ def _walk(context: str | None, parts: list[str]) -> tuple[Any, str | None, int] 
         obj, holder = _import_dotted(context)
         if obj is _MISSING:
             return None
-        if (inspect.isclass(obj) and len(parts) == 1
-                and _getattr_static_first(obj, parts[0]) is _MISSING
-                and _sets_attribute(obj, parts[0])):
+        if (
+            inspect.isclass(obj)
+            and len(parts) == 1
+            and _getattr_static_first(obj, parts[0]) is _MISSING
+            and _sets_attribute(obj, parts[0])
+        ):
             return obj, holder, 0  # an instance attribute, named inside its class
         consumed = 0
     while consumed < len(parts):
@@ -295,11 +298,13 @@ def on_missing_reference(
         rest = names[consumed:]
         name = _documented_name(env, path, rest)
         if name is not None:
-            resolved = domain.resolve_xref(env, node["refdoc"], app.builder, reftype, name,
-                                           node, contnode)
+            resolved = domain.resolve_xref(
+                env, node["refdoc"], app.builder, reftype, name, node, contnode
+            )
             if resolved is None and reftype != "obj":
-                resolved = domain.resolve_xref(env, node["refdoc"], app.builder, "obj",
-                                               name, node, contnode)
+                resolved = domain.resolve_xref(
+                    env, node["refdoc"], app.builder, "obj", name, node, contnode
+                )
             if resolved is not None:
                 return resolved
         if any(part.startswith("_") and not part.startswith("__") for part in path + rest):
@@ -310,12 +315,17 @@ def on_missing_reference(
     # target.
     suffix = "." + target.lstrip(".~")
     objtypes = set(domain.objtypes_for_role(reftype) or ())
-    matches = [name for name, entry in domain.objects.items()
-               if name.endswith(suffix) and not entry.aliased
-               and (reftype == "obj" or entry.objtype in objtypes)]
+    matches = [
+        name
+        for name, entry in domain.objects.items()
+        if name.endswith(suffix)
+        and not entry.aliased
+        and (reftype == "obj" or entry.objtype in objtypes)
+    ]
     if len(matches) == 1:
-        return domain.resolve_xref(env, node["refdoc"], app.builder, "obj", matches[0],
-                                   node, contnode)
+        return domain.resolve_xref(
+            env, node["refdoc"], app.builder, "obj", matches[0], node, contnode
+        )
     return None
 
 
@@ -326,5 +336,9 @@ def on_env_updated(app: Sphinx, env: BuildEnvironment) -> None:
 def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-updated", on_env_updated)
     app.connect("missing-reference", on_missing_reference)
-    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True,
-            "env_version": 1}
+    return {
+        "version": "1.0",
+        "parallel_read_safe": True,
+        "parallel_write_safe": True,
+        "env_version": 1,
+    }

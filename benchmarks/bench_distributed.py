@@ -62,32 +62,72 @@ def worker(args: argparse.Namespace) -> None:
         distributed.init("gloo")
     data = mb.simulate_funnel(args.impressions, seed=0, with_dwell_time=True)
     train, valid = data.split((0.95, 0.05), seed=0)
-    model = MMoE(train.schema, n_experts=args.experts, expert_units=(args.units,),
-                 tower_units=(args.units // 2,), seed=0)
+    model = MMoE(
+        train.schema,
+        n_experts=args.experts,
+        expert_units=(args.units,),
+        tower_units=(args.units // 2,),
+        seed=0,
+    )
     clock = _StepClock(len(train), args.batch_size)
-    result = mb.fit(model, train, valid, epochs=args.epochs, batch_size=args.batch_size,
-                    lr=1e-3, device="cpu", progress=False, callbacks=[clock])
+    result = mb.fit(
+        model,
+        train,
+        valid,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=1e-3,
+        device="cpu",
+        progress=False,
+        callbacks=[clock],
+    )
     if distributed.is_main_process():
         final = result.history.query("split == 'valid' and task == 'all' and metric == 'loss'")
-        Path(args.out).write_text(json.dumps({
-            "samples_per_s": clock.samples / clock.seconds,
-            "valid_loss": float(final["value"].iloc[-1]),
-            "processes": distributed.world_size(), "threads": torch.get_num_threads(),
-        }))
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "samples_per_s": clock.samples / clock.seconds,
+                    "valid_loss": float(final["value"].iloc[-1]),
+                    "processes": distributed.world_size(),
+                    "threads": torch.get_num_threads(),
+                }
+            )
+        )
     if distributed.is_distributed():
         torch.distributed.destroy_process_group()
 
 
 def launch(args: argparse.Namespace, processes: int | None, threads: int, out: Path) -> dict:
     """Run :func:`worker` plainly (``processes=None``) or under torchrun."""
-    options = [f"--{k.replace('_', '-')}={v}" for k, v in (
-        ("impressions", args.impressions), ("epochs", args.epochs),
-        ("batch_size", args.batch_size), ("experts", args.experts), ("units", args.units))]
-    tail = [str(Path(__file__).resolve()), "--worker", f"--out={out}",
-            f"--threads={threads}", *options]
-    command = ([sys.executable, *tail] if processes is None else
-               [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={processes}", *tail])
+    options = [
+        f"--{k.replace('_', '-')}={v}"
+        for k, v in (
+            ("impressions", args.impressions),
+            ("epochs", args.epochs),
+            ("batch_size", args.batch_size),
+            ("experts", args.experts),
+            ("units", args.units),
+        )
+    ]
+    tail = [
+        str(Path(__file__).resolve()),
+        "--worker",
+        f"--out={out}",
+        f"--threads={threads}",
+        *options,
+    ]
+    command = (
+        [sys.executable, *tail]
+        if processes is None
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            *tail,
+        ]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     subprocess.run(command, check=True, env=env, capture_output=True, text=True)
     return json.loads(out.read_text())
@@ -112,16 +152,22 @@ def main() -> None:
 
     setups = {
         f"1 plain process × {args.threads} threads": (None, args.threads),
-        f"1 plain process × {args.processes * args.threads} threads":
-            (None, args.processes * args.threads),
+        f"1 plain process × {args.processes * args.threads} threads": (
+            None,
+            args.processes * args.threads,
+        ),
         f"torchrun 1 process × {args.threads} threads": (1, args.threads),
-        f"torchrun {args.processes} processes × {args.threads} threads":
-            (args.processes, args.threads),
+        f"torchrun {args.processes} processes × {args.threads} threads": (
+            args.processes,
+            args.threads,
+        ),
     }
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average before "
-          f"{os.getloadavg()[0]:.2f}; {args.impressions:,} impressions (95 % train), MMoE "
-          f"{args.experts} experts × [{args.units}], global batch {args.batch_size}, "
-          f"{args.epochs} epochs, {args.repeats} repeats")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average before "
+        f"{os.getloadavg()[0]:.2f}; {args.impressions:,} impressions (95 % train), MMoE "
+        f"{args.experts} experts × [{args.units}], global batch {args.batch_size}, "
+        f"{args.epochs} epochs, {args.repeats} repeats"
+    )
     results: dict[str, list[dict]] = {name: [] for name in setups}
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(args.repeats):
@@ -129,13 +175,17 @@ def main() -> None:
                 out = Path(folder) / f"{repeat}-{len(results[name])}-{processes}.json"
                 results[name].append(launch(args, processes, threads, out))
     base = statistics.median(r["samples_per_s"] for r in results[next(iter(setups))])
-    print(f"{'setup':40s} {'samples/s (median)':>19s} {'range':>17s} {'vs plain':>9s} "
-          f"{'valid loss':>11s}")
+    print(
+        f"{'setup':40s} {'samples/s (median)':>19s} {'range':>17s} {'vs plain':>9s} "
+        f"{'valid loss':>11s}"
+    )
     for name, runs in results.items():
         rates = [r["samples_per_s"] for r in runs]
         median = statistics.median(rates)
-        print(f"{name:40s} {median:19,.0f} {min(rates):8,.0f}–{max(rates):<8,.0f} "
-              f"{median / base:8.2f}× {runs[-1]['valid_loss']:11.5f}")
+        print(
+            f"{name:40s} {median:19,.0f} {min(rates):8,.0f}–{max(rates):<8,.0f} "
+            f"{median / base:8.2f}× {runs[-1]['valid_loss']:11.5f}"
+        )
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 

@@ -68,8 +68,10 @@ try:
     from torch_rechub.models.multi_task import MMOE as RechubMMOE
     from torch_rechub.models.multi_task import PLE as RechubPLE
 except ImportError as error:  # pragma: no cover - the peer is an optional extra
-    raise SystemExit("this benchmark needs torch-rechub: pip install torch-rechub==0.9.0 "
-                     "(or pip install -e '.[bench]')") from error
+    raise SystemExit(
+        "this benchmark needs torch-rechub: pip install torch-rechub==0.9.0 "
+        "(or pip install -e '.[bench]')"
+    ) from error
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,32 @@ class Config:
 
 
 CONFIGS = [
-    Config("paper", n_dense=100, n_fields=0, cardinality=0, embedding_dim=16, n_experts=8,
-           expert_units=(16,), tower_units=(8,), batch=256, task_kind="regression",
-           steps_per_block=10),
-    Config("recsys", n_dense=0, n_fields=8, cardinality=1000, embedding_dim=16, n_experts=8,
-           expert_units=(256, 128), tower_units=(64,), batch=2048, task_kind="binary",
-           steps_per_block=1),
+    Config(
+        "paper",
+        n_dense=100,
+        n_fields=0,
+        cardinality=0,
+        embedding_dim=16,
+        n_experts=8,
+        expert_units=(16,),
+        tower_units=(8,),
+        batch=256,
+        task_kind="regression",
+        steps_per_block=10,
+    ),
+    Config(
+        "recsys",
+        n_dense=0,
+        n_fields=8,
+        cardinality=1000,
+        embedding_dim=16,
+        n_experts=8,
+        expert_units=(256, 128),
+        tower_units=(64,),
+        batch=2048,
+        task_kind="binary",
+        steps_per_block=1,
+    ),
 ]
 TASKS = ("task1", "task2")
 PLE_LEVELS, PLE_SHARED, PLE_PER_TASK = 2, 4, 2  # 4 + 2 × 2 = 8 experts per level
@@ -103,12 +125,17 @@ def make_data(cfg: Config, seed: int = 0) -> MultiTaskData:
     """One batch worth of random features and labels."""
     rng = np.random.default_rng(seed)
     n = cfg.batch
-    labels = {t: (rng.random(n) < 0.3).astype(float) if cfg.task_kind == "binary"
-              else rng.standard_normal(n) for t in TASKS}
+    labels = {
+        t: (rng.random(n) < 0.3).astype(float)
+        if cfg.task_kind == "binary"
+        else rng.standard_normal(n)
+        for t in TASKS
+    }
     return MultiTaskData(
         dense=rng.standard_normal((n, cfg.n_dense)) if cfg.n_dense else None,
         categorical=rng.integers(0, cfg.cardinality, (n, cfg.n_fields)) if cfg.n_fields else None,
-        labels=labels, tasks=dict.fromkeys(TASKS, cfg.task_kind),
+        labels=labels,
+        tasks=dict.fromkeys(TASKS, cfg.task_kind),
         dense_names=[f"x{i}" for i in range(cfg.n_dense)],
         categorical_names=[f"f{i}" for i in range(cfg.n_fields)],
         cardinalities=[cfg.cardinality] * cfg.n_fields if cfg.n_fields else None,
@@ -129,19 +156,29 @@ def mtlbook_step(model, batch) -> Callable[[], None]:
 
 
 def mtlbook_models(cfg: Config, data: MultiTaskData) -> dict[str, nn.Module]:
-    common = dict(expert_units=cfg.expert_units, tower_units=cfg.tower_units,
-                  embedding_dim=cfg.embedding_dim)
-    return {"MMoE": MMoE(data.schema, n_experts=cfg.n_experts, **common),
-            "PLE": PLE(data.schema, n_levels=PLE_LEVELS, n_shared_experts=PLE_SHARED,
-                       n_task_experts=PLE_PER_TASK, **common)}
+    common = dict(
+        expert_units=cfg.expert_units, tower_units=cfg.tower_units, embedding_dim=cfg.embedding_dim
+    )
+    return {
+        "MMoE": MMoE(data.schema, n_experts=cfg.n_experts, **common),
+        "PLE": PLE(
+            data.schema,
+            n_levels=PLE_LEVELS,
+            n_shared_experts=PLE_SHARED,
+            n_task_experts=PLE_PER_TASK,
+            **common,
+        ),
+    }
 
 
 # ---------------------------------------------------------------------------- torch-rechub
 def rechub_features(cfg: Config) -> list:
     if cfg.n_dense:  # one vector-valued dense feature: one tensor, not 100 columns to concat
         return [DenseFeature("dense", embed_dim=cfg.n_dense)]
-    return [SparseFeature(f"f{i}", vocab_size=cfg.cardinality, embed_dim=cfg.embedding_dim)
-            for i in range(cfg.n_fields)]
+    return [
+        SparseFeature(f"f{i}", vocab_size=cfg.cardinality, embed_dim=cfg.embedding_dim)
+        for i in range(cfg.n_fields)
+    ]
 
 
 def rechub_models(cfg: Config, batch_norm: bool = True) -> dict[str, nn.Module]:
@@ -150,8 +187,9 @@ def rechub_models(cfg: Config, batch_norm: bool = True) -> dict[str, nn.Module]:
     towers = [{"dims": list(cfg.tower_units)} for _ in TASKS]
     models = {
         "MMoE": RechubMMOE(rechub_features(cfg), task_types, cfg.n_experts, expert, towers),
-        "PLE": RechubPLE(rechub_features(cfg), task_types, PLE_LEVELS, PLE_PER_TASK, PLE_SHARED,
-                         expert, towers),
+        "PLE": RechubPLE(
+            rechub_features(cfg), task_types, PLE_LEVELS, PLE_PER_TASK, PLE_SHARED, expert, towers
+        ),
     }
     if not batch_norm:
         for model in models.values():
@@ -205,8 +243,9 @@ def keep_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)
-                    and libc.mallopt(m_trim_threshold, 1 << 30))
+        return bool(
+            libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30)
+        )
     except (OSError, AttributeError):
         return False
 
@@ -221,8 +260,9 @@ def minor_page_faults() -> int:
 
 
 # ---------------------------------------------------------------------------- timing
-def time_pair(ours: Callable[[], None], peer: Callable[[], None], repeats: int,
-              steps: int) -> tuple[float, float, float, float]:
+def time_pair(
+    ours: Callable[[], None], peer: Callable[[], None], repeats: int, steps: int
+) -> tuple[float, float, float, float]:
     """Median seconds per step of ``ours`` and ``peer`` (blocks of ``steps`` steps, interleaved,
     the order alternating between repeats), the median per-repeat throughput ratio ours/peer and
     its interquartile range."""
@@ -247,10 +287,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--repeats", type=int, help="interleaved repeats (default 40; 10 quick)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--no-peer-bn", action="store_true",
-                        help="also time the peer with its BatchNorm layers removed")
-    parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="glibc: keep freed memory in the heap (see keep_freed_memory)")
+    parser.add_argument(
+        "--no-peer-bn",
+        action="store_true",
+        help="also time the peer with its BatchNorm layers removed",
+    )
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc: keep freed memory in the heap (see keep_freed_memory)",
+    )
     parser.add_argument("--only", choices=[c.name for c in CONFIGS], help="one configuration")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -260,12 +306,16 @@ def main() -> None:
         allocator = "glibc, freed memory kept" if keep_freed_memory() else "unchanged (no glibc)"
     import torch_rechub
 
-    print(f"torch {torch.__version__}, torch-rechub {torch_rechub.__version__}, "
-          f"threads {torch.get_num_threads()}, allocator: {allocator}, "
-          f"median of {repeats} interleaved repeats")
-    print(f"{'config':<7} {'model':<5} {'peer':<11} {'batch':>5} {'mtlbook ms':>10} "
-          f"{'peer ms':>8} {'mtlbook/s':>9} {'peer/s':>8} {'speed-up':>8} {'IQR':>5} "
-          f"{'faults/step':>12}")
+    print(
+        f"torch {torch.__version__}, torch-rechub {torch_rechub.__version__}, "
+        f"threads {torch.get_num_threads()}, allocator: {allocator}, "
+        f"median of {repeats} interleaved repeats"
+    )
+    print(
+        f"{'config':<7} {'model':<5} {'peer':<11} {'batch':>5} {'mtlbook ms':>10} "
+        f"{'peer ms':>8} {'mtlbook/s':>9} {'peer/s':>8} {'speed-up':>8} {'IQR':>5} "
+        f"{'faults/step':>12}"
+    )
     variants = [("as shipped", True)] + ([("without BN", False)] if args.no_peer_bn else [])
     for cfg in CONFIGS:
         if args.only and cfg.name != args.only:
@@ -279,21 +329,24 @@ def main() -> None:
             for name, model in ours.items():
                 without_bn = rechub_models(cfg, batch_norm=False)[name]
                 if count(model) != count(without_bn):
-                    raise RuntimeError(f"{cfg.name} {name}: {count(model)} parameters in mtlbook, "
-                                       f"{count(without_bn)} in the peer without BatchNorm")
+                    raise RuntimeError(
+                        f"{cfg.name} {name}: {count(model)} parameters in mtlbook, "
+                        f"{count(without_bn)} in the peer without BatchNorm"
+                    )
                 step, peer = mtlbook_step(model, batch), rechub_step(peers[name], cfg, data)
-                t_ours, t_peer, ratio, iqr = time_pair(step, peer, repeats,
-                                                       cfg.steps_per_block)
+                t_ours, t_peer, ratio, iqr = time_pair(step, peer, repeats, cfg.steps_per_block)
                 faults = [minor_page_faults()]
                 for fn in (step, peer):
                     for _ in range(3):
                         fn()
                     faults.append(minor_page_faults())
-                print(f"{cfg.name:<7} {name:<5} {label:<11} {cfg.batch:>5} "
-                      f"{1e3 * t_ours:>10.2f} {1e3 * t_peer:>8.2f} {cfg.batch / t_ours:>9.0f} "
-                      f"{cfg.batch / t_peer:>8.0f} {ratio:>7.2f}x {iqr:>5.2f} "
-                      f"{(faults[1] - faults[0]) / 3:>5.0f}/{(faults[2] - faults[1]) / 3:<6.0f}",
-                      flush=True)
+                print(
+                    f"{cfg.name:<7} {name:<5} {label:<11} {cfg.batch:>5} "
+                    f"{1e3 * t_ours:>10.2f} {1e3 * t_peer:>8.2f} {cfg.batch / t_ours:>9.0f} "
+                    f"{cfg.batch / t_peer:>8.0f} {ratio:>7.2f}x {iqr:>5.2f} "
+                    f"{(faults[1] - faults[0]) / 3:>5.0f}/{(faults[2] - faults[1]) / 3:<6.0f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -59,17 +59,26 @@ def main() -> None:
     repeats = 20 if args.quick else 200
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, median of {repeats}")
-    print(f"{'P':>3} {'batch':>6} {'in':>4} {'units':>10} {'loop ms':>9} {'batched ms':>11} "
-          f"{'speed-up':>9} {'IQR':>6}")
-    for n_parallel, batch, in_dim, units in [(4, 512, 64, (64, 32)), (8, 512, 64, (64, 32)),
-                                            (16, 512, 64, (64, 32)), (8, 2048, 128, (128, 64))]:
+    print(
+        f"{'P':>3} {'batch':>6} {'in':>4} {'units':>10} {'loop ms':>9} {'batched ms':>11} "
+        f"{'speed-up':>9} {'IQR':>6}"
+    )
+    for n_parallel, batch, in_dim, units in [
+        (4, 512, 64, (64, 32)),
+        (8, 512, 64, (64, 32)),
+        (16, 512, 64, (64, 32)),
+        (8, 2048, 128, (128, 64)),
+    ]:
         x = torch.randn(batch, in_dim)
         batched = ParallelMLP(n_parallel, in_dim, units)
         peer = loop_peer(n_parallel, in_dim, units)
         t_loop, t_batched, iqr = time_pair(
-            lambda v, peer=peer: torch.stack([net(v) for net in peer]), batched, x, repeats)
-        print(f"{n_parallel:>3} {batch:>6} {in_dim:>4} {units!s:>10} {1e3 * t_loop:>9.3f} "
-              f"{1e3 * t_batched:>11.3f} {t_loop / t_batched:>8.2f}x {iqr:>6.2f}")
+            lambda v, peer=peer: torch.stack([net(v) for net in peer]), batched, x, repeats
+        )
+        print(
+            f"{n_parallel:>3} {batch:>6} {in_dim:>4} {units!s:>10} {1e3 * t_loop:>9.3f} "
+            f"{1e3 * t_batched:>11.3f} {t_loop / t_batched:>8.2f}x {iqr:>6.2f}"
+        )
 
 
 if __name__ == "__main__":

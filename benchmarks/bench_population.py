@@ -32,16 +32,21 @@ from mtlbook.training.population import fit_population
 
 
 def final_valid_loss(history) -> np.ndarray:
-    rows = history[(history["split"] == "valid") & (history["task"] == "all")
-                   & (history["metric"] == "loss")]
+    rows = history[
+        (history["split"] == "valid") & (history["task"] == "all") & (history["metric"] == "loss")
+    ]
     return rows.sort_values("epoch").groupby("seed")["value"].last().to_numpy()
 
 
 def harness(args) -> None:
     from mtlbook.analysis.runs import train_jobs
 
-    settings = {"epochs": args.epochs, "batch_size": args.batch_size, "device": "cpu",
-                "n_samples": args.samples}
+    settings = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "device": "cpu",
+        "n_samples": args.samples,
+    }
     models = ["single", "shared_bottom", "mmoe"]
 
     def run(**kwargs):
@@ -59,17 +64,25 @@ def harness(args) -> None:
             else:
                 seq = out
     diff = np.abs(pop["value"].to_numpy() - seq["value"].to_numpy())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); compare({models}, "
-          f"'correlated:0.5', seeds={args.seeds}), {args.samples} samples per seed (60/20/20), "
-          f"batch {args.batch_size}, {args.epochs} epochs, {args.repeats} repeats")
-    print(f"max |metric, population − sequential| over the table: {diff.max():.2e}; "
-          f"best epochs equal: {bool((pop['best_epoch'] == seq['best_epoch']).all())}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); compare({models}, "
+        f"'correlated:0.5', seeds={args.seeds}), {args.samples} samples per seed (60/20/20), "
+        f"batch {args.batch_size}, {args.epochs} epochs, {args.repeats} repeats"
+    )
+    print(
+        f"max |metric, population − sequential| over the table: {diff.max():.2e}; "
+        f"best epochs equal: {bool((pop['best_epoch'] == seq['best_epoch']).all())}"
+    )
     for name, values in times.items():
-        print(f"{name:>10}: {statistics.median(values):7.2f} s "
-              f"(min {min(values):.2f}, max {max(values):.2f})")
+        print(
+            f"{name:>10}: {statistics.median(values):7.2f} s "
+            f"(min {min(values):.2f}, max {max(values):.2f})"
+        )
     ratios = [s / p for s, p in zip(times["sequential"], times["population"], strict=True)]
-    print(f"speed-up: {statistics.median(ratios):.1f}x (range {min(ratios):.1f}–"
-          f"{max(ratios):.1f}x over repeats)")
+    print(
+        f"speed-up: {statistics.median(ratios):.1f}x (range {min(ratios):.1f}–"
+        f"{max(ratios):.1f}x over repeats)"
+    )
 
 
 def main() -> None:
@@ -80,8 +93,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--harness", action="store_true",
-                        help="time mtlbook.analysis.compare with both trainers instead")
+    parser.add_argument(
+        "--harness",
+        action="store_true",
+        help="time mtlbook.analysis.compare with both trainers instead",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.harness:
@@ -94,18 +110,19 @@ def main() -> None:
     seeds = list(range(args.seeds))
 
     def make_model(seed: int) -> mb.models.MMoE:
-        return mb.models.MMoE(train.schema, n_experts=8, expert_units=(16,), tower_units=(8,),
-                              seed=seed)
+        return mb.models.MMoE(
+            train.schema, n_experts=8, expert_units=(16,), tower_units=(8,), seed=seed
+        )
 
-    settings = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3,
-                "device": "cpu"}
+    settings = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3, "device": "cpu"}
 
     def population():
         return fit_population(make_model, train, valid, seeds, **settings)
 
     def sequential():
-        return [mb.fit(make_model(s), train, valid, seed=s, progress=False, **settings)
-                for s in seeds]
+        return [
+            mb.fit(make_model(s), train, valid, seed=s, progress=False, **settings) for s in seeds
+        ]
 
     population()  # warm-up (vmap, allocator)
     times: dict[str, list[float]] = {"population": [], "sequential": []}
@@ -120,24 +137,33 @@ def main() -> None:
                 seq = out
 
     pop_loss = final_valid_loss(pop.history)
-    seq_loss = np.array([final_valid_loss(r.history.assign(seed=s))[0]
-                         for s, r in zip(seeds, seq, strict=True)])
+    seq_loss = np.array(
+        [final_valid_loss(r.history.assign(seed=s))[0] for s, r in zip(seeds, seq, strict=True)]
+    )
     same_best = all(pop.summary["best_epoch"].to_numpy() == [r.best_epoch for r in seq])
     steps = args.epochs * -(-len(train) // args.batch_size)
     ratios = [s / p for s, p in zip(times["sequential"], times["population"], strict=True)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); MMoE 8 experts × 16 "
-          f"units, towers 8, {len(train)} training / {len(valid)} validation samples, "
-          f"batch {args.batch_size}, {args.epochs} epochs ({steps} steps per seed), "
-          f"{args.seeds} seeds, {args.repeats} repeats")
-    print(f"max |final validation loss, population − sequential| over seeds: "
-          f"{np.abs(pop_loss - seq_loss).max():.2e} (losses ≈ {seq_loss.mean():.3f}); "
-          f"best epochs equal: {same_best}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); MMoE 8 experts × 16 "
+        f"units, towers 8, {len(train)} training / {len(valid)} validation samples, "
+        f"batch {args.batch_size}, {args.epochs} epochs ({steps} steps per seed), "
+        f"{args.seeds} seeds, {args.repeats} repeats"
+    )
+    print(
+        f"max |final validation loss, population − sequential| over seeds: "
+        f"{np.abs(pop_loss - seq_loss).max():.2e} (losses ≈ {seq_loss.mean():.3f}); "
+        f"best epochs equal: {same_best}"
+    )
     for name, values in times.items():
-        print(f"{name:>10}: {statistics.median(values):7.2f} s "
-              f"(min {min(values):.2f}, max {max(values):.2f})")
-    print(f"speed-up: {statistics.median(ratios):.1f}x (range {min(ratios):.1f}–"
-          f"{max(ratios):.1f}x over repeats; fastest run vs fastest run "
-          f"{min(times['sequential']) / min(times['population']):.1f}x)")
+        print(
+            f"{name:>10}: {statistics.median(values):7.2f} s "
+            f"(min {min(values):.2f}, max {max(values):.2f})"
+        )
+    print(
+        f"speed-up: {statistics.median(ratios):.1f}x (range {min(ratios):.1f}–"
+        f"{max(ratios):.1f}x over repeats; fastest run vs fastest run "
+        f"{min(times['sequential']) / min(times['population']):.1f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -45,35 +45,50 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     def make_data(seed: int):
-        return mb.simulate_funnel(args.impressions, seed=seed, with_dwell_time=True,
-                                  n_users=1000, n_items=500)
+        return mb.simulate_funnel(
+            args.impressions, seed=seed, with_dwell_time=True, n_users=1000, n_items=500
+        )
 
     # Manual weights: scale the dwell-time MSE down to the size of the log-losses.
     strategies = standard_strategies(
         fixed_weights={"click": 1.0, "purchase": 1.0, "dwell_time": 1e-3},
-        schedule={"initial_weights": {"click": 1.0, "purchase": 1.0, "dwell_time": 1e-3},
-                  "ratios": {"click": 1.0, "purchase": 1.1, "dwell_time": 1.0}})
+        schedule={
+            "initial_weights": {"click": 1.0, "purchase": 1.0, "dwell_time": 1e-3},
+            "ratios": {"click": 1.0, "purchase": 1.1, "dwell_time": 1.0},
+        },
+    )
     model_cls = getattr(models, args.model)
     start = time.perf_counter()
     factory = {args.model: lambda schema, seed: model_cls(schema, seed=seed)}
-    results = repeat_fits(make_data, factory, range(args.seeds), weightings=strategies,
-                          epochs=args.epochs, batch_size=512, lr=args.lr, early_stopping=3,
-                          monitor="click:auc")
+    results = repeat_fits(
+        make_data,
+        factory,
+        range(args.seeds),
+        weightings=strategies,
+        epochs=args.epochs,
+        batch_size=512,
+        lr=args.lr,
+        early_stopping=3,
+        monitor="click:auc",
+    )
     elapsed = time.perf_counter() - start
 
     wanted = pd.Series(METRICS).rename("metric").rename_axis("task").reset_index()
     rows = results.merge(wanted, on=["task", "metric"])
     summary = mean_interval(rows, ["weighting", "task", "metric"])
     summary["cell"] = summary.apply(
-        lambda r: f"{r['mean']:.4g} [{r['lo']:.4g}, {r['hi']:.4g}]", axis=1)
+        lambda r: f"{r['mean']:.4g} [{r['lo']:.4g}, {r['hi']:.4g}]", axis=1
+    )
     table = summary.pivot(index="weighting", columns="task", values="cell")[list(METRICS)]
     overhead = time_overhead(results).set_index("weighting")
     table["time/epoch vs equal"] = overhead["ratio"].map("{:.2f}x".format)
     table = table.loc[list(strategies)]
-    print(f"torch {torch.__version__}, {args.threads} thread(s), model {args.model}, "
-          f"{args.impressions} impressions, {args.seeds} seeds, ≤ {args.epochs} epochs; "
-          f"test metrics: click/purchase AUC (↑), dwell_time MSE in s² (↓); "
-          f"mean [95 % interval]; total {elapsed:.0f} s")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), model {args.model}, "
+        f"{args.impressions} impressions, {args.seeds} seeds, ≤ {args.epochs} epochs; "
+        f"test metrics: click/purchase AUC (↑), dwell_time MSE in s² (↓); "
+        f"mean [95 % interval]; total {elapsed:.0f} s"
+    )
     with pd.option_context("display.width", 200, "display.max_columns", 10):
         print(table.to_string())
 

@@ -10,8 +10,9 @@ from .data import Batch, Schema
 __all__ = ["task_losses"]
 
 
-def task_losses(outputs: dict[str, torch.Tensor], batch: Batch, schema: Schema
-                ) -> dict[str, torch.Tensor]:
+def task_losses(
+    outputs: dict[str, torch.Tensor], batch: Batch, schema: Schema
+) -> dict[str, torch.Tensor]:
     """Mean loss of each task over the samples on which it is defined.
 
     ``outputs`` holds logits for binary tasks and predictions for regression tasks (``[batch]``

@@ -28,17 +28,22 @@ def gauc(y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarray) -> float:
 
     Returns NaN when no group has both classes.
     """
-    frame = pd.DataFrame({"g": np.asarray(groups), "y": np.asarray(y_true, float),
-                          "s": np.asarray(y_score, float)})
+    frame = pd.DataFrame(
+        {"g": np.asarray(groups), "y": np.asarray(y_true, float), "s": np.asarray(y_score, float)}
+    )
     frame["rank"] = frame.groupby("g")["s"].rank(method="average")
-    stats = frame.assign(pos_rank=frame["rank"] * frame["y"]).groupby("g").agg(
-        n=("y", "size"), n_pos=("y", "sum"), pos_rank=("pos_rank", "sum"))
+    stats = (
+        frame.assign(pos_rank=frame["rank"] * frame["y"])
+        .groupby("g")
+        .agg(n=("y", "size"), n_pos=("y", "sum"), pos_rank=("pos_rank", "sum"))
+    )
     stats["n_neg"] = stats["n"] - stats["n_pos"]
     stats = stats[(stats["n_pos"] > 0) & (stats["n_neg"] > 0)]
     if stats.empty:
         return float("nan")
     auc = (stats["pos_rank"] - stats["n_pos"] * (stats["n_pos"] + 1) / 2) / (
-        stats["n_pos"] * stats["n_neg"])
+        stats["n_pos"] * stats["n_neg"]
+    )
     return float(np.average(auc, weights=stats["n"]))
 
 
@@ -81,9 +86,12 @@ def score_predictions(predictions: pd.DataFrame, data: MultiTaskData) -> pd.Data
             groups = None if data.groups is None else data.groups[mask]
             metrics = _binary_metrics(y, p, groups)
             if not 0 < y.sum() < len(y):
-                warnings.warn(f"task {task.name!r} has only one class in the data evaluated, "
-                              "so its AUC is NaN; evaluate on data with both classes",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"task {task.name!r} has only one class in the data evaluated, "
+                    "so its AUC is NaN; evaluate on data with both classes",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         else:
             metrics = _regression_metrics(y, p)
         rows.extend((task.name, k, v) for k, v in metrics.items())

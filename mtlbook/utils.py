@@ -10,8 +10,14 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["count_parameters", "dropout_rates", "match_width", "model_device", "resolve_device",
-           "set_seed"]
+__all__ = [
+    "count_parameters",
+    "dropout_rates",
+    "match_width",
+    "model_device",
+    "resolve_device",
+    "set_seed",
+]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -35,8 +41,9 @@ def model_device(model: nn.Module) -> torch.device:
 
 def dropout_rates(model: nn.Module) -> list[float]:
     """The positive dropout probabilities of ``model``'s dropout layers."""
-    return [m.p for m in model.modules()
-            if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+    return [
+        m.p for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
+    ]
 
 
 def set_seed(seed: int) -> None:
@@ -47,16 +54,23 @@ def set_seed(seed: int) -> None:
 
 
 @overload
-def count_parameters(models: nn.Module | Iterable[nn.Module], *,
-                     by_part: Literal[False] = False, trainable_only: bool = True) -> int: ...
+def count_parameters(
+    models: nn.Module | Iterable[nn.Module],
+    *,
+    by_part: Literal[False] = False,
+    trainable_only: bool = True,
+) -> int: ...
 @overload
-def count_parameters(models: nn.Module | Iterable[nn.Module], *, by_part: Literal[True],
-                     trainable_only: bool = True) -> dict[str, int]: ...
+def count_parameters(
+    models: nn.Module | Iterable[nn.Module], *, by_part: Literal[True], trainable_only: bool = True
+) -> dict[str, int]: ...
 @overload
-def count_parameters(models: nn.Module | Iterable[nn.Module], *, by_part: bool,
-                     trainable_only: bool = True) -> int | dict[str, int]: ...
-def count_parameters(models: nn.Module | Iterable[nn.Module], *, by_part: bool = False,
-                     trainable_only: bool = True) -> int | dict[str, int]:
+def count_parameters(
+    models: nn.Module | Iterable[nn.Module], *, by_part: bool, trainable_only: bool = True
+) -> int | dict[str, int]: ...
+def count_parameters(
+    models: nn.Module | Iterable[nn.Module], *, by_part: bool = False, trainable_only: bool = True
+) -> int | dict[str, int]:
     """Number of scalar parameters of a model, or of several models together: the one counter
     of the package (``MultiTaskModel.n_parameters`` and the book's tables call it).
 
@@ -93,15 +107,20 @@ def count_parameters(models: nn.Module | Iterable[nn.Module], *, by_part: bool =
             return sum(p.numel() for p in unique.values())
 
         counted["total"] += size(model.parameters())
-        counted["embedding"] += size(p for m in model.modules() if isinstance(m, nn.Embedding)
-                                     for p in m.parameters())
+        counted["embedding"] += size(
+            p for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()
+        )
         shared = getattr(model, "shared_parameters", None)
         counted["shared"] += size(shared()) if callable(shared) else 0
     if not by_part:
         return counted["total"]
-    return {"total": counted["total"], "embedding": counted["embedding"],
-            "dense": counted["total"] - counted["embedding"], "shared": counted["shared"],
-            "task": counted["total"] - counted["shared"]}
+    return {
+        "total": counted["total"],
+        "embedding": counted["embedding"],
+        "dense": counted["total"] - counted["embedding"],
+        "shared": counted["shared"],
+        "task": counted["total"] - counted["shared"],
+    }
 
 
 def match_width(build, target: int, *, low: int = 1, high: int = 4096) -> int:

@@ -25,8 +25,9 @@ SMALL_FUNNEL = {"n_users": 200, "n_items": 100}
 @pytest.fixture(scope="package")
 def funnel_small() -> MultiTaskData:
     """3,000 impressions, categorical + dense features, click / purchase / dwell_time."""
-    return mb.simulate_funnel(3_000, seed=1, with_dwell_time=True, click_rate=0.1,
-                              purchase_rate=0.03, **SMALL_FUNNEL)
+    return mb.simulate_funnel(
+        3_000, seed=1, with_dwell_time=True, click_rate=0.1, purchase_rate=0.03, **SMALL_FUNNEL
+    )
 
 
 @pytest.fixture(scope="package")

@@ -39,8 +39,15 @@ N_IMPRESSIONS, BATCH_SIZE = 940, 64
 
 
 def make_data() -> tuple[mb.MultiTaskData, mb.MultiTaskData]:
-    data = mb.simulate_funnel(N_IMPRESSIONS, seed=3, with_dwell_time=True, n_users=60,
-                              n_items=40, click_rate=0.2, purchase_rate=0.06)
+    data = mb.simulate_funnel(
+        N_IMPRESSIONS,
+        seed=3,
+        with_dwell_time=True,
+        n_users=60,
+        n_items=40,
+        click_rate=0.2,
+        purchase_rate=0.06,
+    )
     return data.split((0.75, 0.25), seed=0)
 
 
@@ -70,8 +77,15 @@ def build(name: str, train: mb.MultiTaskData) -> tuple[torch.nn.Module, Weightin
     if model_class is MMoE:
         model = MMoE(train.schema, n_experts=3, expert_units=(8,), tower_units=(4,), seed=0)
     elif model_class is DSelectK:
-        model = DSelectK(train.schema, n_experts=3, k=2, expert_units=(8,), tower_units=(4,),
-                         entropy_reg=0.1, seed=0)
+        model = DSelectK(
+            train.schema,
+            n_experts=3,
+            k=2,
+            expert_units=(8,),
+            tower_units=(4,),
+            entropy_reg=0.1,
+            seed=0,
+        )
     else:
         model = SharedBottom(train.schema, bottom_units=(8,), tower_units=(4,), seed=0)
     return model, make_weighting(), epochs, monitor
@@ -80,23 +94,39 @@ def build(name: str, train: mb.MultiTaskData) -> tuple[torch.nn.Module, Weightin
 def run_one(name: str, train, valid, **kwargs) -> mb.training.FitResult:
     model, weighting, epochs, monitor = build(name, train)
     options = {"epochs": epochs, "monitor": monitor, **kwargs}
-    return mb.fit(model, train, valid, batch_size=BATCH_SIZE, lr=5e-3, weighting=weighting,
-                  device="cpu", progress=False, **options)
+    return mb.fit(
+        model,
+        train,
+        valid,
+        batch_size=BATCH_SIZE,
+        lr=5e-3,
+        weighting=weighting,
+        device="cpu",
+        progress=False,
+        **options,
+    )
 
 
 def summary(result: mb.training.FitResult) -> dict:
-    return {"state": {k: v.detach().clone() for k, v in result.model.state_dict().items()},
-            "history": result.history.to_dict("list"), "best_epoch": result.best_epoch,
-            "best_score": result.best_score, "epochs_run": result.epochs_run,
-            "train_seconds": result.train_seconds}
+    return {
+        "state": {k: v.detach().clone() for k, v in result.model.state_dict().items()},
+        "history": result.history.to_dict("list"),
+        "best_epoch": result.best_epoch,
+        "best_score": result.best_score,
+        "epochs_run": result.epochs_run,
+        "train_seconds": result.train_seconds,
+    }
 
 
 def spread(item: dict) -> float:
     """The largest difference of a weight or history value between the processes."""
-    flat = torch.cat([v.double().reshape(-1) for v in item["state"].values()]
-                     + [torch.tensor(item["history"]["value"], dtype=torch.float64),
-                        torch.tensor([item["best_score"], item["train_seconds"]],
-                                     dtype=torch.float64)])
+    flat = torch.cat(
+        [v.double().reshape(-1) for v in item["state"].values()]
+        + [
+            torch.tensor(item["history"]["value"], dtype=torch.float64),
+            torch.tensor([item["best_score"], item["train_seconds"]], dtype=torch.float64),
+        ]
+    )
     parts = [torch.zeros_like(flat) for _ in range(distributed.world_size())]
     torch.distributed.all_gather(parts, flat)
     return max(float((p - parts[0]).abs().nan_to_num(0.0).max()) for p in parts)
@@ -131,11 +161,14 @@ def step_gradients(name: str, train, batch_index: int) -> dict[str, torch.Tensor
         losses = model.task_losses(forward(batch), batch)
         extra = model.regularization()
         if several:
-            losses, extra = distributed.global_losses(losses, batch, extra,
-                                                      model.regularization_reduction)
+            losses, extra = distributed.global_losses(
+                losses, batch, extra, model.regularization_reduction
+            )
         weighting.backward(losses, model, extra)
-    named = [*model.named_parameters(),
-             *((f"weighting.{i}", p) for i, p in enumerate(weighting.parameters()))]
+    named = [
+        *model.named_parameters(),
+        *((f"weighting.{i}", p) for i, p in enumerate(weighting.parameters())),
+    ]
     return {k: p.grad.detach().clone() for k, p in named if p.grad is not None}
 
 
@@ -145,8 +178,9 @@ def main(out: Path) -> None:
     train, valid = make_data()
     results: dict = {"world_size": world}
     # The last global batch has one row: the shard of rank 0 is empty.
-    results["gradients"] = {(name, index): step_gradients(name, train, index)
-                            for name in STEPS for index in (0, -1)}
+    results["gradients"] = {
+        (name, index): step_gradients(name, train, index) for name in STEPS for index in (0, -1)
+    }
     for name in RUNS:
         item = summary(run_one(name, train, valid))
         item["spread"] = spread(item)
@@ -154,8 +188,9 @@ def main(out: Path) -> None:
 
     # Random weights drawn without a seed: the processes still draw the same ones.
     model, _, _, _ = build("equal", train)
-    unseeded = mb.fit(model, train, valid, epochs=1, weighting=RLW(seed=None), device="cpu",
-                      progress=False)
+    unseeded = mb.fit(
+        model, train, valid, epochs=1, weighting=RLW(seed=None), device="cpu", progress=False
+    )
     results["rlw_unseeded_spread"] = spread(summary(unseeded))
 
     # Checkpoints: two epochs, then resumed for a third; only rank 0 writes.
@@ -173,8 +208,7 @@ def main(out: Path) -> None:
     # A strategy that cannot train on several processes is refused before training.
     model, _, _, _ = build("equal", train)
     try:
-        mb.fit(model, train, valid, epochs=1, weighting=Refused(), device="cpu",
-               progress=False)
+        mb.fit(model, train, valid, epochs=1, weighting=Refused(), device="cpu", progress=False)
         results["refused"] = None
     except ValueError as err:
         results["refused"] = str(err)

@@ -33,8 +33,9 @@ METRICS = {"click": "auc", "purchase": "auc", "dwell_time": "mse"}
 
 
 def make_funnel(seed: int) -> mb.MultiTaskData:
-    return mb.simulate_funnel(1_500, seed=seed, with_dwell_time=True, click_rate=0.1,
-                              purchase_rate=0.03, **SMALL).without_groups()
+    return mb.simulate_funnel(
+        1_500, seed=seed, with_dwell_time=True, click_rate=0.1, purchase_rate=0.03, **SMALL
+    ).without_groups()
 
 
 SB = model_factory(SharedBottom, bottom_units=(8,), tower_units=(4,))
@@ -81,11 +82,18 @@ def test_inverse_loss_weights_equalise_weighted_losses():
 
 def test_recording_trainer_keeps_adaptive_histories_and_vectorises_the_rest():
     recorder = RecordingTrainer()
-    result = compare({"sb": SB}, make_funnel, seeds=2, trainer=recorder,
-                     weightings={"equal": lambda: FixedWeights({"click": 1.0, "purchase": 1.0,
-                                                                "dwell_time": 1.0}),
-                                 "uncertainty": UncertaintyWeighting},
-                     monitor="click:auc", **FIT)
+    result = compare(
+        {"sb": SB},
+        make_funnel,
+        seeds=2,
+        trainer=recorder,
+        weightings={
+            "equal": lambda: FixedWeights({"click": 1.0, "purchase": 1.0, "dwell_time": 1.0}),
+            "uncertainty": UncertaintyWeighting,
+        },
+        monitor="click:auc",
+        **FIT,
+    )
     assert sorted(recorder.histories) == [("sb", "uncertainty", 0), ("sb", "uncertainty", 1)]
     assert set(result.raw["weighting"]) == {"equal", "uncertainty"}
     weights = weight_frame(recorder.histories)
@@ -112,13 +120,22 @@ def test_recording_trainer_without_vectorising_records_everything():
 
 
 def test_transfer_by_weighting_pairs_each_weighting_with_the_baseline():
-    single = compare({"single": PerTask(model_factory(SingleTask, hidden_units=(8,)))},
-                     make_funnel, seeds=3, **FIT).raw
-    mtl = compare({"sb": SB}, make_funnel, seeds=3,
-                  weightings={"equal": mb.weighting.EqualWeight,
-                              "fixed": lambda: FixedWeights({"click": 1.0, "purchase": 1.0,
-                                                             "dwell_time": 1e-3})},
-                  **FIT).raw
+    single = compare(
+        {"single": PerTask(model_factory(SingleTask, hidden_units=(8,)))},
+        make_funnel,
+        seeds=3,
+        **FIT,
+    ).raw
+    mtl = compare(
+        {"sb": SB},
+        make_funnel,
+        seeds=3,
+        weightings={
+            "equal": mb.weighting.EqualWeight,
+            "fixed": lambda: FixedWeights({"click": 1.0, "purchase": 1.0, "dwell_time": 1e-3}),
+        },
+        **FIT,
+    ).raw
     out = transfer_by_weighting(single, mtl, metrics=METRICS)
     assert sorted(set(out["weighting"])) == ["equal", "fixed"]
     assert len(out) == 6 and (out["n"] == 3).all()
@@ -134,8 +151,9 @@ def test_scale_and_strategy_plots():
     result = mb.fit(SB(train.schema, 0), train, valid, progress=False, callbacks=[probe], **FIT)
     fig = plot_scale_mismatch(result.history, probe.norms())
     plt.close(fig)
-    test = pd.DataFrame({"task": list(METRICS), "metric": list(METRICS.values()),
-                         "value": [0.6, 0.6, 500.0]})
+    test = pd.DataFrame(
+        {"task": list(METRICS), "metric": list(METRICS.values()), "value": [0.6, 0.6, 500.0]}
+    )
     fig = plot_strategy_run(result.history, test, reference={"click": 0.65}, title="t")
     assert len(fig.axes) == 4
     plt.close(fig)

@@ -50,10 +50,12 @@ STRATEGIES = {
     "rlw": lambda: RLW(seed=3),
     "rlw-dirichlet": lambda: RLW("dirichlet", seed=4),
     "famo": FAMO,
-    "scheduled-epoch": lambda: ScheduledWeights({"task1": 1.0, "task2": 2.0, "task3": 1.0},
-                                                ratios=0.8),
-    "scheduled-step": lambda: ScheduledWeights(ratios={"task1": 1.0, "task2": 0.95,
-                                                       "task3": 1.05}, per="step"),
+    "scheduled-epoch": lambda: ScheduledWeights(
+        {"task1": 1.0, "task2": 2.0, "task3": 1.0}, ratios=0.8
+    ),
+    "scheduled-step": lambda: ScheduledWeights(
+        ratios={"task1": 1.0, "task2": 0.95, "task3": 1.05}, per="step"
+    ),
     "gradnorm": GradNorm,
     "pcgrad": lambda: PCGrad(seed=5),
     "mgda": MGDA,
@@ -70,11 +72,13 @@ def parts():
     base = mb.make_correlated_tasks(400, 0.3, n_features=6, task_type="binary", seed=2)
     rng = np.random.default_rng(0)
     task3 = base.dense @ rng.standard_normal(base.dense.shape[1]) + rng.standard_normal(400)
-    data = MultiTaskData(dense=base.dense,
-                         labels={**base.labels, "task3": task3},
-                         tasks={"task1": "binary", "task2": "binary", "task3": "regression"},
-                         masks={"task2": rng.random(400) < 0.7},
-                         dense_names=base.schema.dense)
+    data = MultiTaskData(
+        dense=base.dense,
+        labels={**base.labels, "task3": task3},
+        tasks={"task1": "binary", "task2": "binary", "task3": "regression"},
+        masks={"task2": rng.random(400) < 0.7},
+        dense_names=base.schema.dense,
+    )
     return data.split((0.5, 0.5), seed=0)
 
 
@@ -83,10 +87,18 @@ def flipped(parts):
     """The validation half with flipped binary labels and negated regression labels: the
     validation loss rises while training."""
     valid = parts[1]
-    labels = {"task1": 1.0 - valid.labels["task1"], "task2": 1.0 - valid.labels["task2"],
-              "task3": -valid.labels["task3"]}
-    return MultiTaskData(dense=valid.dense, labels=labels, tasks=valid.schema.tasks,
-                         masks=valid.masks, dense_names=valid.schema.dense)
+    labels = {
+        "task1": 1.0 - valid.labels["task1"],
+        "task2": 1.0 - valid.labels["task2"],
+        "task3": -valid.labels["task3"],
+    }
+    return MultiTaskData(
+        dense=valid.dense,
+        labels=labels,
+        tasks=valid.schema.tasks,
+        masks=valid.masks,
+        dense_names=valid.schema.dense,
+    )
 
 
 def _model(schema, dropout: float = 0.0) -> SharedBottom:
@@ -117,38 +129,56 @@ def _same_state(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
     if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(
-            _same_state(a[k], b[k]) for k in a)
+        return (
+            isinstance(b, dict) and a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+        )
     if isinstance(a, list | tuple):
-        return (isinstance(b, list | tuple) and len(a) == len(b)
-                and all(_same_state(x, y) for x, y in zip(a, b, strict=True)))
+        return (
+            isinstance(b, list | tuple)
+            and len(a) == len(b)
+            and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
+        )
     return a == b
 
 
 def _assert_same_result(resumed, whole) -> None:
     pd.testing.assert_frame_equal(resumed.history, whole.history, check_exact=True)
     assert (resumed.best_epoch, resumed.best_score, resumed.epochs_run, resumed.monitor) == (
-        whole.best_epoch, whole.best_score, whole.epochs_run, whole.monitor)
+        whole.best_epoch,
+        whole.best_score,
+        whole.epochs_run,
+        whole.monitor,
+    )
     a, b = resumed.model.state_dict(), whole.model.state_dict()
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
 
 
-def _interrupt_and_resume(train, valid, path, make_weighting, *, crash_step, dropout=0.0,
-                          reuse_objects=False, **kwargs):
+def _interrupt_and_resume(
+    train, valid, path, make_weighting, *, crash_step, dropout=0.0, reuse_objects=False, **kwargs
+):
     """Run until ``crash_step`` with checkpoints, then resume; return the resumed result
     and the weighting it ended with."""
     model, weighting = _model(train.schema, dropout), make_weighting()
     with pytest.raises(_Interrupted):
-        mb.fit(model, train, valid, weighting=weighting, checkpoint=path,
-               callbacks=[_CrashAt(crash_step)], **kwargs, **FAST)
+        mb.fit(
+            model,
+            train,
+            valid,
+            weighting=weighting,
+            checkpoint=path,
+            callbacks=[_CrashAt(crash_step)],
+            **kwargs,
+            **FAST,
+        )
     # The last complete epoch before the crash was saved.
     assert load_checkpoint(path)["epoch"] == (crash_step - 1) // _steps_per_epoch(train)
     if not reuse_objects:  # as in a new process: everything built afresh
         model, weighting = _model(train.schema, dropout), make_weighting()
-    result = mb.fit(model, train, valid, weighting=weighting, checkpoint=path, resume=True,
-                    **kwargs, **FAST)
+    result = mb.fit(
+        model, train, valid, weighting=weighting, checkpoint=path, resume=True, **kwargs, **FAST
+    )
     return result, weighting
 
 
@@ -164,13 +194,15 @@ def test_resumed_run_equals_uninterrupted(parts, tmp_path, name):
     train, valid = parts
     make = STRATEGIES[name]
     whole_weighting = make()
-    whole = mb.fit(_model(train.schema), train, valid, epochs=EPOCHS, weighting=whole_weighting,
-                   **FAST)
+    whole = mb.fit(
+        _model(train.schema), train, valid, epochs=EPOCHS, weighting=whole_weighting, **FAST
+    )
     # Crash two steps into epoch 3: the checkpoint of epoch 2 is resumed.
     crash = 2 * _steps_per_epoch(train) + 2
     path = tmp_path / "run.pt"
-    resumed, weighting = _interrupt_and_resume(train, valid, path, make, crash_step=crash,
-                                               epochs=EPOCHS)
+    resumed, weighting = _interrupt_and_resume(
+        train, valid, path, make, crash_step=crash, epochs=EPOCHS
+    )
     _assert_same_result(resumed, whole)
     assert _same_state(weighting.state_dict(), whole_weighting.state_dict())
     final = load_checkpoint(path)
@@ -182,12 +214,18 @@ def test_resume_with_the_crashed_objects(parts, tmp_path, name):
     """Passing the model and strategy the crashed run left half-trained changes nothing."""
     train, valid = parts
     whole_weighting = STRATEGIES[name]()
-    whole = mb.fit(_model(train.schema), train, valid, epochs=EPOCHS, weighting=whole_weighting,
-                   **FAST)
-    resumed, weighting = _interrupt_and_resume(train, valid, tmp_path / "run.pt",
-                                               STRATEGIES[name],
-                                               crash_step=2 * _steps_per_epoch(train) + 1,
-                                               epochs=EPOCHS, reuse_objects=True)
+    whole = mb.fit(
+        _model(train.schema), train, valid, epochs=EPOCHS, weighting=whole_weighting, **FAST
+    )
+    resumed, weighting = _interrupt_and_resume(
+        train,
+        valid,
+        tmp_path / "run.pt",
+        STRATEGIES[name],
+        crash_step=2 * _steps_per_epoch(train) + 1,
+        epochs=EPOCHS,
+        reuse_objects=True,
+    )
     _assert_same_result(resumed, whole)
     assert _same_state(weighting.state_dict(), whole_weighting.state_dict())
 
@@ -195,15 +233,36 @@ def test_resume_with_the_crashed_objects(parts, tmp_path, name):
 @pytest.mark.parametrize("name", ["equal", "rlw"])
 def test_resume_with_dropout(parts, tmp_path, name):
     train, valid = parts
-    whole = mb.fit(_model(train.schema, dropout=0.3), train, valid, epochs=4, seed=7,
-                   weighting=STRATEGIES[name](), **FAST)
-    resumed, _ = _interrupt_and_resume(train, valid, tmp_path / "run.pt", STRATEGIES[name],
-                                       crash_step=2 * _steps_per_epoch(train) + 3,
-                                       dropout=0.3, epochs=4, seed=7)
+    whole = mb.fit(
+        _model(train.schema, dropout=0.3),
+        train,
+        valid,
+        epochs=4,
+        seed=7,
+        weighting=STRATEGIES[name](),
+        **FAST,
+    )
+    resumed, _ = _interrupt_and_resume(
+        train,
+        valid,
+        tmp_path / "run.pt",
+        STRATEGIES[name],
+        crash_step=2 * _steps_per_epoch(train) + 3,
+        dropout=0.3,
+        epochs=4,
+        seed=7,
+    )
     _assert_same_result(resumed, whole)
     # The dropout masks matter: another seed gives other numbers.
-    other = mb.fit(_model(train.schema, dropout=0.3), train, valid, epochs=4, seed=8,
-                   weighting=STRATEGIES[name](), **FAST)
+    other = mb.fit(
+        _model(train.schema, dropout=0.3),
+        train,
+        valid,
+        epochs=4,
+        seed=8,
+        weighting=STRATEGIES[name](),
+        **FAST,
+    )
     assert not other.history.equals(whole.history)
 
 
@@ -217,13 +276,22 @@ def test_resume_with_early_stopping(parts, flipped, tmp_path, restore_best):
     # Crash in the last epoch: the resumed checkpoint has a stale epoch and an older best.
     crash = (whole.epochs_run - 1) * _steps_per_epoch(train) + 1
     path = tmp_path / "run.pt"
-    resumed, _ = _interrupt_and_resume(train, flipped, path, EqualWeight,
-                                       crash_step=crash, **options)
+    resumed, _ = _interrupt_and_resume(
+        train, flipped, path, EqualWeight, crash_step=crash, **options
+    )
     _assert_same_result(resumed, whole)
     assert load_checkpoint(path)["stopped"]
     # Resuming a run that stopped early gives its result again, without training.
-    again = mb.fit(_model(train.schema), train, flipped, checkpoint=path, resume=True,
-                   callbacks=[_CrashAt(1)], **options, **FAST)
+    again = mb.fit(
+        _model(train.schema),
+        train,
+        flipped,
+        checkpoint=path,
+        resume=True,
+        callbacks=[_CrashAt(1)],
+        **options,
+        **FAST,
+    )
     _assert_same_result(again, whole)
 
 
@@ -233,12 +301,29 @@ def test_more_epochs_continue_a_finished_run(parts, tmp_path):
     train, valid = parts
     whole = mb.fit(_model(train.schema), train, valid, epochs=5, weighting=DWA(), **FAST)
     path = tmp_path / "run.pt"
-    short = mb.fit(_model(train.schema), train, valid, epochs=3, weighting=DWA(),
-                   checkpoint=path, checkpoint_every=2, **FAST)
+    short = mb.fit(
+        _model(train.schema),
+        train,
+        valid,
+        epochs=3,
+        weighting=DWA(),
+        checkpoint=path,
+        checkpoint_every=2,
+        **FAST,
+    )
     assert load_checkpoint(path)["epoch"] == 3  # the last epoch is always saved
     assert not short.history.equals(whole.history)
-    resumed = mb.fit(_model(train.schema), train, valid, epochs=5, weighting=DWA(),
-                     checkpoint=path, checkpoint_every=2, resume=True, **FAST)
+    resumed = mb.fit(
+        _model(train.schema),
+        train,
+        valid,
+        epochs=5,
+        weighting=DWA(),
+        checkpoint=path,
+        checkpoint_every=2,
+        resume=True,
+        **FAST,
+    )
     _assert_same_result(resumed, whole)
 
 
@@ -247,12 +332,28 @@ def test_checkpoint_every_and_resume_from_another_file(parts, tmp_path):
     whole = mb.fit(_model(train.schema), train, valid, epochs=4, weighting=FAMO(), **FAST)
     first, second = tmp_path / "a" / "run.pt", tmp_path / "b.pt"
     with pytest.raises(_Interrupted):  # crash in epoch 4; saved after epoch 2 only
-        mb.fit(_model(train.schema), train, valid, epochs=4, weighting=FAMO(), checkpoint=first,
-               checkpoint_every=2, callbacks=[_CrashAt(3 * _steps_per_epoch(train) + 1)],
-               **FAST)
+        mb.fit(
+            _model(train.schema),
+            train,
+            valid,
+            epochs=4,
+            weighting=FAMO(),
+            checkpoint=first,
+            checkpoint_every=2,
+            callbacks=[_CrashAt(3 * _steps_per_epoch(train) + 1)],
+            **FAST,
+        )
     assert load_checkpoint(first)["epoch"] == 2
-    resumed = mb.fit(_model(train.schema), train, valid, epochs=4, weighting=FAMO(),
-                     checkpoint=second, resume=first, **FAST)
+    resumed = mb.fit(
+        _model(train.schema),
+        train,
+        valid,
+        epochs=4,
+        weighting=FAMO(),
+        checkpoint=second,
+        resume=first,
+        **FAST,
+    )
     _assert_same_result(resumed, whole)
     assert load_checkpoint(first)["epoch"] == 2  # the file resumed from is left alone
     assert load_checkpoint(second)["epoch"] == 4
@@ -288,8 +389,7 @@ def test_failed_save_keeps_the_previous_checkpoint(parts, tmp_path, monkeypatch)
 
     monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(OSError, match="No space"):
-        mb.fit(_model(train.schema), train, valid, epochs=3, checkpoint=path, resume=True,
-               **FAST)
+        mb.fit(_model(train.schema), train, valid, epochs=3, checkpoint=path, resume=True, **FAST)
     assert path.read_bytes() == before
     assert load_checkpoint(path)["epoch"] == 2
     assert sorted(os.listdir(tmp_path)) == ["run.pt"]
@@ -299,8 +399,9 @@ def test_failed_save_keeps_the_previous_checkpoint(parts, tmp_path, monkeypatch)
 def test_resume_with_another_configuration_names_the_difference(parts, tmp_path):
     train, valid = parts
     path = tmp_path / "run.pt"
-    mb.fit(_model(train.schema), train, valid, epochs=2, weighting=DWA(2.0), checkpoint=path,
-           **FAST)
+    mb.fit(
+        _model(train.schema), train, valid, epochs=2, weighting=DWA(2.0), checkpoint=path, **FAST
+    )
     before = path.read_bytes()
     changes = [
         ({"lr": 1e-3}, r"lr: checkpoint 0\.01, now 0\.001"),
@@ -314,17 +415,48 @@ def test_resume_with_another_configuration_names_the_difference(parts, tmp_path)
     for change, message in changes:
         options = {**FAST, "weighting": DWA(2.0), **change}
         with pytest.raises(CheckpointError, match=message):
-            mb.fit(_model(train.schema), train, valid, epochs=3, checkpoint=path, resume=True,
-                   **options)
+            mb.fit(
+                _model(train.schema),
+                train,
+                valid,
+                epochs=3,
+                checkpoint=path,
+                resume=True,
+                **options,
+            )
     with pytest.raises(CheckpointError, match=r"model structure: .*Dropout"):
-        mb.fit(_model(train.schema, dropout=0.1), train, valid, epochs=3, checkpoint=path,
-               resume=True, weighting=DWA(2.0), **FAST)
+        mb.fit(
+            _model(train.schema, dropout=0.1),
+            train,
+            valid,
+            epochs=3,
+            checkpoint=path,
+            resume=True,
+            weighting=DWA(2.0),
+            **FAST,
+        )
     with pytest.raises(CheckpointError, match=r"train samples: checkpoint 200, now 150"):
-        mb.fit(_model(train.schema), train.subset(np.arange(150)), valid, epochs=3,
-               checkpoint=path, resume=True, weighting=DWA(2.0), **FAST)
+        mb.fit(
+            _model(train.schema),
+            train.subset(np.arange(150)),
+            valid,
+            epochs=3,
+            checkpoint=path,
+            resume=True,
+            weighting=DWA(2.0),
+            **FAST,
+        )
     with pytest.raises(CheckpointError, match=r"already run 2 epochs.*epochs=1"):
-        mb.fit(_model(train.schema), train, valid, epochs=1, checkpoint=path, resume=True,
-               weighting=DWA(2.0), **FAST)
+        mb.fit(
+            _model(train.schema),
+            train,
+            valid,
+            epochs=1,
+            checkpoint=path,
+            resume=True,
+            weighting=DWA(2.0),
+            **FAST,
+        )
     assert path.read_bytes() == before
 
 
@@ -376,15 +508,13 @@ def test_never_overwrites_what_is_not_a_checkpoint_of_this_run(parts, tmp_path):
     mb.fit(_model(train.schema), train, valid, epochs=1, checkpoint=path, **FAST)
     before = path.read_bytes()
     with pytest.raises(FileExistsError, match=r"another configuration.*\n.*lr: "):
-        mb.fit(_model(train.schema), train, valid, epochs=1, checkpoint=path,
-               **{**FAST, "lr": 0.5})
+        mb.fit(_model(train.schema), train, valid, epochs=1, checkpoint=path, **{**FAST, "lr": 0.5})
     # Nor as the target of a run resumed from another file.
     other = tmp_path / "other.pt"
     fast = {**FAST, "lr": 0.5}
     mb.fit(_model(train.schema), train, valid, epochs=1, checkpoint=other, **fast)
     with pytest.raises(FileExistsError, match="another configuration"):
-        mb.fit(_model(train.schema), train, valid, epochs=2, checkpoint=path, resume=other,
-               **fast)
+        mb.fit(_model(train.schema), train, valid, epochs=2, checkpoint=path, resume=other, **fast)
     assert path.read_bytes() == before
     # The same run started again from scratch may replace its own checkpoint.
     mb.fit(_model(train.schema), train, valid, epochs=2, checkpoint=path, **FAST)
@@ -408,7 +538,7 @@ def test_state_round_trip_continues_identically(parts, name):
     a.setup(model.task_names, model)
     optimizer = torch.optim.SGD(list(model.parameters()) + a.parameters(), lr=0.05)
     for epoch in (1, 2):
-        for batch in batches[epoch - 1::2]:
+        for batch in batches[epoch - 1 :: 2]:
             step(model, a, optimizer, batch)
         a.epoch_end(epoch, {"task1": 0.7 / epoch, "task2": 0.5, "task3": 1.0 + epoch})
     step(model, a, optimizer, batches[0])
@@ -449,8 +579,10 @@ def test_weighting_state_api():
         famo = FAMO()
         famo.setup(model.task_names, model)
         famo.load_state_dict(state)
-    assert DWA(temperature=3.0).config() == {"class": "mtlbook.weighting.dwa.DWA",
-                                             "temperature": 3.0}
+    assert DWA(temperature=3.0).config() == {
+        "class": "mtlbook.weighting.dwa.DWA",
+        "temperature": 3.0,
+    }
     assert RLW("dirichlet").config()["distribution"] == "dirichlet"
 
 
@@ -482,8 +614,15 @@ def test_batch_loader_state(parts):
         a.load_state_dict({"generator": None})
 
 
-@pytest.mark.parametrize("target", ["mtlbook.training.checkpoint", "mtlbook.training.loop",
-                                    "mtlbook.weighting.base", "BatchLoader"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "mtlbook.training.checkpoint",
+        "mtlbook.training.loop",
+        "mtlbook.weighting.base",
+        "BatchLoader",
+    ],
+)
 def test_docstring_examples(target, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     if target == "BatchLoader":

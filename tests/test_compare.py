@@ -37,8 +37,10 @@ def _tiny_data(seed: int) -> mb.MultiTaskData:
 
 
 def _tiny_models() -> dict:
-    return {"ST": PerTask(model_factory(SingleTask, **TINY)),
-            "SB": model_factory(SharedBottom, bottom_units=(4,), tower_units=(2,))}
+    return {
+        "ST": PerTask(model_factory(SingleTask, **TINY)),
+        "SB": model_factory(SharedBottom, bottom_units=(4,), tower_units=(2,)),
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +53,7 @@ def _close_figures():
 
 
 def test_compare_with_names():
-    result = compare(["single", "shared_bottom"], "correlated:0.5", n_samples=200, seeds=2,
-                     **FIT)
+    result = compare(["single", "shared_bottom"], "correlated:0.5", n_samples=200, seeds=2, **FIT)
     # 2 models × 2 seeds × 2 tasks × 2 metrics (mse, mae).
     assert len(result.raw) == 16
     assert set(result.raw["model"]) == {"single", "shared_bottom"}
@@ -70,8 +71,14 @@ def test_compare_with_names():
 
 
 def test_compare_with_factories_weightings_and_fixed_data(correlated_small):
-    result = compare(_tiny_models(), correlated_small, weightings=["equal", "uncertainty"],
-                     seeds=[3, 5], metrics="mse", **FIT)
+    result = compare(
+        _tiny_models(),
+        correlated_small,
+        weightings=["equal", "uncertainty"],
+        seeds=[3, 5],
+        metrics="mse",
+        **FIT,
+    )
     assert set(result.raw["seed"]) == {3, 5}
     table = result.table()
     assert set(table["metric"]) == {"mse"}
@@ -88,10 +95,13 @@ def test_compare_with_factories_weightings_and_fixed_data(correlated_small):
 
 
 def test_compare_with_a_data_function_and_mapping_of_names():
-    result = compare({"baseline": "single", "MMoE-2": model_factory(MMoE, n_experts=2,
-                                                                    expert_units=(4,))},
-                     _tiny_data, seeds=1, metrics={"task1": "mse", "task2": ["mse", "mae"]},
-                     **FIT)
+    result = compare(
+        {"baseline": "single", "MMoE-2": model_factory(MMoE, n_experts=2, expert_units=(4,))},
+        _tiny_data,
+        seeds=1,
+        metrics={"task1": "mse", "task2": ["mse", "mae"]},
+        **FIT,
+    )
     table = result.table()
     assert set(table["model"]) == {"baseline", "MMoE-2"}
     assert sorted(table.loc[table["model"] == "MMoE-2", "metric"]) == ["mae", "mse", "mse"]
@@ -116,18 +126,24 @@ def test_resolvers():
         resolve_models({"SB": SharedBottom(_tiny_data(0).schema)})
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"models": ["single", "mmmoe"]}, r"unknown model 'mmmoe'; choose from single, .*mmoe"),
-    ({"data": "funnels"}, r"unknown data 'funnels'; choose from funnel, funnel_dwell"),
-    ({"data": "correlated"}, r"needs a correlation in \[-1, 1\]"),
-    ({"data": "correlated:1.5"}, r"needs a correlation"),
-    ({"weightings": ["equal", "uncertainty2"]}, r"unknown weighting 'uncertainty2'; choose "
-                                                r"from equal, uncertainty"),
-    ({"weightings": ["fixed"]}, r"'fixed' needs its settings"),
-    ({"metrics": "auc"}, r"unknown metric\(s\) \['auc'\]; available: \['mae', 'mse'\]"),
-    ({"models": ["esmm"]}, r"model 'esmm' cannot be built for tasks"),
-    ({"seeds": 0}, r"seeds must be"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"models": ["single", "mmmoe"]}, r"unknown model 'mmmoe'; choose from single, .*mmoe"),
+        ({"data": "funnels"}, r"unknown data 'funnels'; choose from funnel, funnel_dwell"),
+        ({"data": "correlated"}, r"needs a correlation in \[-1, 1\]"),
+        ({"data": "correlated:1.5"}, r"needs a correlation"),
+        (
+            {"weightings": ["equal", "uncertainty2"]},
+            r"unknown weighting 'uncertainty2'; choose "
+            r"from equal, uncertainty",
+        ),
+        ({"weightings": ["fixed"]}, r"'fixed' needs its settings"),
+        ({"metrics": "auc"}, r"unknown metric\(s\) \['auc'\]; available: \['mae', 'mse'\]"),
+        ({"models": ["esmm"]}, r"model 'esmm' cannot be built for tasks"),
+        ({"seeds": 0}, r"seeds must be"),
+    ],
+)
 def test_compare_rejects_bad_names_before_training(kwargs, message, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("trained although a name was wrong")
@@ -145,8 +161,9 @@ def test_csv_is_written_atomically_and_reads_back(tmp_path, monkeypatch):
     result = compare(_tiny_models(), _tiny_data, seeds=2, csv=path, **FIT)
     back = pd.read_csv(path)
     pd.testing.assert_frame_equal(back, result.raw, check_dtype=False)
-    pd.testing.assert_frame_equal(CompareResult.read_csv(path).table(), result.table(),
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        CompareResult.read_csv(path).table(), result.table(), check_dtype=False
+    )
     assert os.listdir(path.parent) == ["out.csv"]
 
     # A write that fails halfway leaves the previous file whole and no temporary file behind.
@@ -167,14 +184,39 @@ def test_cli_compare_runs_and_rejects_bad_names(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     csv = tmp_path / "cli.csv"
-    common = [sys.executable, "-m", "mtlbook", "compare", "--data", "correlated:0.5",
-              "--samples", "150", "--seeds", "2", "--epochs", "1", "--threads", "1"]
+    common = [
+        sys.executable,
+        "-m",
+        "mtlbook",
+        "compare",
+        "--data",
+        "correlated:0.5",
+        "--samples",
+        "150",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+    ]
     # Both processes at once: most of their time is importing torch.
-    good = subprocess.Popen([*common, "--models", "single,shared_bottom", "--baseline", "single",
-                             "--csv", str(csv)], env=env, cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    bad = subprocess.Popen([*common, "--models", "single,nope"], env=env, cwd=tmp_path,
-                           text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    good = subprocess.Popen(
+        [*common, "--models", "single,shared_bottom", "--baseline", "single", "--csv", str(csv)],
+        env=env,
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    bad = subprocess.Popen(
+        [*common, "--models", "single,nope"],
+        env=env,
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = good.communicate(timeout=300)
     _, bad_err = bad.communicate(timeout=300)
     assert good.returncode == 0, err
@@ -213,8 +255,7 @@ def test_repeat_fits_hands_every_job_to_one_trainer():
     assert len(calls) == 1 and len(calls[0]) == 2 * (2 + 1)
     reference = repeat_fits(_tiny_data, models, [0, 1], **FIT)
     pd.testing.assert_series_equal(df["value"], reference["value"])
-    valid = repeat_fits(_tiny_data, models, [0, 1], split="valid", trainer=recording_trainer,
-                        **FIT)
+    valid = repeat_fits(_tiny_data, models, [0, 1], split="valid", trainer=recording_trainer, **FIT)
     assert all(job.report is job.valid for job in calls[-1])
     assert not np.allclose(valid["value"], reference["value"])
     with pytest.raises(ValueError, match="split"):
@@ -234,8 +275,9 @@ def test_repeat_fits_can_share_one_split_across_seeds():
         calls.append(list(jobs))
         return train_jobs(jobs, fit_kwargs, progress)
 
-    df = repeat_fits(make_data, _tiny_models(), [4, 5, 6], data_per_seed=False,
-                     trainer=recording_trainer, **FIT)
+    df = repeat_fits(
+        make_data, _tiny_models(), [4, 5, 6], data_per_seed=False, trainer=recording_trainer, **FIT
+    )
     assert made == [4]
     # All seeds of a configuration (and task, for PerTask) see the same data objects, so a
     # vectorised trainer can train them together; only the initial weights differ.
@@ -251,11 +293,13 @@ def test_repeat_fits_can_share_one_split_across_seeds():
 
 
 def test_pareto_front_respects_metric_directions():
-    table = pd.DataFrame({
-        "config": ["A", "B", "C", "D", "E", "F"],
-        "auc": [0.80, 0.75, 0.70, 0.80, 0.85, 0.75],
-        "mse": [1.00, 0.80, 1.20, 1.10, np.nan, 0.80],
-    }).set_index("config")
+    table = pd.DataFrame(
+        {
+            "config": ["A", "B", "C", "D", "E", "F"],
+            "auc": [0.80, 0.75, 0.70, 0.80, 0.85, 0.75],
+            "mse": [1.00, 0.80, 1.20, 1.10, np.nan, 0.80],
+        }
+    ).set_index("config")
     # AUC higher and MSE lower is better: C is beaten by A and B, D by A (tie on AUC, worse
     # MSE); E has no MSE; F ties B exactly, and ties do not dominate.
     front = pareto_front(table, maximize=["auc"], minimize=["mse"])
@@ -279,16 +323,26 @@ def _hand_seesaw() -> pd.DataFrame:
     rows = []
     for config, (auc, mse) in means.items():
         for seed, noise in enumerate([-0.01, 0.0, 0.01]):
-            rows += [(config, seed, "click", "auc", auc + noise),
-                     (config, seed, "dwell_time", "mse", mse + 10 * noise)]
+            rows += [
+                (config, seed, "click", "auc", auc + noise),
+                (config, seed, "dwell_time", "mse", mse + 10 * noise),
+            ]
     return pd.DataFrame(rows, columns=["model", "seed", "task", "metric", "value"])
 
 
 def test_seesaw_table_and_plot_on_a_hand_made_frame():
     table = seesaw_table(_hand_seesaw()).set_index("configuration")
-    assert list(table.columns) == ["n", "click_auc", "click_auc_lo", "click_auc_hi",
-                                   "dwell_time_mse", "dwell_time_mse_lo", "dwell_time_mse_hi",
-                                   "pareto", "beats_baseline"]
+    assert list(table.columns) == [
+        "n",
+        "click_auc",
+        "click_auc_lo",
+        "click_auc_hi",
+        "dwell_time_mse",
+        "dwell_time_mse_lo",
+        "dwell_time_mse_hi",
+        "pareto",
+        "beats_baseline",
+    ]
     assert table.loc["A", "click_auc"] == pytest.approx(0.72)
     # A: better on both (higher AUC, lower MSE); B: better AUC, worse MSE; C: worse on both.
     assert table["pareto"].to_dict() == {"single": False, "A": True, "B": True, "C": False}
@@ -306,18 +360,29 @@ def test_seesaw_table_and_plot_on_a_hand_made_frame():
 
 def test_seesaw_sweeps_ratios_against_one_baseline():
     frame = seesaw(["shared_bottom"], _tiny_data, ratios=[0.5, 2], seeds=2, **FIT)
-    assert list(frame.columns) == ["configuration", "model", "weighting", "ratio", "seed",
-                                   "task", "metric", "value", "split"]
+    assert list(frame.columns) == [
+        "configuration",
+        "model",
+        "weighting",
+        "ratio",
+        "seed",
+        "task",
+        "metric",
+        "value",
+        "split",
+    ]
     # (baseline + 1 model × 2 ratios) × 2 seeds × 2 tasks, one metric per task.
     assert len(frame) == 3 * 2 * 2
     assert set(frame["metric"]) == {"mse"} and set(frame["split"]) == {"test"}
     counts = frame.groupby("configuration", sort=False).size()
-    assert counts.to_dict() == {"single": 4, "shared_bottom task1:task2=0.5:1": 4,
-                                "shared_bottom task1:task2=2:1": 4}
+    assert counts.to_dict() == {
+        "single": 4,
+        "shared_bottom task1:task2=0.5:1": 4,
+        "shared_bottom task1:task2=2:1": 4,
+    }
     assert frame.loc[frame["configuration"] == "single", "ratio"].isna().all()
     assert sorted(frame["ratio"].dropna().unique()) == [0.5, 2.0]
-    valid = seesaw(["shared_bottom"], _tiny_data, ratios=[0.5, 2], seeds=2, split="valid",
-                   **FIT)
+    valid = seesaw(["shared_bottom"], _tiny_data, ratios=[0.5, 2], seeds=2, split="valid", **FIT)
     assert set(valid["split"]) == {"valid"} and not np.allclose(valid["value"], frame["value"])
     assert isinstance(plot_seesaw(frame), plt.Figure)
     with pytest.raises(ValueError, match="ratios must be positive"):
@@ -336,11 +401,17 @@ def test_seesaw_sweeps_ratios_against_one_baseline():
 def _hand_results() -> pd.DataFrame:
     """Per seed: on task a (AUC) MTL is always better, on b (MSE) always worse, on c mixed."""
     rows = []
-    for seed, (a, b, c) in enumerate([(0.02, 0.3, 0.05), (0.03, 0.2, -0.04),
-                                      (0.01, 0.4, 0.02), (0.02, 0.25, -0.03)]):
-        rows += [("single", seed, "a", "auc", 0.70), ("mtl", seed, "a", "auc", 0.70 + a),
-                 ("single", seed, "b", "mse", 2.0), ("mtl", seed, "b", "mse", 2.0 + b),
-                 ("single", seed, "c", "mse", 1.0), ("mtl", seed, "c", "mse", 1.0 + c)]
+    for seed, (a, b, c) in enumerate(
+        [(0.02, 0.3, 0.05), (0.03, 0.2, -0.04), (0.01, 0.4, 0.02), (0.02, 0.25, -0.03)]
+    ):
+        rows += [
+            ("single", seed, "a", "auc", 0.70),
+            ("mtl", seed, "a", "auc", 0.70 + a),
+            ("single", seed, "b", "mse", 2.0),
+            ("mtl", seed, "b", "mse", 2.0 + b),
+            ("single", seed, "c", "mse", 1.0),
+            ("mtl", seed, "c", "mse", 1.0 + c),
+        ]
     return pd.DataFrame(rows, columns=["model", "seed", "task", "metric", "value"])
 
 
@@ -370,15 +441,36 @@ def test_negative_transfer_when_one_task_takes_the_shared_bottleneck():
     narrow = model_factory(SharedBottom, bottom_units=(2,), tower_units=(8,))
     out = negative_transfer(
         {"shared": narrow},
-        lambda seed: mb.make_correlated_tasks(400, 0.0, n_features=8, task_type="binary",
-                                              seed=seed),
-        seeds=4, baseline=PerTask(narrow),
+        lambda seed: mb.make_correlated_tasks(
+            400, 0.0, n_features=8, task_type="binary", seed=seed
+        ),
+        seeds=4,
+        baseline=PerTask(narrow),
         weighting=lambda: FixedWeights({"task1": 100.0, "task2": 1.0}),
-        epochs=5, lr=2e-2, batch_size=32)
+        epochs=5,
+        lr=2e-2,
+        batch_size=32,
+    )
     assert list(out.columns) == [
-        "task", "metric", "model", "baseline", "n", "model_mean", "model_lo", "model_hi",
-        "baseline_mean", "baseline_lo", "baseline_hi", "diff_mean", "diff_lo", "diff_hi",
-        "gain_mean", "gain_lo", "gain_hi", "verdict"]
+        "task",
+        "metric",
+        "model",
+        "baseline",
+        "n",
+        "model_mean",
+        "model_lo",
+        "model_hi",
+        "baseline_mean",
+        "baseline_lo",
+        "baseline_hi",
+        "diff_mean",
+        "diff_lo",
+        "diff_hi",
+        "gain_mean",
+        "gain_lo",
+        "gain_hi",
+        "verdict",
+    ]
     assert out["task"].tolist() == ["task1", "task2"] and set(out["metric"]) == {"auc"}
     assert (out["model"] == "shared").all() and (out["baseline"] == "baseline").all()
     task2 = out.set_index("task").loc["task2"]
@@ -392,11 +484,16 @@ def test_positive_transfer_to_a_sparse_related_task():
     model = model_factory(SharedBottom, bottom_units=(16,), tower_units=())
     out = negative_transfer(
         {"shared": model},
-        lambda seed: mb.make_correlated_tasks(500, 1.0, n_features=16, task_type="binary",
-                                              seed=seed),
-        seeds=4, baseline=PerTask(model),
+        lambda seed: mb.make_correlated_tasks(
+            500, 1.0, n_features=16, task_type="binary", seed=seed
+        ),
+        seeds=4,
+        baseline=PerTask(model),
         transform_train=lambda d, seed: d.subsample_labels("task2", 0.04, seed=seed),
-        epochs=5, lr=2e-2, batch_size=32)
+        epochs=5,
+        lr=2e-2,
+        batch_size=32,
+    )
     task2 = out.set_index("task").loc["task2"]
     assert task2["verdict"] == "positive", out
     assert task2["gain_lo"] > 0

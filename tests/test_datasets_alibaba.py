@@ -35,10 +35,15 @@ def _sha(path: Path) -> str:
 
 
 def _registry(name: str, files: dict[str, Path]) -> dict:
-    entry = {f: {"sha256": _sha(p), "sources": [{"kind": "url", "url": p.as_uri()}]}
-             for f, p in files.items()}
-    return {"datasets": {name: {"description": "fixture", "licence": "test",
-                                "citation": "test", "files": entry}}}
+    entry = {
+        f: {"sha256": _sha(p), "sources": [{"kind": "url", "url": p.as_uri()}]}
+        for f, p in files.items()
+    }
+    return {
+        "datasets": {
+            name: {"description": "fixture", "licence": "test", "citation": "test", "files": entry}
+        }
+    }
 
 
 # ------------------------------------------------------------------------------- Ali-CCP
@@ -54,9 +59,17 @@ def _aliccp_part(part: str, n_rows: int, seed: int) -> tuple[str, str, list[dict
     common_lines = []
     for u in range(10):
         md5 = hashlib.md5(f"user-{u + offset}".encode()).hexdigest()[:16]
-        first = {"101": 1000 + u + offset, "121": 2000 + u % 5, "122": 3000 + u % 3,
-                 "124": 4000 + u % 2, "125": 5000 + u % 4, "126": 6000 + u % 3,
-                 "127": 7000 + u % 3, "128": 8000 + u % 2, "129": 9000 + u % 4}
+        first = {
+            "101": 1000 + u + offset,
+            "121": 2000 + u % 5,
+            "122": 3000 + u % 3,
+            "124": 4000 + u % 2,
+            "125": 5000 + u % 4,
+            "126": 6000 + u % 3,
+            "127": 7000 + u % 3,
+            "128": 8000 + u % 2,
+            "129": 9000 + u % 4,
+        }
         if u == 3:
             del first["125"]  # no age: 'unknown'
         if u == 5:
@@ -78,20 +91,37 @@ def _aliccp_part(part: str, n_rows: int, seed: int) -> tuple[str, str, list[dict
         conversion = click and bool(rng.random() < 0.4)
         if i in (7, 50):
             click, conversion = False, True  # bought without a click
-        item = {"205": 20000 + int(rng.integers(40)), "206": 21000 + int(rng.integers(6)),
-                "207": 22000 + int(rng.integers(10)), "210": 23000 + int(rng.integers(5)),
-                "216": 24000 + int(rng.integers(8)), "508": 25000 + int(rng.integers(12)),
-                "509": 26000 + int(rng.integers(12)), "702": 27000 + int(rng.integers(12)),
-                "853": 28000 + int(rng.integers(12)), "301": 30000 + int(rng.integers(3))}
+        item = {
+            "205": 20000 + int(rng.integers(40)),
+            "206": 21000 + int(rng.integers(6)),
+            "207": 22000 + int(rng.integers(10)),
+            "210": 23000 + int(rng.integers(5)),
+            "216": 24000 + int(rng.integers(8)),
+            "508": 25000 + int(rng.integers(12)),
+            "509": 26000 + int(rng.integers(12)),
+            "702": 27000 + int(rng.integers(12)),
+            "853": 28000 + int(rng.integers(12)),
+            "301": 30000 + int(rng.integers(3)),
+        }
         if i % 17 == 0:
             del item["216"]  # no brand: 'unknown'
         entries = [(f, v, "1.0") for f, v in item.items()]
         if i % 11 == 0:
             entries.append(("205", 99999, "1.0"))  # a repeated field: the first id counts
-        skeleton_lines.append(f"{i + 1},{int(click)},{int(conversion)},{md5},{len(entries)},"
-                              f"{_feature_list(entries)}\n")
-        rows.append({"sample_id": i + 1, "click": click, "conversion": conversion,
-                     "md5": md5, **users.get(md5, {}), **item})
+        skeleton_lines.append(
+            f"{i + 1},{int(click)},{int(conversion)},{md5},{len(entries)},"
+            f"{_feature_list(entries)}\n"
+        )
+        rows.append(
+            {
+                "sample_id": i + 1,
+                "click": click,
+                "conversion": conversion,
+                "md5": md5,
+                **users.get(md5, {}),
+                **item,
+            }
+        )
     return "".join(skeleton_lines), "".join(common_lines), rows
 
 
@@ -111,14 +141,22 @@ def aliccp(tmp_path_factory) -> dict:
     train_sk, train_common, train_rows = _aliccp_part("train", 400, seed=1)
     test_sk, test_common, test_rows = _aliccp_part("test", 120, seed=2)
     files = {
-        "sample_train.tar.gz": _tar_gz(src / "sample_train.tar.gz", [
-            ("sample_skeleton_train.csv", train_sk), ("common_features_train.csv", train_common)]),
+        "sample_train.tar.gz": _tar_gz(
+            src / "sample_train.tar.gz",
+            [("sample_skeleton_train.csv", train_sk), ("common_features_train.csv", train_common)],
+        ),
         # the other member order: the common table is then read in a second pass
-        "sample_test.tar.gz": _tar_gz(src / "sample_test.tar.gz", [
-            ("common_features_test.csv", test_common), ("sample_skeleton_test.csv", test_sk)]),
+        "sample_test.tar.gz": _tar_gz(
+            src / "sample_test.tar.gz",
+            [("common_features_test.csv", test_common), ("sample_skeleton_test.csv", test_sk)],
+        ),
     }
-    return {"registry": _registry("ali-ccp", files), "train": train_rows, "test": test_rows,
-            "src": src}
+    return {
+        "registry": _registry("ali-ccp", files),
+        "train": train_rows,
+        "test": test_rows,
+        "src": src,
+    }
 
 
 def _load(fixture: dict, name: str, cache: Path, **options):
@@ -133,8 +171,9 @@ def _decode(data, column: str) -> np.ndarray:
 
 
 def _expected(rows: list[dict], field: str, drop: bool = True) -> np.ndarray:
-    return np.array([r.get(field, -1) for r in rows
-                     if not (drop and r["conversion"] and not r["click"])])
+    return np.array(
+        [r.get(field, -1) for r in rows if not (drop and r["conversion"] and not r["click"])]
+    )
 
 
 def _features(data) -> set[str]:
@@ -154,15 +193,16 @@ def test_aliccp_train_join_tasks_and_encoding(aliccp, tmp_path):
     assert np.all(data.labels["purchase"] <= data.labels["click"])
     assert 0 < data.labels["purchase"].sum() < data.labels["click"].sum() < len(data)
     for field in ALICCP_DEFAULT_FIELDS:  # user fields from the common table, the rest own
-        np.testing.assert_array_equal(_decode(data, ALICCP_FIELDS[field][0]),
-                                      _expected(aliccp["train"], field), err_msg=field)
+        np.testing.assert_array_equal(
+            _decode(data, ALICCP_FIELDS[field][0]), _expected(aliccp["train"], field), err_msg=field
+        )
     assert (_decode(data, "item_brand") == -1).sum() > 0  # absent brand -> unknown
     assert not np.any(_decode(data, "item_id") == 99999)  # the repeated 205 entry is ignored
     lost = np.array([r["md5"] == "ffffffffffffffff" for r in rows])
     assert data.meta["n_missing_common"] == 1 and lost.any()
     user_columns = [data.schema.categorical.index(ALICCP_FIELDS[f][0]) for f in USER_FIELDS]
     assert np.all(data.categorical[np.ix_(lost, user_columns)] == 0)  # every user field unknown
-    assert np.all(data.categorical[lost][:, len(USER_FIELDS):].max(axis=0) > 0)
+    assert np.all(data.categorical[lost][:, len(USER_FIELDS) :].max(axis=0) > 0)
     np.testing.assert_array_equal(data.groups, _expected(aliccp["train"], "101"))
     np.testing.assert_array_equal(data.truth["sample_id"], [r["sample_id"] for r in rows])
     assert set(data.truth["part"]) == {"train"}
@@ -174,13 +214,15 @@ def test_aliccp_train_join_tasks_and_encoding(aliccp, tmp_path):
 def test_aliccp_test_part_second_pass_and_all(aliccp, tmp_path):
     test = _load(aliccp, "ali-ccp", tmp_path, part="test")  # common table stored first
     for field in ("101", "125", "205", "301"):
-        np.testing.assert_array_equal(_decode(test, ALICCP_FIELDS[field][0]),
-                                      _expected(aliccp["test"], field))
+        np.testing.assert_array_equal(
+            _decode(test, ALICCP_FIELDS[field][0]), _expected(aliccp["test"], field)
+        )
     both = _load(aliccp, "ali-ccp", tmp_path, part="all")
     n_train = len(both) - len(test)
     assert list(both.truth["part"]) == ["train"] * n_train + ["test"] * len(test)
-    np.testing.assert_array_equal(_decode(both, "item_id")[n_train:],
-                                  _expected(aliccp["test"], "205"))
+    np.testing.assert_array_equal(
+        _decode(both, "item_id")[n_train:], _expected(aliccp["test"], "205")
+    )
     assert ali_ccp_files(part="all") == ["sample_train.tar.gz", "sample_test.tar.gz"]
 
 
@@ -203,8 +245,7 @@ def test_aliccp_max_rows_sampling_and_bounded_common_read(aliccp, tmp_path):
 
 def test_aliccp_fixed_vocabulary_min_count_and_hashing(aliccp, tmp_path):
     train = _load(aliccp, "ali-ccp", tmp_path)
-    test = _load(aliccp, "ali-ccp", tmp_path, part="test",
-                 vocabulary=train.meta["vocabulary"])
+    test = _load(aliccp, "ali-ccp", tmp_path, part="test", vocabulary=train.meta["vocabulary"])
     assert test.schema.cardinalities == train.schema.cardinalities
     assert test.meta["encoding"]["user_id"] == "fixed vocabulary"
     raw_users = _expected(aliccp["test"], "101")
@@ -215,8 +256,9 @@ def test_aliccp_fixed_vocabulary_min_count_and_hashing(aliccp, tmp_path):
     np.testing.assert_array_equal(_decode(test, "user_id")[seen], raw_users[seen])
 
     rare = _load(aliccp, "ali-ccp", tmp_path, min_count=15)
-    counts = dict(zip(*np.unique(_expected(aliccp["train"], "205"), return_counts=True),
-                      strict=True))
+    counts = dict(
+        zip(*np.unique(_expected(aliccp["train"], "205"), return_counts=True), strict=True)
+    )
     item = _decode(rare, "item_id")
     assert np.all([counts[i] >= 15 for i in item[item != -1]])
     assert (item == -1).sum() == sum(c for i, c in counts.items() if c < 15)
@@ -237,37 +279,52 @@ def test_aliccp_fixed_vocabulary_min_count_and_hashing(aliccp, tmp_path):
         a = everything.categorical[raw == value, col][0]
         b = test_hashed.categorical[_expected(aliccp["test"], "205") == value, col][0]
         assert a == b
-    assert (everything.categorical[_expected(aliccp["train"], "216") == -1,
-                                   everything.schema.categorical.index("item_brand")] == 0).all()
+    assert (
+        everything.categorical[
+            _expected(aliccp["train"], "216") == -1,
+            everything.schema.categorical.index("item_brand"),
+        ]
+        == 0
+    ).all()
 
 
 def test_aliccp_fields_and_unclicked_conversions(aliccp, tmp_path):
-    data = _load(aliccp, "ali-ccp", tmp_path, fields=["109_14", "210", "205"],
-                 drop_unclicked_conversions=False)
+    data = _load(
+        aliccp,
+        "ali-ccp",
+        tmp_path,
+        fields=["109_14", "210", "205"],
+        drop_unclicked_conversions=False,
+    )
     assert data.schema.categorical == ("user_category_history", "item_intention", "item_id")
     assert len(data) == 400 and data.meta["n_dropped_unclicked_conversions"] == 0
     for field in ("109_14", "210"):
-        np.testing.assert_array_equal(_decode(data, ALICCP_FIELDS[field][0]),
-                                      _expected(aliccp["train"], field, drop=False))
+        np.testing.assert_array_equal(
+            _decode(data, ALICCP_FIELDS[field][0]), _expected(aliccp["train"], field, drop=False)
+        )
     assert data.labels["click"][7] == 0 and data.labels["purchase"][7] == 0
     np.testing.assert_array_equal(  # groups come from field 101 even when not a feature
-        data.groups, _expected(aliccp["train"], "101", drop=False))
+        data.groups, _expected(aliccp["train"], "101", drop=False)
+    )
 
 
-@pytest.mark.parametrize("options, match", [
-    ({"part": "dev"}, "part must be one of"),
-    ({"max_rows": 0}, "max_rows must be"),
-    ({"sample_rate": 0.0}, "sample_rate must be"),
-    ({"seed": "a"}, "seed must be"),
-    ({"min_count": 0}, "min_count must be"),
-    ({"fields": ["101", "999"]}, "unknown Ali-CCP field"),
-    ({"fields": "101"}, "fields must be a sequence"),
-    ({"hash_buckets": 0}, "hash_buckets must be"),
-    ({"hash_buckets": {"nope": 3}}, "unknown column"),
-    ({"vocabulary": {"item_id": [1, 2]}, "hash_buckets": {"item_id": 4}}, "both"),
-    ({"drop_unclicked_conversions": "yes"}, "drop_unclicked_conversions must be"),
-    ({"countri": "NL"}, "bad option"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"part": "dev"}, "part must be one of"),
+        ({"max_rows": 0}, "max_rows must be"),
+        ({"sample_rate": 0.0}, "sample_rate must be"),
+        ({"seed": "a"}, "seed must be"),
+        ({"min_count": 0}, "min_count must be"),
+        ({"fields": ["101", "999"]}, "unknown Ali-CCP field"),
+        ({"fields": "101"}, "fields must be a sequence"),
+        ({"hash_buckets": 0}, "hash_buckets must be"),
+        ({"hash_buckets": {"nope": 3}}, "unknown column"),
+        ({"vocabulary": {"item_id": [1, 2]}, "hash_buckets": {"item_id": 4}}, "both"),
+        ({"drop_unclicked_conversions": "yes"}, "drop_unclicked_conversions must be"),
+        ({"countri": "NL"}, "bad option"),
+    ],
+)
 def test_aliccp_bad_options(aliccp, tmp_path, options, match):
     with pytest.raises(ValueError, match=match):
         _load(aliccp, "ali-ccp", tmp_path, **options)
@@ -284,26 +341,46 @@ def test_aliccp_leakage_guard_and_malformed_files(aliccp, tmp_path, monkeypatch)
 
     bad = tmp_path / "bad"
     bad.mkdir()
-    short = _tar_gz(bad / "sample_train.tar.gz", [
-        ("sample_skeleton_train.csv", "1,0,0,abc,1\n"), ("common_features_train.csv", "")])
+    short = _tar_gz(
+        bad / "sample_train.tar.gz",
+        [("sample_skeleton_train.csv", "1,0,0,abc,1\n"), ("common_features_train.csv", "")],
+    )
     with pytest.raises(ValueError, match=r"sample_skeleton_train.csv line 1: expected 6"):
-        datasets.load("ali-ccp", cache_dir=tmp_path / "c1",
-                      registry=_registry("ali-ccp", {"sample_train.tar.gz": short}))
+        datasets.load(
+            "ali-ccp",
+            cache_dir=tmp_path / "c1",
+            registry=_registry("ali-ccp", {"sample_train.tar.gz": short}),
+        )
     entry = "101\x0212"  # no \x03 value separator
-    broken = _tar_gz(bad / "sample_train2.tar.gz", [
-        ("sample_skeleton_train.csv", f"1,1,0,abc,1,{entry}\n"),
-        ("common_features_train.csv", "")])
+    broken = _tar_gz(
+        bad / "sample_train2.tar.gz",
+        [
+            ("sample_skeleton_train.csv", f"1,1,0,abc,1,{entry}\n"),
+            ("common_features_train.csv", ""),
+        ],
+    )
     with pytest.raises(ValueError, match="malformed feature entry"):
-        datasets.load("ali-ccp", cache_dir=tmp_path / "c2", registry=_registry(
-            "ali-ccp", {"sample_train.tar.gz": broken}))
-    lonely = _tar_gz(bad / "sample_train3.tar.gz", [
-        ("sample_skeleton_train.csv", "1,1,0,abc,0,\n")])
+        datasets.load(
+            "ali-ccp",
+            cache_dir=tmp_path / "c2",
+            registry=_registry("ali-ccp", {"sample_train.tar.gz": broken}),
+        )
+    lonely = _tar_gz(
+        bad / "sample_train3.tar.gz", [("sample_skeleton_train.csv", "1,1,0,abc,0,\n")]
+    )
     with pytest.raises(ValueError, match=r"no member common_features_train\.csv"):
-        datasets.load("ali-ccp", cache_dir=tmp_path / "c3", registry=_registry(
-            "ali-ccp", {"sample_train.tar.gz": lonely}))
+        datasets.load(
+            "ali-ccp",
+            cache_dir=tmp_path / "c3",
+            registry=_registry("ali-ccp", {"sample_train.tar.gz": lonely}),
+        )
     with pytest.raises(ValueError, match=r"needs the file 'sample_test\.tar\.gz'"):
-        datasets.load("ali-ccp", cache_dir=tmp_path / "c3", part="test", registry=_registry(
-            "ali-ccp", {"sample_train.tar.gz": lonely}))
+        datasets.load(
+            "ali-ccp",
+            cache_dir=tmp_path / "c3",
+            part="test",
+            registry=_registry("ali-ccp", {"sample_train.tar.gz": lonely}),
+        )
 
 
 # ---------------------------------------------------------------------------- AliExpress
@@ -320,8 +397,10 @@ def _aliexpress_part(rng: np.random.Generator, base: int, n_pages: int) -> tuple
     users, user_lines = {}, []
     for p in range(n_pages):
         pid = str(base + p)
-        row = {c: int(rng.integers(0, 6)) if c in USER_CAT else round(float(rng.normal()), 4)
-               for c in range(2, 34)}
+        row = {
+            c: int(rng.integers(0, 6)) if c in USER_CAT else round(float(rng.normal()), 4)
+            for c in range(2, 34)
+        }
         if p == 2:
             row[5] = None  # an empty categorical value: 'unknown'
             row[12] = None  # an empty numerical value: 0
@@ -334,22 +413,34 @@ def _aliexpress_part(rng: np.random.Generator, base: int, n_pages: int) -> tuple
     pids = [str(base + p) for p in range(n_pages)] + [str(base + 900)]  # last: no user row
     for pid in pids:
         for _ in range(int(rng.integers(6, 14))):
-            row = {c: int(rng.integers(0, 40)) if c in ITEM_CAT else round(float(rng.random()), 4)
-                   for c in range(2, 49)}
+            row = {
+                c: int(rng.integers(0, 40)) if c in ITEM_CAT else round(float(rng.random()), 4)
+                for c in range(2, 49)
+            }
             label = int(rng.choice(3, p=[0.7, 0.22, 0.08]))
-            item_lines.append(",".join([pid, *(_fmt(row[c]) for c in range(2, 49)),
-                                        str(label)]) + "\n")
+            item_lines.append(
+                ",".join([pid, *(_fmt(row[c]) for c in range(2, 49)), str(label)]) + "\n"
+            )
             if pid not in users:
                 continue
             user = users[pid]
-            cats.append([np.nan if user[c] is None else user[c] for c in USER_CAT]
-                        + [row[c] for c in ITEM_CAT])
-            nums.append([0.0 if user[c] is None else user[c] for c in range(9, 32)]
-                        + [row[c] for c in range(2, 49) if c not in ITEM_CAT])
+            cats.append(
+                [np.nan if user[c] is None else user[c] for c in USER_CAT]
+                + [row[c] for c in ITEM_CAT]
+            )
+            nums.append(
+                [0.0 if user[c] is None else user[c] for c in range(9, 32)]
+                + [row[c] for c in range(2, 49) if c not in ITEM_CAT]
+            )
             labels.append(label)
             pages.append(pid)
-    expected = {"cats": np.array(cats, dtype=float), "nums": np.array(nums, dtype=np.float32),
-                "label": np.array(labels), "pages": np.array(pages), "orphans": 0}
+    expected = {
+        "cats": np.array(cats, dtype=float),
+        "nums": np.array(nums, dtype=np.float32),
+        "label": np.array(labels),
+        "pages": np.array(pages),
+        "orphans": 0,
+    }
     expected["orphans"] = sum(line.startswith(str(base + 900)) for line in item_lines)
     return "".join(user_lines), "".join(item_lines), expected
 
@@ -368,10 +459,17 @@ class _Unseekable(io.RawIOBase):
         return self.buffer.write(data)
 
 
-def _inner_zip(name: str, text: str, *, method: int = zipfile.ZIP_DEFLATED,
-               streamed: bool = False, zip64: bool = False) -> bytes:
+def _inner_zip(
+    name: str,
+    text: str,
+    *,
+    method: int = zipfile.ZIP_DEFLATED,
+    streamed: bool = False,
+    zip64: bool = False,
+) -> bytes:
     """One CSV in a zip; ``streamed``: written without seeking (data descriptors) after a
     member the reader has to skip; ``zip64``: with zip64 size records."""
+
     def put(zf: zipfile.ZipFile, member: str, data: bytes) -> None:
         with zf.open(member, "w", force_zip64=zip64) as fh:
             fh.write(data)
@@ -388,8 +486,9 @@ def _inner_zip(name: str, text: str, *, method: int = zipfile.ZIP_DEFLATED,
     return buffer.getvalue()
 
 
-def _aliexpress_zip(path: Path, country: str, seed: int, *, streamed: bool = False,
-                    zip64: bool = False) -> dict:
+def _aliexpress_zip(
+    path: Path, country: str, seed: int, *, streamed: bool = False, zip64: bool = False
+) -> dict:
     rng = np.random.default_rng(seed)
     cc, folder = country.lower(), f"aliexpress_{country}_datasets"
     expected = {}
@@ -397,13 +496,21 @@ def _aliexpress_zip(path: Path, country: str, seed: int, *, streamed: bool = Fal
         outer.writestr(f"{folder}/", b"")
         for part, n_pages, base in (("train", 24, 10**15), ("test", 8, 2 * 10**15)):
             user, item, expected[part] = _aliexpress_part(rng, base, n_pages)
-            outer.writestr(f"{folder}/{cc}_user_{part}.zip",
-                           _inner_zip(f"{cc}_user_{part}.csv", user, streamed=streamed,
-                                      zip64=zip64))
+            outer.writestr(
+                f"{folder}/{cc}_user_{part}.zip",
+                _inner_zip(f"{cc}_user_{part}.csv", user, streamed=streamed, zip64=zip64),
+            )
             method = zipfile.ZIP_STORED if part == "test" else zipfile.ZIP_DEFLATED
-            outer.writestr(f"{folder}/{cc}_item_{part}.zip",
-                           _inner_zip(f"{cc}_item_{part}.csv", item, method=method,
-                                      streamed=streamed and part == "train", zip64=zip64))
+            outer.writestr(
+                f"{folder}/{cc}_item_{part}.zip",
+                _inner_zip(
+                    f"{cc}_item_{part}.csv",
+                    item,
+                    method=method,
+                    streamed=streamed and part == "train",
+                    zip64=zip64,
+                ),
+            )
     return expected
 
 
@@ -411,10 +518,12 @@ def _aliexpress_zip(path: Path, country: str, seed: int, *, streamed: bool = Fal
 def aliexpress(tmp_path_factory) -> dict:
     src = tmp_path_factory.mktemp("aliexpress-src")
     nl = _aliexpress_zip(src / "aliexpress_NL_datasets.zip", "NL", seed=3)
-    es = _aliexpress_zip(src / "aliexpress_ES_datasets.zip", "ES", seed=4, streamed=True,
-                         zip64=True)
-    files = {f"aliexpress_{c}_datasets.zip": src / f"aliexpress_{c}_datasets.zip"
-             for c in ("NL", "ES")}
+    es = _aliexpress_zip(
+        src / "aliexpress_ES_datasets.zip", "ES", seed=4, streamed=True, zip64=True
+    )
+    files = {
+        f"aliexpress_{c}_datasets.zip": src / f"aliexpress_{c}_datasets.zip" for c in ("NL", "ES")
+    }
     return {"registry": _registry("aliexpress", files), "NL": nl, "ES": es}
 
 
@@ -464,14 +573,15 @@ def test_aliexpress_parts_rows_and_encodings(aliexpress, tmp_path):
     head = _load(aliexpress, "aliexpress", tmp_path, max_rows=25)
     assert len(head) == 25  # the page without a user row comes last in the item file
     full = _load(aliexpress, "aliexpress", tmp_path)
-    np.testing.assert_array_equal(head.dense, full.dense[:len(head)])
+    np.testing.assert_array_equal(head.dense, full.dense[: len(head)])
     a = _load(aliexpress, "aliexpress", tmp_path, sample_rate=0.5, seed=1)
     b = _load(aliexpress, "aliexpress", tmp_path, sample_rate=0.5, seed=1)
     np.testing.assert_array_equal(a.dense, b.dense)
     assert 0.3 * len(full) < len(a) < 0.7 * len(full)
 
-    fixed = _load(aliexpress, "aliexpress", tmp_path, part="test",
-                  vocabulary=full.meta["vocabulary"])
+    fixed = _load(
+        aliexpress, "aliexpress", tmp_path, part="test", vocabulary=full.meta["vocabulary"]
+    )
     assert fixed.schema.cardinalities == full.schema.cardinalities
     raw = exp["test"]["cats"]
     for j, name in enumerate(fixed.schema.categorical):
@@ -484,14 +594,17 @@ def test_aliexpress_parts_rows_and_encodings(aliexpress, tmp_path):
     assert aliexpress_files(country="us") == ["aliexpress_US_datasets.zip"]
 
 
-@pytest.mark.parametrize("options, match", [
-    ({"country": "RU"}, "country must be one of"),
-    ({"country": "FR"}, r"needs the file 'aliexpress_FR_datasets\.zip'"),
-    ({"part": "valid"}, "part must be one of"),
-    ({"sample_rate": 1.5}, "sample_rate must be"),
-    ({"vocabulary": ["a"]}, "vocabulary must be a mapping"),
-    ({"fields": ["101"]}, "bad option"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"country": "RU"}, "country must be one of"),
+        ({"country": "FR"}, r"needs the file 'aliexpress_FR_datasets\.zip'"),
+        ({"part": "valid"}, "part must be one of"),
+        ({"sample_rate": 1.5}, "sample_rate must be"),
+        ({"vocabulary": ["a"]}, "vocabulary must be a mapping"),
+        ({"fields": ["101"]}, "bad option"),
+    ],
+)
 def test_aliexpress_bad_options(aliexpress, tmp_path, options, match):
     with pytest.raises(ValueError, match=match):
         _load(aliexpress, "aliexpress", tmp_path, **options)
@@ -499,10 +612,12 @@ def test_aliexpress_bad_options(aliexpress, tmp_path, options, match):
 
 def _one_file_zip(path: Path, item: str, user: str) -> dict:
     with zipfile.ZipFile(path, "w") as outer:
-        outer.writestr("aliexpress_NL_datasets/nl_item_train.zip",
-                       _inner_zip("nl_item_train.csv", item))
-        outer.writestr("aliexpress_NL_datasets/nl_user_train.zip",
-                       _inner_zip("nl_user_train.csv", user))
+        outer.writestr(
+            "aliexpress_NL_datasets/nl_item_train.zip", _inner_zip("nl_item_train.csv", item)
+        )
+        outer.writestr(
+            "aliexpress_NL_datasets/nl_user_train.zip", _inner_zip("nl_user_train.csv", user)
+        )
     return _registry("aliexpress", {"aliexpress_NL_datasets.zip": path})
 
 
@@ -514,8 +629,9 @@ def test_aliexpress_malformed_files_and_leakage_guard(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"label \(column 49\) must be 0"):
         datasets.load("aliexpress", cache_dir=tmp_path / "c1", registry=reg)
     (tmp_path / "b").mkdir()
-    reg = _one_file_zip(tmp_path / "b" / "aliexpress_NL_datasets.zip",
-                        ",".join(["7"] + ["1"] * 47) + "\n", user)
+    reg = _one_file_zip(
+        tmp_path / "b" / "aliexpress_NL_datasets.zip", ",".join(["7"] + ["1"] * 47) + "\n", user
+    )
     with pytest.raises(ValueError, match="expected 49 columns"):
         datasets.load("aliexpress", cache_dir=tmp_path / "c2", registry=reg)
     (tmp_path / "c").mkdir()
@@ -524,30 +640,34 @@ def test_aliexpress_malformed_files_and_leakage_guard(tmp_path, monkeypatch):
         datasets.load("aliexpress", cache_dir=tmp_path / "c3", registry=reg, part="test")
     with pytest.raises(ValueError, match="click"):
         check_no_leak(["numerical_1", "click"], datasets.LEAKY_COLUMNS["aliexpress"], "x")
-    monkeypatch.setattr(_aliexpress, "ALIEXPRESS_FORBIDDEN",
-                        _aliexpress.ALIEXPRESS_FORBIDDEN | {"categorical_1"})
-    reg = _one_file_zip(tmp_path / "c" / "aliexpress_NL_datasets.zip",
-                        item.replace(",3\n", ",1\n"), user)
+    monkeypatch.setattr(
+        _aliexpress, "ALIEXPRESS_FORBIDDEN", _aliexpress.ALIEXPRESS_FORBIDDEN | {"categorical_1"}
+    )
+    reg = _one_file_zip(
+        tmp_path / "c" / "aliexpress_NL_datasets.zip", item.replace(",3\n", ",1\n"), user
+    )
     with pytest.raises(ValueError, match="must never be features"):
         datasets.load("aliexpress", cache_dir=tmp_path / "c4", registry=reg)
 
 
 # ---------------------------------------------------------------------------- training
-@pytest.mark.parametrize("name, options", [
-    ("ali-ccp", {}), ("aliexpress", {"country": "ES"})])
+@pytest.mark.parametrize("name, options", [("ali-ccp", {}), ("aliexpress", {"country": "ES"})])
 def test_loaded_data_trains_mmoe_and_esmm(aliccp, aliexpress, tmp_path, name, options):
     fixture = aliccp if name == "ali-ccp" else aliexpress
     data = _load(fixture, name, tmp_path, **options)
     train, valid = data.split((0.75, 0.25), seed=0)
-    for model in (MMoE(data.schema, n_experts=2, expert_units=(8,), tower_units=(4,),
-                       embedding_dim=4, seed=0),
-                  ESMM(data.schema, tower_units=(8,), embedding_dim=4, seed=0)):
+    for model in (
+        MMoE(
+            data.schema, n_experts=2, expert_units=(8,), tower_units=(4,), embedding_dim=4, seed=0
+        ),
+        ESMM(data.schema, tower_units=(8,), embedding_dim=4, seed=0),
+    ):
         before = [p.detach().clone() for p in model.parameters()]
-        result = mtlbook.fit(model, train, valid, epochs=1, batch_size=64, device="cpu",
-                             progress=False)
+        result = mtlbook.fit(
+            model, train, valid, epochs=1, batch_size=64, device="cpu", progress=False
+        )
         assert result.epochs_run == 1 and np.isfinite(result.best_score)
-        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(),
-                                                        strict=True))
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     pred = model.predict(valid)
     assert np.all(pred["pctcvr"] <= pred["pctr"] + 1e-6)
 
@@ -561,7 +681,8 @@ def test_shipped_entries_take_files_placed_by_hand(aliccp, aliexpress, tmp_path)
     entries = datasets._registry.parse_registry(shipped)
     assert {f.name for f in entries["ali-ccp"].files} == set(ali_ccp_files(part="all"))
     assert {f.name for f in entries["aliexpress"].files} == {
-        aliexpress_files(country=c)[0] for c in _aliexpress.ALIEXPRESS_COUNTRIES}
+        aliexpress_files(country=c)[0] for c in _aliexpress.ALIEXPRESS_COUNTRIES
+    }
     for name in ("ali-ccp", "aliexpress"):
         entry = entries[name]
         assert entry.extra["schema_source"] and entry.construction and entry.citation
@@ -571,8 +692,7 @@ def test_shipped_entries_take_files_placed_by_hand(aliccp, aliexpress, tmp_path)
 
     registry = {"datasets": {"ali-ccp": shipped["datasets"]["ali-ccp"]}}
     cache = tmp_path / "cache"
-    with pytest.raises(datasets.DatasetUnavailableError,
-                       match=r"tianchi\.aliyun\.com/dataset/408"):
+    with pytest.raises(datasets.DatasetUnavailableError, match=r"tianchi\.aliyun\.com/dataset/408"):
         datasets.load("ali-ccp", cache_dir=cache, registry=registry)
     (cache / "ali-ccp").mkdir(parents=True)
     for name in ali_ccp_files(part="all"):
@@ -580,11 +700,13 @@ def test_shipped_entries_take_files_placed_by_hand(aliccp, aliexpress, tmp_path)
     with pytest.raises(datasets.UnverifiedFileError):
         datasets.load("ali-ccp", cache_dir=cache, registry=registry)
     with pytest.warns(UserWarning, match=r"trusting sample_t(rain|est)\.tar\.gz on first"):
-        data = datasets.load("ali-ccp", cache_dir=cache, registry=registry,
-                             trust_unverified=True, max_rows=10)
+        data = datasets.load(
+            "ali-ccp", cache_dir=cache, registry=registry, trust_unverified=True, max_rows=10
+        )
     assert len(data) == 10
     assert (cache / "ali-ccp" / "sample_train.tar.gz.sha256").read_text().split()[0] == _sha(
-        aliccp["src"] / "sample_train.tar.gz")
+        aliccp["src"] / "sample_train.tar.gz"
+    )
 
 
 def test_docstring_examples():

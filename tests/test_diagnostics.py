@@ -72,8 +72,7 @@ def _ple(schema) -> PLE:
 def test_gate_weights_sum_to_one_per_sample_and_gate(name, funnel):
     data = funnel.subset(np.arange(150))
     # One group per sample: every group's mean is that sample's weight.
-    weights = gate_weights(GATED[name](data.schema), data, by=np.arange(len(data)),
-                           batch_size=64)
+    weights = gate_weights(GATED[name](data.schema), data, by=np.arange(len(data)), batch_size=64)
     assert (weights["n"] == 1).all()
     sums = weights.groupby(["group", "level", "gate"])["mean"].sum()
     assert len(sums) == len(data) * weights.groupby(["level", "gate"]).ngroups
@@ -106,8 +105,7 @@ def test_gate_weights_of_ple_levels_and_shared_gate(funnel):
         gate = level1[level1["gate"] == task]
         assert gate["expert"].tolist() == [f"{task}/0", "shared/0", "shared/1"]
         assert gate["expert_kind"].tolist() == [task, "shared", "shared"]
-    np.testing.assert_allclose(weights.groupby(["level", "gate"])["mean"].sum(), 1.0,
-                               atol=1e-6)
+    np.testing.assert_allclose(weights.groupby(["level", "gate"])["mean"].sum(), 1.0, atol=1e-6)
 
 
 def test_gate_weights_mean_and_std_match_a_direct_computation(funnel):
@@ -133,8 +131,16 @@ def test_grouped_gate_weights_pool_to_the_overall_weights(by, funnel):
     model = _ple(funnel.schema)
     overall = gate_weights(model, funnel)
     grouped = gate_weights(model, funnel, by=by)
-    assert list(grouped.columns) == ["level", "gate", "expert", "expert_kind", by, "n", "mean",
-                                     "std"]
+    assert list(grouped.columns) == [
+        "level",
+        "gate",
+        "expert",
+        "expert_kind",
+        by,
+        "n",
+        "mean",
+        "std",
+    ]
     groups = funnel.to_frame()[by]
     assert set(grouped[by]) == set(groups)
     keys = ["level", "gate", "expert"]
@@ -146,8 +152,9 @@ def test_grouped_gate_weights_pool_to_the_overall_weights(by, funnel):
     assert sizes.to_dict() == groups.value_counts().to_dict()
     # The n-weighted mean of the groups' means is the overall mean (and the pooled std the
     # overall std).
-    weighted = (grouped.assign(s=grouped["mean"] * grouped["n"]).groupby(keys, sort=False)
-                [["s", "n"]].sum())
+    weighted = (
+        grouped.assign(s=grouped["mean"] * grouped["n"]).groupby(keys, sort=False)[["s", "n"]].sum()
+    )
     np.testing.assert_allclose(weighted["s"] / weighted["n"], overall["mean"], atol=1e-9)
     pooled = pool_groups(grouped, by)
     np.testing.assert_allclose(pooled["std"], overall["std"], rtol=1e-6)
@@ -156,10 +163,17 @@ def test_grouped_gate_weights_pool_to_the_overall_weights(by, funnel):
 def test_gate_weights_by_labels_and_encoded_categories():
     rng = np.random.default_rng(0)
     n = 200
-    df = pd.DataFrame({"x": rng.standard_normal(n), "city": rng.choice(["Oslo", "Rome"], n),
-                       "a": (rng.random(n) < 0.5).astype(float), "b": rng.standard_normal(n)})
-    data = MultiTaskData.from_frame(df, dense=["x"], categorical=["city"],
-                                    tasks={"a": "binary", "b": "regression"})
+    df = pd.DataFrame(
+        {
+            "x": rng.standard_normal(n),
+            "city": rng.choice(["Oslo", "Rome"], n),
+            "a": (rng.random(n) < 0.5).astype(float),
+            "b": rng.standard_normal(n),
+        }
+    )
+    data = MultiTaskData.from_frame(
+        df, dense=["x"], categorical=["city"], tasks={"a": "binary", "b": "regression"}
+    )
     model = MMoE(data.schema, n_experts=2, **SMALL)
     by_city = gate_weights(model, data, by="city")
     assert set(by_city["city"]) == {"Oslo", "Rome"}  # the original labels, not the codes
@@ -216,8 +230,9 @@ def test_utilization_flags_a_collapsed_gate_and_an_unused_expert(funnel):
     assert not others["collapsed_gate"].any()
     np.testing.assert_allclose(others["effective_experts"], 3.0, rtol=1e-6)  # 3 of 4 used
     # Input-independent gates: each sample's weights are the mean weights.
-    np.testing.assert_allclose(util["sample_effective_experts"], util["effective_experts"],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        util["sample_effective_experts"], util["effective_experts"], rtol=1e-6
+    )
     assert all(t == ("shared/3",) for t in util["unused_experts"])
 
     usage = expert_usage(gate_weights(model, funnel))
@@ -256,8 +271,9 @@ def test_grouped_utilization(funnel):
 
 # ---------------------------------------------------------------------------- gradients
 def test_pairwise_cosine_on_constructed_gradients():
-    grads = torch.tensor([[1.0, 2.0, 0.0], [-1.0, -2.0, 0.0], [2.0, 4.0, 0.0],
-                          [0.0, 0.0, 5.0], [0.0, 0.0, 0.0]])
+    grads = torch.tensor(
+        [[1.0, 2.0, 0.0], [-1.0, -2.0, 0.0], [2.0, 4.0, 0.0], [0.0, 0.0, 5.0], [0.0, 0.0, 0.0]]
+    )
     cosine = pairwise_cosine(grads)
     assert cosine[0, 1] == pytest.approx(-1.0) and cosine[0, 2] == pytest.approx(1.0)
     assert cosine[0, 3] == pytest.approx(0.0)
@@ -277,9 +293,12 @@ class _OpposedLosses(SharedBottom):
 
 def _twin_tasks(data: MultiTaskData) -> MultiTaskData:
     """The data with task2's labels replaced by task1's: two identical tasks."""
-    return MultiTaskData(dense=data.dense, dense_names=data.schema.dense,
-                         labels={"task1": data.labels["task1"], "task2": data.labels["task1"]},
-                         tasks=data.schema.tasks)
+    return MultiTaskData(
+        dense=data.dense,
+        dense_names=data.schema.dense,
+        labels={"task1": data.labels["task1"], "task2": data.labels["task1"]},
+        tasks=data.schema.tasks,
+    )
 
 
 def _twin_towers(model: SharedBottom) -> SharedBottom:
@@ -360,10 +379,13 @@ def test_task_relatedness_conditional_rates_on_a_hand_made_table():
     b = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0], dtype=float)
     c = np.arange(10, dtype=float) ** 2
     mask_c = np.array([1, 0, 1, 1, 0, 1, 1, 0, 1, 1], dtype=bool)
-    data = MultiTaskData(dense=np.zeros((10, 1)), dense_names=["x"],
-                         labels={"a": a, "b": b, "c": c},
-                         tasks={"a": "binary", "b": "binary", "c": "regression"},
-                         masks={"c": mask_c})
+    data = MultiTaskData(
+        dense=np.zeros((10, 1)),
+        dense_names=["x"],
+        labels={"a": a, "b": b, "c": c},
+        tasks={"a": "binary", "b": "binary", "c": "regression"},
+        masks={"c": mask_c},
+    )
     frame = task_relatedness(data).set_index(["task_a", "task_b"])
     assert len(frame) == 6  # every ordered pair
     ab, ba = frame.loc[("a", "b")], frame.loc[("b", "a")]
@@ -402,8 +424,9 @@ def test_every_plot_returns_a_figure(funnel, correlated_small):
         plot_gate_heatmap(grouped, group=grouped["segment"].iloc[0]),
         plot_gate_heatmap(gate_weights(GATED["MMoE"](funnel.schema), funnel)),
         plot_expert_utilization(expert_utilization(ple, funnel)),
-        plot_expert_utilization(expert_utilization(_rigged_mmoe(funnel.schema), funnel,
-                                                   by="segment")),
+        plot_expert_utilization(
+            expert_utilization(_rigged_mmoe(funnel.schema), funnel, by="segment")
+        ),
         plot_expert_utilization(expert_utilization(weights)),
         plot_gradient_conflict(gradient_conflict(ple, funnel, probe_size=200)),
         plot_task_relatedness(task_relatedness(funnel)),

@@ -25,8 +25,10 @@ from mtlbook.training import distributed
 from mtlbook.weighting import CAGrad, EqualWeight
 from mtlbook.weighting import __all__ as STRATEGIES
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch without gloo distributed support")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch without gloo distributed support",
+)
 
 SCRIPT = Path(__file__).with_name("ddp_fit_script.py")
 # Weights and history of two processes vs one: rounding only (the largest differences
@@ -40,13 +42,26 @@ HISTORY_TOLERANCE = {"famo": 5e-5}
 def launched(tmp_path_factory) -> dict:
     """The results of ``ddp_fit_script.py`` run by two processes."""
     out = tmp_path_factory.mktemp("ddp")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", str(SCRIPT), str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(SCRIPT),
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # A session of its own, so that a run that hangs is stopped with all its processes.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env, cwd=SCRIPT.parent.parent,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=SCRIPT.parent.parent,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -54,8 +69,7 @@ def launched(tmp_path_factory) -> dict:
         stdout, stderr = process.communicate()
         pytest.fail(f"torchrun did not finish in 120 s:\n{stdout[-3000:]}\n{stderr[-6000:]}")
     if process.returncode != 0:
-        pytest.fail(f"torchrun failed ({process.returncode}):\n{stdout[-3000:]}\n"
-                    f"{stderr[-6000:]}")
+        pytest.fail(f"torchrun failed ({process.returncode}):\n{stdout[-3000:]}\n{stderr[-6000:]}")
     return torch.load(out / "results.pt", weights_only=False)
 
 
@@ -78,8 +92,12 @@ def test_two_processes_train_the_one_process_run(launched, single, name):
     assert _max_weight_difference(two["state"], one["state"]) < TOLERANCE
     for column in ("epoch", "split", "task", "metric"):
         assert two["history"][column] == one["history"][column]
-    np.testing.assert_allclose(two["history"]["value"], one["history"]["value"],
-                               rtol=HISTORY_TOLERANCE.get(name, TOLERANCE), atol=1e-7)
+    np.testing.assert_allclose(
+        two["history"]["value"],
+        one["history"]["value"],
+        rtol=HISTORY_TOLERANCE.get(name, TOLERANCE),
+        atol=1e-7,
+    )
     assert (two["best_epoch"], two["epochs_run"]) == (one["best_epoch"], one["epochs_run"])
 
 
@@ -94,14 +112,20 @@ def test_one_step_gradients_are_those_of_the_global_batch(launched, name, index)
     assert two.keys() == one.keys()
     for key, expected in one.items():
         scale = float(expected.abs().max())
-        torch.testing.assert_close(two[key], expected, rtol=1e-5, atol=1e-6 * scale + 1e-12,
-                                   msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(
+            two[key],
+            expected,
+            rtol=1e-5,
+            atol=1e-6 * scale + 1e-12,
+            msg=lambda m, key=key: f"{key}: {m}",
+        )
 
 
 def test_every_process_returns_the_same_result(launched):
     # Weights, history, best score and train_seconds, compared between the two processes.
     assert {name: launched[name]["spread"] for name in [*script.RUNS, "resumed"]} == dict.fromkeys(
-        [*script.RUNS, "resumed"], 0.0)
+        [*script.RUNS, "resumed"], 0.0
+    )
 
 
 def test_unseeded_random_weights_are_the_same_on_every_process(launched):
@@ -113,8 +137,11 @@ def test_masked_task_counts_are_global(launched, single):
     # dwell_time is masked: its train loss is the mean over the clicked rows of the global
     # batch, not a mean of the two shards' means.
     history = launched["equal"]["history"]
-    rows = [i for i, (s, t) in enumerate(zip(history["split"], history["task"], strict=True))
-            if s == "train" and t == "dwell_time"]
+    rows = [
+        i
+        for i, (s, t) in enumerate(zip(history["split"], history["task"], strict=True))
+        if s == "train" and t == "dwell_time"
+    ]
     two = np.array(history["value"])[rows]
     one = np.array(single["equal"]["history"]["value"])[rows]
     np.testing.assert_allclose(two, one, rtol=TOLERANCE)
@@ -136,11 +163,9 @@ def test_strategy_that_cannot_train_distributed_is_refused(launched):
 
 # ---------------------------------------------------------------------- in this process
 def test_strategies_declare_how_they_train_distributed():
-    manual = {name for name in STRATEGIES
-              if getattr(mb.weighting, name).distributed == "manual"}
+    manual = {name for name in STRATEGIES if getattr(mb.weighting, name).distributed == "manual"}
     assert manual == {"PCGrad", "MGDA", "CAGrad", "IMTL"}
-    assert all(getattr(mb.weighting, name).distributed in ("ddp", "manual")
-               for name in STRATEGIES)
+    assert all(getattr(mb.weighting, name).distributed in ("ddp", "manual") for name in STRATEGIES)
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 64])
@@ -161,10 +186,13 @@ def test_shard_bounds_reject_bad_arguments(bad):
 
 def test_sharded_batch_loaders_cover_the_global_batches(funnel_small):
     whole = list(funnel_small.loader(100, seed=4))
-    shards = [list(BatchLoader(funnel_small, 100, shuffle=True, seed=4, shard=(r, 3)))
-              for r in range(3)]
-    assert all(len(s) == len(whole) == len(BatchLoader(funnel_small, 100, True, 4, shard=(r, 3)))
-               for r, s in enumerate(shards))
+    shards = [
+        list(BatchLoader(funnel_small, 100, shuffle=True, seed=4, shard=(r, 3))) for r in range(3)
+    ]
+    assert all(
+        len(s) == len(whole) == len(BatchLoader(funnel_small, 100, True, 4, shard=(r, 3)))
+        for r, s in enumerate(shards)
+    )
     for b, batch in enumerate(whole):
         parts = [s[b] for s in shards]
         assert torch.equal(torch.cat([p.categorical for p in parts]), batch.categorical)
@@ -203,7 +231,10 @@ def test_shard_batch_outside_a_process_group_is_the_batch():
 def test_helpers_outside_a_process_group(funnel_binary):
     assert not distributed.is_distributed()
     assert (distributed.rank(), distributed.world_size(), distributed.is_main_process()) == (
-        0, 1, True)
+        0,
+        1,
+        True,
+    )
     model = SharedBottom(funnel_binary.schema, bottom_units=(8,), tower_units=(4,), seed=0)
     assert distributed.evaluate(model, funnel_binary).equals(mb.evaluate(model, funnel_binary))
     batch = next(iter(funnel_binary.loader(32)))
@@ -228,10 +259,25 @@ def test_fit_distributed_argument(funnel_binary):
     with pytest.raises(TypeError, match="distributed"):
         mb.fit(model, train, valid, epochs=1, distributed="yes", progress=False, device="cpu")
     # distributed=False is the plain run.
-    a = mb.fit(model, train, valid, epochs=1, distributed=False, progress=False, device="cpu",
-               weighting=CAGrad())
-    b = mb.fit(SharedBottom(train.schema, bottom_units=(8,), tower_units=(4,), seed=0), train,
-               valid, epochs=1, progress=False, device="cpu", weighting=CAGrad())
+    a = mb.fit(
+        model,
+        train,
+        valid,
+        epochs=1,
+        distributed=False,
+        progress=False,
+        device="cpu",
+        weighting=CAGrad(),
+    )
+    b = mb.fit(
+        SharedBottom(train.schema, bottom_units=(8,), tower_units=(4,), seed=0),
+        train,
+        valid,
+        epochs=1,
+        progress=False,
+        device="cpu",
+        weighting=CAGrad(),
+    )
     assert a.history.equals(b.history)
     assert EqualWeight.distributed == "ddp"
 

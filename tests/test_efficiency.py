@@ -33,8 +33,7 @@ def test_separate_single_task_models_equal_one_single_task_in_size(funnel_small)
     assert [m.task_names for m in separate] == [(t,) for t in funnel_small.task_names]
     together = one_model(SingleTask)(funnel_small)
     assert len(together) == 1
-    assert (count_parameters(separate, by_part=True)
-            == count_parameters(together, by_part=True))
+    assert count_parameters(separate, by_part=True) == count_parameters(together, by_part=True)
 
 
 def test_inference_latency_reports_and_restores_mode(funnel_binary):
@@ -49,8 +48,15 @@ def test_inference_latency_reports_and_restores_mode(funnel_binary):
 
 def test_serving_cost_table(funnel_small):
     setups = {"separate": separate_models(SingleTask), "shared": one_model(SharedBottom)}
-    table = serving_cost(funnel_small, setups, task_counts=(1, 3), baseline="separate",
-                         batch_size=64, repeats=2, warmup=0)
+    table = serving_cost(
+        funnel_small,
+        setups,
+        task_counts=(1, 3),
+        baseline="separate",
+        batch_size=64,
+        repeats=2,
+        warmup=0,
+    )
     assert list(table["n_tasks"]) == [1, 1, 3, 3]
     assert list(table["n_models"]) == [1, 1, 3, 1]
     base = table[table["setup"] == "separate"]
@@ -71,8 +77,12 @@ def test_serving_cost_rejects_bad_arguments(funnel_binary):
     with pytest.raises(ValueError, match="setups"):
         serving_cost(funnel_binary, {})
     with pytest.raises(ValueError, match="serves tasks"):
-        serving_cost(funnel_binary, {"half": lambda d: [SingleTask(d.select_tasks(
-            ["click"]).schema)]}, task_counts=(2,), repeats=1)
+        serving_cost(
+            funnel_binary,
+            {"half": lambda d: [SingleTask(d.select_tasks(["click"]).schema)]},
+            task_counts=(2,),
+            repeats=1,
+        )
     with pytest.raises(ValueError, match="repeats"):
         inference_latency(SharedBottom(funnel_binary.schema), funnel_binary, repeats=0)
     with pytest.raises(TypeError, match="factory"):

@@ -15,12 +15,17 @@ import pytest
 
 import mtlbook
 
-ALL_MODULES = sorted(info.name for info in pkgutil.walk_packages(mtlbook.__path__, "mtlbook.")
-                     if not info.name.endswith("__main__"))
+ALL_MODULES = sorted(
+    info.name
+    for info in pkgutil.walk_packages(mtlbook.__path__, "mtlbook.")
+    if not info.name.endswith("__main__")
+)
 #: The modules with at least one example.
-MODULES = [name for name in ALL_MODULES
-           if any(test.examples for test in doctest.DocTestFinder().find(
-               importlib.import_module(name)))]
+MODULES = [
+    name
+    for name in ALL_MODULES
+    if any(test.examples for test in doctest.DocTestFinder().find(importlib.import_module(name)))
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -30,8 +35,9 @@ def test_docstring_examples(name, monkeypatch):
     matplotlib.use("Agg")
     module = importlib.import_module(name)
     monkeypatch.setenv("TQDM_DISABLE", "1")
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-                             verbose=False)
+    result = doctest.testmod(
+        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+    )
     plt.close("all")
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
 

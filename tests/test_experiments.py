@@ -47,9 +47,14 @@ def test_mean_interval_errors():
 def test_mtl_gain_sign_convention_and_pairing():
     rows = []
     for seed, (base_auc, model_auc, base_mse, model_mse) in enumerate(
-            [(0.70, 0.77, 2.0, 1.0), (0.60, 0.66, 4.0, 3.0)]):
-        rows += [("ST", seed, "a", "auc", base_auc), ("MTL", seed, "a", "auc", model_auc),
-                 ("ST", seed, "b", "mse", base_mse), ("MTL", seed, "b", "mse", model_mse)]
+        [(0.70, 0.77, 2.0, 1.0), (0.60, 0.66, 4.0, 3.0)]
+    ):
+        rows += [
+            ("ST", seed, "a", "auc", base_auc),
+            ("MTL", seed, "a", "auc", model_auc),
+            ("ST", seed, "b", "mse", base_mse),
+            ("MTL", seed, "b", "mse", model_mse),
+        ]
     df = pd.DataFrame(rows, columns=["model", "seed", "task", "metric", "value"])
     gain = mtl_gain(df, "ST").set_index("metric")
     # AUC: (m − b)/b per seed = +10 % both times; MSE: (b − m)/b = +50 % and +25 %.
@@ -61,14 +66,26 @@ def test_mtl_gain_sign_convention_and_pairing():
 
 
 def test_repeat_fits_per_task_and_weightings():
-    models = {"ST": PerTask(lambda s, seed: SingleTask(s, hidden_units=(4,), seed=seed)),
-              "SB": lambda s, seed: SharedBottom(s, bottom_units=(4,), tower_units=(2,),
-                                                 seed=seed)}
-    weightings = {"equal": EqualWeight,
-                  "fixed": lambda: FixedWeights(weights={"task1": 1.0, "task2": 0.5})}
+    models = {
+        "ST": PerTask(lambda s, seed: SingleTask(s, hidden_units=(4,), seed=seed)),
+        "SB": lambda s, seed: SharedBottom(s, bottom_units=(4,), tower_units=(2,), seed=seed),
+    }
+    weightings = {
+        "equal": EqualWeight,
+        "fixed": lambda: FixedWeights(weights={"task1": 1.0, "task2": 0.5}),
+    }
     df = repeat_fits(_small, models, seeds=[0, 1], weightings=weightings, **FIT)
-    assert list(df.columns) == ["model", "weighting", "seed", "task", "metric", "value",
-                                "best_epoch", "epochs_run", "train_seconds"]
+    assert list(df.columns) == [
+        "model",
+        "weighting",
+        "seed",
+        "task",
+        "metric",
+        "value",
+        "best_epoch",
+        "epochs_run",
+        "train_seconds",
+    ]
     mse = df[df["metric"] == "mse"]
     # 2 models × 2 weightings × 2 seeds × 2 tasks, each task of PerTask from its own model.
     assert len(mse) == 16
@@ -89,7 +106,8 @@ def test_repeat_fits_is_deterministic():
 
 def test_correlation_sweep_keeps_test_labels_dense():
     models = {"SB": lambda s, seed: SharedBottom(s, bottom_units=(4,), seed=seed)}
-    df = correlation_sweep([0.0, 1.0], models, [0], n_samples=300, sparse_task="task2",
-                           label_fraction=0.2, **FIT)
+    df = correlation_sweep(
+        [0.0, 1.0], models, [0], n_samples=300, sparse_task="task2", label_fraction=0.2, **FIT
+    )
     assert sorted(df["correlation"].unique()) == [0.0, 1.0]
     assert set(df["task"]) == {"task1", "task2"}

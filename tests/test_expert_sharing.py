@@ -35,7 +35,8 @@ def test_matched_lineup_sizes_are_close(small):
     built = models["PLE"](small.schema, 3)
     assert isinstance(built, PLE) and built.n_levels == 2
     assert sizes.set_index("model").loc["MMoE", "parameters"] == count_parameters(
-        models["MMoE"](small.schema, 0))
+        models["MMoE"](small.schema, 0)
+    )
 
 
 def test_matched_lineup_rejects_bad_arguments(small):
@@ -48,9 +49,13 @@ def test_matched_lineup_rejects_bad_arguments(small):
 
 
 def test_parameter_table_splits_shared_and_specific(small):
-    table = parameter_table({"MMoE": MMoE(small.schema, n_experts=4, expert_units=(8,)),
-                             "CGC": CGC(small.schema, expert_units=(8,)),
-                             "SB": SharedBottom(small.schema)}).set_index("model")
+    table = parameter_table(
+        {
+            "MMoE": MMoE(small.schema, n_experts=4, expert_units=(8,)),
+            "CGC": CGC(small.schema, expert_units=(8,)),
+            "SB": SharedBottom(small.schema),
+        }
+    ).set_index("model")
     assert (table["shared"] + table["task_specific"] == table["parameters"]).all()
     # same number of experts: CGC shares a smaller part than MMoE
     assert table.loc["CGC", "shared_fraction"] < table.loc["MMoE", "shared_fraction"]
@@ -59,8 +64,7 @@ def test_parameter_table_splits_shared_and_specific(small):
 
 
 def test_gate_split_rows_sum_to_one(small):
-    model = PLE(small.schema, n_levels=2, n_shared_experts=2, n_task_experts=1,
-                expert_units=(8,))
+    model = PLE(small.schema, n_levels=2, n_shared_experts=2, n_task_experts=1, expert_units=(8,))
     split = gate_split(gate_weights(model, small))
     assert list(split["gate"]) == ["task1", "task2", "shared", "task1", "task2"]
     totals = split[["own", "shared", "other_tasks"]].fillna(0.0).sum(axis=1)
@@ -88,14 +92,17 @@ def _frame(values: dict[str, tuple[float, float]], seeds=(0, 1, 2)) -> pd.DataFr
     for config, (a, b) in values.items():
         for s in seeds:
             jitter = 0.001 * s
-            rows += [(config, s, "task1", "mse", a + jitter),
-                     (config, s, "task2", "mse", b - jitter)]
+            rows += [
+                (config, s, "task1", "mse", a + jitter),
+                (config, s, "task2", "mse", b - jitter),
+            ]
     return pd.DataFrame(rows, columns=["configuration", "seed", "task", "metric", "value"])
 
 
 def test_seesaw_verdicts():
-    frame = _frame({"single": (1.0, 1.0), "both": (0.5, 0.5), "saw": (0.5, 1.5),
-                    "worse": (2.0, 2.0)})
+    frame = _frame(
+        {"single": (1.0, 1.0), "both": (0.5, 0.5), "saw": (0.5, 1.5), "worse": (2.0, 2.0)}
+    )
     v = seesaw_verdicts(frame).set_index("configuration")
     assert v.loc["both", "verdict"] == "better on both"
     assert v.loc["saw", "verdict"] == "seesaw"
@@ -122,8 +129,10 @@ def test_correlated_setting():
 
 def test_choose_setting_uses_validation_and_picks_one(small):
     models, _ = matched_lineup(small.schema, expert_units=4, tower_units=(4,))
-    settings = {"a": CorrelatedSetting(0.5, n_samples=300, n_features=8),
-                "b": CorrelatedSetting(0.0, label_fraction=0.3, n_samples=300, n_features=8)}
+    settings = {
+        "a": CorrelatedSetting(0.5, n_samples=300, n_features=8),
+        "b": CorrelatedSetting(0.0, label_fraction=0.3, n_samples=300, n_features=8),
+    }
     chosen, table = choose_setting(settings, models, [0, 1], epochs=2, batch_size=64)
     assert chosen in settings
     assert set(table["setting"]) == {"a", "b"}

@@ -12,25 +12,30 @@ from mtlbook.data import MultiTaskData, TaskSpec
 
 
 def _frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "price": [1.0, 2.5, 3.0, 0.5, 4.0, 2.0],
-        "age": [20.0, 31.0, 45.0, 22.0, 60.0, 38.0],
-        "user": ["u3", "u1", "u2", "u1", "u3", "u1"],
-        "item": [10, 30, 20, 10, 10, 30],
-        "click": [1, 0, 1, 1, 0, 1],
-        "buy": [1.0, np.nan, 0.0, 1.0, np.nan, 0.0],
-        "stay": [3.5, 1.0, 2.0, 8.0, 0.0, 4.0],
-        "shopper": ["a", "b", "a", "c", "b", "a"],
-        "p_true": [0.5, 0.1, 0.4, 0.7, 0.2, 0.3],
-    })
+    return pd.DataFrame(
+        {
+            "price": [1.0, 2.5, 3.0, 0.5, 4.0, 2.0],
+            "age": [20.0, 31.0, 45.0, 22.0, 60.0, 38.0],
+            "user": ["u3", "u1", "u2", "u1", "u3", "u1"],
+            "item": [10, 30, 20, 10, 10, 30],
+            "click": [1, 0, 1, 1, 0, 1],
+            "buy": [1.0, np.nan, 0.0, 1.0, np.nan, 0.0],
+            "stay": [3.5, 1.0, 2.0, 8.0, 0.0, 4.0],
+            "shopper": ["a", "b", "a", "c", "b", "a"],
+            "p_true": [0.5, 0.1, 0.4, 0.7, 0.2, 0.3],
+        }
+    )
 
 
 def _build(df: pd.DataFrame | None = None, **overrides) -> MultiTaskData:
     kwargs = {
         "dense": ["price", "age"],
         "categorical": ["user", "item"],
-        "tasks": {"click": "binary", "buy": {"kind": "binary", "mask": "click"},
-                  "stay": "regression"},
+        "tasks": {
+            "click": "binary",
+            "buy": {"kind": "binary", "mask": "click"},
+            "stay": "regression",
+        },
         "group": "shopper",
         "truth": ["p_true"],
     }
@@ -43,8 +48,11 @@ def test_builds_every_part():
     data = _build(df)
     assert len(data) == 6
     assert data.task_names == ("click", "buy", "stay")
-    assert data.schema.tasks == (TaskSpec("click", "binary"), TaskSpec("buy", "binary"),
-                                 TaskSpec("stay", "regression"))
+    assert data.schema.tasks == (
+        TaskSpec("click", "binary"),
+        TaskSpec("buy", "binary"),
+        TaskSpec("stay", "regression"),
+    )
     assert data.schema.dense == ("price", "age")
     assert data.schema.categorical == ("user", "item")
     np.testing.assert_allclose(data.dense, df[["price", "age"]].to_numpy())
@@ -92,8 +100,9 @@ def test_dense_only_and_categorical_only():
 
 def test_masked_task_with_01_mask_column():
     df = _frame()
-    data = MultiTaskData.from_frame(df, dense=["price"],
-                                    tasks={"buy": {"kind": "binary", "mask": "click"}})
+    data = MultiTaskData.from_frame(
+        df, dense=["price"], tasks={"buy": {"kind": "binary", "mask": "click"}}
+    )
     assert data.masks["buy"].dtype == bool
     assert data.masks["buy"].sum() == 4
 
@@ -103,15 +112,24 @@ def test_masked_task_with_01_mask_column():
 
 def test_length_mismatch_in_constructor():
     with pytest.raises(ValueError, match=r"length mismatch.*'y'.*3 labels.*5 rows"):
-        MultiTaskData(dense=np.zeros((5, 2)), labels={"y": [0.0, 1.0, 0.0]},
-                      tasks={"y": "binary"}, dense_names=["a", "b"])
+        MultiTaskData(
+            dense=np.zeros((5, 2)),
+            labels={"y": [0.0, 1.0, 0.0]},
+            tasks={"y": "binary"},
+            dense_names=["a", "b"],
+        )
 
 
 def test_length_mismatch_between_feature_blocks():
     with pytest.raises(ValueError, match="length mismatch"):
-        MultiTaskData(dense=np.zeros((5, 1)), categorical=np.zeros((4, 1), dtype=int),
-                      labels={"y": np.zeros(5)}, tasks={"y": "regression"},
-                      dense_names=["a"], categorical_names=["c"])
+        MultiTaskData(
+            dense=np.zeros((5, 1)),
+            categorical=np.zeros((4, 1), dtype=int),
+            labels={"y": np.zeros(5)},
+            tasks={"y": "regression"},
+            dense_names=["a"],
+            categorical_names=["c"],
+        )
 
 
 def test_nan_in_dense_feature():
@@ -201,19 +219,30 @@ def test_empty_frame_is_refused():
     with pytest.raises(ValueError, match="df has no rows"):
         _build(_frame().iloc[:0])
     with pytest.raises(ValueError, match="0 rows"):
-        MultiTaskData(dense=np.zeros((0, 1)), labels={"y": np.zeros(0)}, tasks={"y": "binary"},
-                      dense_names=["x"])
+        MultiTaskData(
+            dense=np.zeros((0, 1)),
+            labels={"y": np.zeros(0)},
+            tasks={"y": "binary"},
+            dense_names=["x"],
+        )
 
 
 def test_string_labels_are_reported_as_non_numeric():
     df = _frame()
     df["click"] = np.where(df["click"] == 1, "yes", "no")
-    with pytest.raises(ValueError, match=r"label column 'click' has non-numeric values such as "
-                                         r"'(yes|no)'.*0/1"):
+    with pytest.raises(
+        ValueError,
+        match=r"label column 'click' has non-numeric values such as "
+        r"'(yes|no)'.*0/1",
+    ):
         _build(df, tasks={"click": "binary"})
     with pytest.raises(ValueError, match=r"task 'y' has non-numeric labels such as 'yes'"):
-        MultiTaskData(dense=np.zeros((2, 1)), labels={"y": np.array(["yes", "no"])},
-                      tasks={"y": "binary"}, dense_names=["x"])
+        MultiTaskData(
+            dense=np.zeros((2, 1)),
+            labels={"y": np.array(["yes", "no"])},
+            tasks={"y": "binary"},
+            dense_names=["x"],
+        )
 
 
 def test_anything_outside_a_mask_is_ignored():

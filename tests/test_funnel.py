@@ -22,8 +22,14 @@ def test_default_rates_match_knobs(funnel_large):
 
 @pytest.mark.parametrize(("click_rate", "purchase_rate"), [(0.1, 0.02), (0.02, 0.004)])
 def test_other_rates_match_knobs(click_rate, purchase_rate):
-    data = mb.simulate_funnel(200_000, seed=3, n_users=500, n_items=300,
-                              click_rate=click_rate, purchase_rate=purchase_rate)
+    data = mb.simulate_funnel(
+        200_000,
+        seed=3,
+        n_users=500,
+        n_items=300,
+        click_rate=click_rate,
+        purchase_rate=purchase_rate,
+    )
     click, purchase = _rates(data)
     assert click == pytest.approx(click_rate, rel=0.10)
     assert purchase == pytest.approx(purchase_rate, rel=0.10)
@@ -65,8 +71,14 @@ def test_truth_is_not_a_feature_nor_a_label(funnel_small):
 
 def test_schema_of_funnel(funnel_large):
     schema = funnel_large.schema
-    assert schema.categorical == ("user_id", "item_id", "segment", "category", "price_band",
-                                  "position")
+    assert schema.categorical == (
+        "user_id",
+        "item_id",
+        "segment",
+        "category",
+        "price_band",
+        "position",
+    )
     assert schema.dense == ("log_price", "user_activity", "item_popularity")
     assert schema.cardinalities == (2_000, 1_000, 4, 20, 5, 10)
     assert schema.task_names == ("click", "purchase")

@@ -88,7 +88,8 @@ def test_excess_logloss_is_cross_entropy_minus_entropy():
     # 0/1 truth: the excess is the ordinary log-loss.
     y = (rng.random(200) < 0.5).astype(float)
     assert excess_logloss(p, y) == pytest.approx(
-        -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)), rel=1e-10)
+        -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)), rel=1e-10
+    )
 
 
 # ------------------------------------------------------------------------------- ranking
@@ -110,16 +111,18 @@ def test_top_k_mask_random_groups_pick_the_largest():
     mask = top_k_mask(score, 5, groups)
     for g in range(30):
         mine = score[groups == g]
-        np.testing.assert_array_equal(np.sort(score[mask & (groups == g)]),
-                                      np.sort(mine)[-min(5, len(mine)):])
+        np.testing.assert_array_equal(
+            np.sort(score[mask & (groups == g)]), np.sort(mine)[-min(5, len(mine)) :]
+        )
 
 
 def test_rank_tradeoff_with_the_truth_reaches_both_optima():
     rng = np.random.default_rng(5)
     pctr, pcvr = rng.uniform(0.01, 0.3, 600), rng.uniform(0.05, 0.5, 600)
     groups = rng.integers(0, 20, 600)
-    out = rank_tradeoff(pctr, pcvr, pctr, pctr * pcvr, alphas=[1, 2], betas=[0, 1, 2], k=5,
-                        groups=groups).set_index(["alpha", "beta"])
+    out = rank_tradeoff(
+        pctr, pcvr, pctr, pctr * pcvr, alphas=[1, 2], betas=[0, 1, 2], k=5, groups=groups
+    ).set_index(["alpha", "beta"])
     assert out.loc[(1, 0), "clicks_vs_best"] == pytest.approx(1.0)
     assert out.loc[(1, 1), "purchases_vs_best"] == pytest.approx(1.0)
     # Only β/α matters: (1, 1) and (2, 2) pick the same impressions.
@@ -132,8 +135,9 @@ def test_rank_tradeoff_with_the_truth_reaches_both_optima():
 def test_rank_tradeoff_random_reference():
     pctr = np.array([0.1, 0.2, 0.3, 0.4])
     pctcvr = pctr / 10
-    out = rank_tradeoff(pctr, np.ones(4), pctr, pctcvr, alphas=[1], betas=[0], k=1,
-                        groups=[0, 0, 1, 1])
+    out = rank_tradeoff(
+        pctr, np.ones(4), pctr, pctcvr, alphas=[1], betas=[0], k=1, groups=[0, 0, 1, 1]
+    )
     # Random: half of each group's sum; the top-1 of each group: 0.2 + 0.4.
     assert out["clicks"].iloc[0] == pytest.approx(0.6)
     assert out["clicks_vs_random"].iloc[0] == pytest.approx(0.6 / 0.5)
@@ -144,18 +148,28 @@ def test_rank_tradeoff_random_reference():
 # ------------------------------------------------------------------------------- models
 @pytest.fixture(scope="module")
 def worlds():
-    return [mb.simulate_funnel(3_000, seed=s, **SMALL).split((0.5, 0.2, 0.3), seed=s)
-            for s in (0, 1)]
+    return [
+        mb.simulate_funnel(3_000, seed=s, **SMALL).split((0.5, 0.2, 0.3), seed=s) for s in (0, 1)
+    ]
 
 
 @pytest.fixture(scope="module")
 def run(worlds) -> FunnelRun:
-    return fit_funnel_models(worlds, [0, 1], {
-        "naive": NaiveCVR(lambda schema, seed: SingleTask(schema, hidden_units=(8,), seed=seed),
-                          max_cvr_epochs=4),
-        "ESMM": lambda schema, seed: ESMM(schema, tower_units=(8,), seed=seed),
-        "AITM": lambda schema, seed: AITM(schema, tower_units=(8,), seed=seed),
-    }, epochs=2, batch_size=256, lr=1e-2)
+    return fit_funnel_models(
+        worlds,
+        [0, 1],
+        {
+            "naive": NaiveCVR(
+                lambda schema, seed: SingleTask(schema, hidden_units=(8,), seed=seed),
+                max_cvr_epochs=4,
+            ),
+            "ESMM": lambda schema, seed: ESMM(schema, tower_units=(8,), seed=seed),
+            "AITM": lambda schema, seed: AITM(schema, tower_units=(8,), seed=seed),
+        },
+        epochs=2,
+        batch_size=256,
+        lr=1e-2,
+    )
 
 
 def test_fit_funnel_models_predicts_every_test_impression(run, worlds):
@@ -171,8 +185,12 @@ def test_fit_funnel_models_predicts_every_test_impression(run, worlds):
         assert part[["pctr", "pcvr", "pctcvr"]].apply(lambda c: c.between(0, 1)).all().all()
         # pcvr = min(pctcvr / pctr, 1) for AITM (its pctcvr may exceed its pctr), the
         # product structure for ESMM and the naive pair.
-        np.testing.assert_allclose(np.minimum(part["pctcvr"], part["pctr"]),
-                                   part["pctr"] * part["pcvr"], rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(
+            np.minimum(part["pctcvr"], part["pctr"]),
+            part["pctr"] * part["pcvr"],
+            rtol=1e-4,
+            atol=1e-7,
+        )
     parts = run.summary.groupby("model")["part"].unique()
     assert set(parts["naive"]) == {"ctr", "cvr (clicked only)"}
     naive_cvr = run.summary[run.summary["part"] == "cvr (clicked only)"]
@@ -255,11 +273,12 @@ def test_paired_improvement_signs():
     rows = []
     for seed in range(4):
         for model, auc, loss, ratio in (("base", 0.6, 0.05, 1.5), ("new", 0.7, 0.04, 0.8)):
-            rows += [(model, seed, "pcvr", "all", "auc_truth", auc + 0.01 * seed),
-                     (model, seed, "pcvr", "all", "excess_logloss", loss),
-                     (model, seed, "pcvr", "all", "mean_ratio", ratio)]
-    scores = pd.DataFrame(rows, columns=["model", "seed", "quantity", "subset", "metric",
-                                         "value"])
+            rows += [
+                (model, seed, "pcvr", "all", "auc_truth", auc + 0.01 * seed),
+                (model, seed, "pcvr", "all", "excess_logloss", loss),
+                (model, seed, "pcvr", "all", "mean_ratio", ratio),
+            ]
+    scores = pd.DataFrame(rows, columns=["model", "seed", "quantity", "subset", "metric", "value"])
     out = paired_improvement(scores, "base").set_index("metric")
     assert out.loc["auc_truth", "mean"] == pytest.approx(0.1)
     assert out.loc["excess_logloss", "mean"] == pytest.approx(0.01)
@@ -275,8 +294,9 @@ def test_selection_shift_clicked_impressions_have_higher_rates():
     data = mb.simulate_funnel(20_000, seed=0, **SMALL)
     shift = selection_shift(data)
     assert list(shift.index) == ["all", "clicked", "not clicked"]
-    assert shift.loc["clicked", "pcvr"] > shift.loc["all", "pcvr"] > shift.loc["not clicked",
-                                                                               "pcvr"]
+    assert (
+        shift.loc["clicked", "pcvr"] > shift.loc["all", "pcvr"] > shift.loc["not clicked", "pcvr"]
+    )
     assert shift.loc["all", "impressions"] == 20_000
     assert abs(shift.loc["all", "log_price"]) < 1e-6  # standardised over all impressions
     with pytest.raises(ValueError, match="truth"):

@@ -43,8 +43,9 @@ def test_the_recorder_does_not_change_training(conflicting, inner):
 def test_pcgrad_update_never_opposes_a_task(conflicting):
     train, valid = conflicting
     log = StepConflictLog()
-    mb.fit(_model(train.schema), train, valid, weighting=log,
-           **{**FIT, "epochs": 4, "batch_size": 32})
+    mb.fit(
+        _model(train.schema), train, valid, weighting=log, **{**FIT, "epochs": 4, "batch_size": 32}
+    )
     align = log.alignment()
     pcgrad = align[align["update"] == "pcgrad"]["cosine"]
     assert (pcgrad > -1e-6).all()
@@ -52,8 +53,9 @@ def test_pcgrad_update_never_opposes_a_task(conflicting):
     conflict = pairs["cosine"] < 0
     assert conflict.any()  # the data were made to conflict
     # for two tasks the projection turns cos into |cos| (see the module docstring)
-    np.testing.assert_allclose(pairs.loc[conflict, "cosine_projected"],
-                               -pairs.loc[conflict, "cosine"], atol=1e-6)
+    np.testing.assert_allclose(
+        pairs.loc[conflict, "cosine_projected"], -pairs.loc[conflict, "cosine"], atol=1e-6
+    )
     summary = step_summary({"run": log})
     assert summary.loc["run", "pcgrad_opposes"] == 0.0
     assert summary.loc["run", "steps"] == pairs["step"].nunique()
@@ -70,8 +72,13 @@ def test_the_recorder_explains_its_errors(conflicting):
         mb.fit(SingleTask(train.schema), train, valid, weighting=StepConflictLog(), **FIT)
     one = train.select_tasks(["task1"])
     with pytest.raises(ValueError, match="one task"):
-        mb.fit(SharedBottom(one.schema), one, valid.select_tasks(["task1"]),
-               weighting=StepConflictLog(), **FIT)
+        mb.fit(
+            SharedBottom(one.schema),
+            one,
+            valid.select_tasks(["task1"]),
+            weighting=StepConflictLog(),
+            **FIT,
+        )
     with pytest.raises(ValueError, match="no recorded step"):
         step_summary(StepConflictLog())
     with pytest.raises(TypeError, match="not a StepConflictLog"):

@@ -27,7 +27,7 @@ def _imported_modules(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = package.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1])
+                base = ".".join(parts[: len(parts) - node.level + 1])
                 target = f"{base}.{node.module}" if node.module else base
             else:
                 target = node.module or ""
@@ -41,8 +41,11 @@ def test_nothing_outside_the_book_imports_the_book():
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.is_relative_to(PACKAGE / "book"):
             continue
-        found = sorted(n for n in _imported_modules(path)
-                       if n == "mtlbook.book" or n.startswith("mtlbook.book."))
+        found = sorted(
+            n
+            for n in _imported_modules(path)
+            if n == "mtlbook.book" or n.startswith("mtlbook.book.")
+        )
         if found:
             offenders[str(path.relative_to(PACKAGE.parent))] = found
     assert offenders == {}, f"library modules import the book: {offenders}"

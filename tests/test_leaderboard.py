@@ -14,11 +14,19 @@ FAST = dict(n_samples=300, epochs=2, batch_size=128)
 @pytest.fixture(scope="module")
 def board():
     studies = {
-        "low": Study("correlated:0.2", {"single": "single", "shared_bottom": "shared_bottom",
-                                        "mmoe": "mmoe"}, metrics="mse", settings=FAST),
-        "high": Study("correlated:0.9", {"single": "single", "shared_bottom": "shared_bottom"},
-                      weightings={"equal": "equal", "uncertainty": "uncertainty"},
-                      only={"uncertainty": ["shared_bottom"]}, settings=FAST),
+        "low": Study(
+            "correlated:0.2",
+            {"single": "single", "shared_bottom": "shared_bottom", "mmoe": "mmoe"},
+            metrics="mse",
+            settings=FAST,
+        ),
+        "high": Study(
+            "correlated:0.9",
+            {"single": "single", "shared_bottom": "shared_bottom"},
+            weightings={"equal": "equal", "uncertainty": "uncertainty"},
+            only={"uncertainty": ["shared_bottom"]},
+            settings=FAST,
+        ),
     }
     return run_leaderboard(studies, seeds=3)
 
@@ -28,10 +36,17 @@ def test_runs_every_configuration_and_reuses_the_baseline(board):
     assert raw.columns[0] == "dataset"
     configs = raw.drop_duplicates(["dataset", "model", "weighting"])
     got = sorted(map(tuple, configs[["dataset", "model", "weighting"]].to_numpy()))
-    assert got == sorted([("low", "single", "equal"), ("low", "shared_bottom", "equal"),
-                          ("low", "mmoe", "equal"), ("high", "single", "equal"),
-                          ("high", "shared_bottom", "equal"), ("high", "single", "uncertainty"),
-                          ("high", "shared_bottom", "uncertainty")])
+    assert got == sorted(
+        [
+            ("low", "single", "equal"),
+            ("low", "shared_bottom", "equal"),
+            ("low", "mmoe", "equal"),
+            ("high", "single", "equal"),
+            ("high", "shared_bottom", "equal"),
+            ("high", "single", "uncertainty"),
+            ("high", "shared_bottom", "uncertainty"),
+        ]
+    )
     base = raw[(raw["dataset"] == "high") & (raw["model"] == "single")]
     eq = base[base["weighting"] == "equal"].sort_values(["seed", "task", "metric"])
     un = base[base["weighting"] == "uncertainty"].sort_values(["seed", "task", "metric"])
@@ -42,7 +57,8 @@ def test_tables_keep_headline_metrics_and_widen(board):
     table = board.table()
     assert set(table["metric"]) == {"mse"}
     assert {"dataset", "model", "weighting", "task", "mean", "lo", "hi", "formatted"} <= set(
-        table.columns)
+        table.columns
+    )
     wide = board.table(wide=True)
     assert ("low", "task1", "mse") in wide.columns
     assert pd.isna(wide.loc[("mmoe", "equal"), ("high", "task1", "mse")])
@@ -56,10 +72,22 @@ def test_best_marks_ties_by_paired_interval():
     seeds = range(4)
     rows = []
     for seed in seeds:
-        for model, value in (("single", 1.0), ("good", 0.5), ("noisy", 0.5 + (-1) ** seed),
-                             ("bad", 2.0 + 0.01 * seed)):
-            rows.append({"model": model, "weighting": "equal", "seed": seed, "task": "t",
-                         "metric": "mse", "value": value})
+        for model, value in (
+            ("single", 1.0),
+            ("good", 0.5),
+            ("noisy", 0.5 + (-1) ** seed),
+            ("bad", 2.0 + 0.01 * seed),
+        ):
+            rows.append(
+                {
+                    "model": model,
+                    "weighting": "equal",
+                    "seed": seed,
+                    "task": "t",
+                    "metric": "mse",
+                    "value": value,
+                }
+            )
     board = Leaderboard({"d": CompareResult(pd.DataFrame(rows))}, baseline="single")
     best = board.best().iloc[0]
     assert best["best"] == "good (equal)"
@@ -96,9 +124,25 @@ def test_bad_studies_are_refused_with_clear_messages():
     with pytest.raises(ValueError, match="no baseline model"):
         run_leaderboard({"x": Study("correlated:0.5", {"mmoe": "mmoe"}, settings=FAST)})
     with pytest.raises(ValueError, match="not in its weightings"):
-        run_leaderboard({"x": Study("correlated:0.5", {"single": "single"},
-                                    only={"gradnorm": ["single"]}, settings=FAST)})
+        run_leaderboard(
+            {
+                "x": Study(
+                    "correlated:0.5",
+                    {"single": "single"},
+                    only={"gradnorm": ["single"]},
+                    settings=FAST,
+                )
+            }
+        )
     with pytest.raises(ValueError, match="not in its models"):
-        run_leaderboard({"x": Study("correlated:0.5", {"single": "single"},
-                                    weightings={"equal": "equal"},
-                                    only={"equal": ["ple"]}, settings=FAST)})
+        run_leaderboard(
+            {
+                "x": Study(
+                    "correlated:0.5",
+                    {"single": "single"},
+                    weightings={"equal": "equal"},
+                    only={"equal": ["ple"]},
+                    settings=FAST,
+                )
+            }
+        )

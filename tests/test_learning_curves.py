@@ -27,9 +27,12 @@ def _funnel(seed: int):
     return mb.simulate_funnel(1_500, seed=seed, **SMALL)
 
 
-MODELS = {"single": PerTask(lambda schema, seed: SingleTask(schema, hidden_units=(8,), seed=seed)),
-          "shared": lambda schema, seed: SharedBottom(schema, bottom_units=(8,),
-                                                      tower_units=(4,), seed=seed)}
+MODELS = {
+    "single": PerTask(lambda schema, seed: SingleTask(schema, hidden_units=(8,), seed=seed)),
+    "shared": lambda schema, seed: SharedBottom(
+        schema, bottom_units=(8,), tower_units=(4,), seed=seed
+    ),
+}
 
 
 def test_sparse_labels_are_the_same_with_and_without_the_other_tasks():
@@ -44,8 +47,9 @@ def test_sparse_labels_are_the_same_with_and_without_the_other_tasks():
 
 
 def test_label_fraction_curve_pairs_models_and_fractions():
-    curve = label_fraction_curve(_funnel, MODELS, [0, 1], task="purchase",
-                                 label_fractions=[1.0, 0.3], **FIT)
+    curve = label_fraction_curve(
+        _funnel, MODELS, [0, 1], task="purchase", label_fractions=[1.0, 0.3], **FIT
+    )
     assert sorted(curve["label_fraction"].unique()) == [0.3, 1.0]
     # The single-task baseline is trained on the sparse task only; Shared-Bottom on both.
     assert set(curve.loc[curve["model"] == "single", "task"]) == {"purchase"}
@@ -63,8 +67,14 @@ def test_label_fraction_curve_errors():
     with pytest.raises(ValueError, match="not in the data"):
         label_fraction_curve(_funnel, MODELS, [0], task="buy", label_fractions=[0.5])
     with pytest.raises(ValueError, match="transform_train"):
-        label_fraction_curve(_funnel, MODELS, [0], task="purchase", label_fractions=[0.5],
-                             transform_train=lambda d, s: d)
+        label_fraction_curve(
+            _funnel,
+            MODELS,
+            [0],
+            task="purchase",
+            label_fractions=[0.5],
+            transform_train=lambda d, s: d,
+        )
     with pytest.raises(ValueError, match="seeds"):
         label_fraction_curve(_funnel, MODELS, [], task="purchase", label_fractions=[0.5])
 
@@ -72,15 +82,17 @@ def test_label_fraction_curve_errors():
 def test_epoch_losses_match_evaluate(funnel_binary):
     train, valid = funnel_binary.split((0.7, 0.3), seed=0)
     record = EpochLosses({"train": train, "valid": valid})
-    result = mb.fit(SharedBottom(train.schema, seed=0), train, valid, progress=False,
-                    callbacks=[record], **FIT)
+    result = mb.fit(
+        SharedBottom(train.schema, seed=0), train, valid, progress=False, callbacks=[record], **FIT
+    )
     frame = record.frame
     assert len(frame) == 2 * 2 * 2  # epochs × splits × tasks
     # The validation losses are those fit computed for the same epochs.
     ours = frame[frame["split"] == "valid"].set_index(["epoch", "task"])["loss"]
     h = result.history
-    theirs = h[(h["split"] == "valid") & (h["metric"] == "logloss")].set_index(
-        ["epoch", "task"])["value"]
+    theirs = h[(h["split"] == "valid") & (h["metric"] == "logloss")].set_index(["epoch", "task"])[
+        "value"
+    ]
     assert np.allclose(ours.sort_index(), theirs.sort_index(), rtol=1e-5)
 
 
@@ -119,10 +131,16 @@ def test_paired_difference_sign_and_pairing():
 
     from mtlbook.book.ch12_1 import paired_difference
 
-    rows = [("b", 0, "t", "auc", 0.50), ("m", 0, "t", "auc", 0.70),
-            ("b", 1, "t", "auc", 0.60), ("m", 1, "t", "auc", 0.70),
-            ("b", 0, "t", "logloss", 0.30), ("m", 0, "t", "logloss", 0.20),
-            ("b", 1, "t", "logloss", 0.30), ("m", 1, "t", "logloss", 0.10)]
+    rows = [
+        ("b", 0, "t", "auc", 0.50),
+        ("m", 0, "t", "auc", 0.70),
+        ("b", 1, "t", "auc", 0.60),
+        ("m", 1, "t", "auc", 0.70),
+        ("b", 0, "t", "logloss", 0.30),
+        ("m", 0, "t", "logloss", 0.20),
+        ("b", 1, "t", "logloss", 0.30),
+        ("m", 1, "t", "logloss", 0.10),
+    ]
     df = pd.DataFrame(rows, columns=["model", "seed", "task", "metric", "value"])
     out = paired_difference(df, "b").set_index("metric")
     assert out.loc["auc", "mean"] == pytest.approx(0.15)

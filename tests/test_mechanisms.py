@@ -84,8 +84,16 @@ def test_noisy_copies_without_noise_are_the_function():
     np.testing.assert_allclose(data.labels["task1"], data.truth["task1"], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs", [dict(noise_std=-1.0), dict(noise_std=float("nan")),
-                                    dict(n_tasks=0), dict(n_features=0), dict(nonlinearity=0)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(noise_std=-1.0),
+        dict(noise_std=float("nan")),
+        dict(n_tasks=0),
+        dict(n_features=0),
+        dict(nonlinearity=0),
+    ],
+)
 def test_noisy_copies_bad_arguments(kwargs):
     args = dict(noise_std=1.0) | kwargs
     with pytest.raises(ValueError):
@@ -109,8 +117,9 @@ def _r2(x: np.ndarray, y: np.ndarray) -> float:
 
 @pytest.mark.parametrize("shared_hidden", [True, False])
 def test_only_relevant_features_drive_the_targets(shared_hidden):
-    data = make_sparse_relevance_tasks(2_000, n_relevant=3, n_irrelevant=10, n_tasks=2,
-                                       shared_hidden=shared_hidden, seed=0)
+    data = make_sparse_relevance_tasks(
+        2_000, n_relevant=3, n_irrelevant=10, n_tasks=2, shared_hidden=shared_hidden, seed=0
+    )
     assert data.dense.shape == (2_000, 13)
     np.testing.assert_array_equal(data.meta["relevant"], [0, 1, 2])
     x = data.dense
@@ -156,8 +165,10 @@ def test_eavesdropping_structure(b_form):
 
 def test_eavesdropping_control_changes_only_a():
     kw = dict(g_weight=0.3, seed=5)
-    knows, control = make_eavesdropping_tasks(500, **kw), make_eavesdropping_tasks(
-        500, a_uses_g=False, **kw)
+    knows, control = (
+        make_eavesdropping_tasks(500, **kw),
+        make_eavesdropping_tasks(500, a_uses_g=False, **kw),
+    )
     np.testing.assert_array_equal(knows.dense, control.dense)
     np.testing.assert_array_equal(knows.labels["B"], control.labels["B"])
     np.testing.assert_array_equal(knows.truth["G"], control.truth["G"])
@@ -165,8 +176,9 @@ def test_eavesdropping_control_changes_only_a():
     assert control.meta["a_uses_g"] is False
 
 
-@pytest.mark.parametrize("kwargs", [dict(b_form="product"), dict(g_weight=-0.1),
-                                    dict(noise_a=-1), dict(n_features=1)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(b_form="product"), dict(g_weight=-0.1), dict(noise_a=-1), dict(n_features=1)]
+)
 def test_eavesdropping_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         make_eavesdropping_tasks(100, **kwargs)
@@ -205,8 +217,12 @@ def test_clean_targets_replaces_labels_only():
 
 
 def test_clean_targets_errors():
-    no_truth = MultiTaskData(dense=np.zeros((3, 1)), labels={"y": [0.0, 1.0, 2.0]},
-                             tasks={"y": "regression"}, dense_names=["x"])
+    no_truth = MultiTaskData(
+        dense=np.zeros((3, 1)),
+        labels={"y": [0.0, 1.0, 2.0]},
+        tasks={"y": "regression"},
+        dense_names=["x"],
+    )
     with pytest.raises(ValueError, match="no ground truth"):
         clean_targets(no_truth)
     data = make_eavesdropping_tasks(50, seed=0)
@@ -246,8 +262,9 @@ def test_linear_probe_scores():
     assert linear_probe(x[:200], y[:200], x[200:], y[200:]) > 0.95
     noise = rng.standard_normal((400, 5))
     assert linear_probe(noise[:200], y[:200], noise[200:], y[200:]) < 0.1
-    both = linear_probe(x[:200], np.column_stack([y, -y])[:200], x[200:],
-                        np.column_stack([y, -y])[200:])
+    both = linear_probe(
+        x[:200], np.column_stack([y, -y])[:200], x[200:], np.column_stack([y, -y])[200:]
+    )
     assert both.shape == (2,) and (both > 0.95).all()
     with pytest.raises(ValueError, match="rows"):
         linear_probe(x[:200], y[:100], x[200:], y[200:])
@@ -275,6 +292,7 @@ def test_input_gradient_importance_sees_what_the_model_uses():
     imp = input_gradient_importance(model, data, "task1")
     # compare with a direct autograd computation on the whole batch
     from mtlbook.data import Batch
+
     out = model(Batch(x, None))["task1"]
     (grad,) = torch.autograd.grad(out.sum(), x)
     np.testing.assert_allclose(imp.to_numpy(), grad.abs().mean(0).numpy(), rtol=1e-5)
@@ -297,14 +315,21 @@ def test_importance_share():
 
 def test_population_helpers_end_to_end(family):
     train, valid, test = family
+
     def shared_bottom(schema, seed):
         return SharedBottom(schema, bottom_units=(8,), tower_units=(), seed=seed)
 
     models = {"single": shared_bottom, "shared": shared_bottom}
-    scores, pops = population_scores(models, train, valid, {"test": clean_targets(test)},
-                                     [0, 1], tasks={"single": ["task1"],
-                                                    "shared": ["task1", "task2"]},
-                                     epochs=2, batch_size=64)
+    scores, pops = population_scores(
+        models,
+        train,
+        valid,
+        {"test": clean_targets(test)},
+        [0, 1],
+        tasks={"single": ["task1"], "shared": ["task1", "task2"]},
+        epochs=2,
+        batch_size=64,
+    )
     assert set(scores["model"]) == {"single", "shared"}
     assert set(scores["split"]) == {"test"}
     assert set(scores[scores["model"] == "single"]["task"]) == {"task1"}

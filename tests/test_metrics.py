@@ -32,17 +32,31 @@ def _as_dict(metrics: pd.DataFrame) -> dict[tuple[str, str], float]:
 @pytest.fixture(scope="module")
 def funnel_scores(funnel_small):
     model = SharedBottom(funnel_small.schema, seed=0)
-    mb.fit(model, *funnel_small.split((0.7, 0.3), seed=0), epochs=1, batch_size=256,
-           lr=1e-2, device="cpu", progress=False)
+    mb.fit(
+        model,
+        *funnel_small.split((0.7, 0.3), seed=0),
+        epochs=1,
+        batch_size=256,
+        lr=1e-2,
+        device="cpu",
+        progress=False,
+    )
     return model, model.predict(funnel_small), mb.evaluate(model, funnel_small)
 
 
 def test_evaluate_metric_set(funnel_small, funnel_scores):
     _, _, metrics = funnel_scores
     got = _as_dict(metrics)
-    assert set(got) == {("click", "auc"), ("click", "logloss"), ("click", "gauc"),
-                        ("purchase", "auc"), ("purchase", "logloss"), ("purchase", "gauc"),
-                        ("dwell_time", "mse"), ("dwell_time", "mae")}
+    assert set(got) == {
+        ("click", "auc"),
+        ("click", "logloss"),
+        ("click", "gauc"),
+        ("purchase", "auc"),
+        ("purchase", "logloss"),
+        ("purchase", "gauc"),
+        ("dwell_time", "mse"),
+        ("dwell_time", "mae"),
+    }
     assert all(np.isfinite(v) for v in got.values())
 
 
@@ -149,7 +163,8 @@ def test_masked_binary_task_scored_on_its_subspace():
     assert got[("buy", "gauc")] == pytest.approx(_loop_gauc(y, p, data.groups[click]), rel=1e-12)
     y_click = click.astype(float)
     assert got[("click", "auc")] == pytest.approx(
-        roc_auc_score(y_click, pred["click"].to_numpy()), rel=1e-12)
+        roc_auc_score(y_click, pred["click"].to_numpy()), rel=1e-12
+    )
 
 
 def test_score_predictions_missing_column(correlated_small):
@@ -159,10 +174,12 @@ def test_score_predictions_missing_column(correlated_small):
 
 
 def test_single_class_auc_is_nan():
-    data = MultiTaskData(dense=np.zeros((5, 1)), labels={"y": np.zeros(5)},
-                         tasks={"y": "binary"}, dense_names=["x"])
+    data = MultiTaskData(
+        dense=np.zeros((5, 1)), labels={"y": np.zeros(5)}, tasks={"y": "binary"}, dense_names=["x"]
+    )
     with pytest.warns(RuntimeWarning, match="task 'y' has only one class"):
         got = _as_dict(score_predictions(pd.DataFrame({"y": np.full(5, 0.2)}), data))
     assert np.isnan(got[("y", "auc")])
-    assert got[("y", "logloss")] == pytest.approx(log_loss(np.zeros(5), np.full(5, 0.2),
-                                                           labels=[0, 1]))
+    assert got[("y", "logloss")] == pytest.approx(
+        log_loss(np.zeros(5), np.full(5, 0.2), labels=[0, 1])
+    )

@@ -25,9 +25,11 @@ def accepts(model_cls, schema) -> bool:
     ``min_binary_tasks`` of models that need some binary tasks but take others besides.
     """
     n_binary = sum(t.kind == "binary" for t in schema.tasks)
-    return (len(schema.tasks) >= model_cls.min_tasks
-            and not (model_cls.binary_tasks_only and n_binary < len(schema.tasks))
-            and n_binary >= getattr(model_cls, "min_binary_tasks", 0))
+    return (
+        len(schema.tasks) >= model_cls.min_tasks
+        and not (model_cls.binary_tasks_only and n_binary < len(schema.tasks))
+        and n_binary >= getattr(model_cls, "min_binary_tasks", 0)
+    )
 
 
 @pytest.fixture(params=MODEL_NAMES)
@@ -44,7 +46,8 @@ def data(request, model_cls):
         return data
     variant = request.getfixturevalue(BINARY_VARIANTS[request.param])
     assert accepts(model_cls, variant.schema), (
-        f"{model_cls.__name__} takes neither {request.param} nor its binary variant")
+        f"{model_cls.__name__} takes neither {request.param} nor its binary variant"
+    )
     return variant
 
 
@@ -87,10 +90,14 @@ def test_outputs_keys_and_shapes(model_cls, data):
 
 def test_single_task_schema(model_cls):
     rng = np.random.default_rng(0)
-    one = MultiTaskData(dense=rng.standard_normal((40, 3)),
-                        categorical=rng.integers(0, 4, size=(40, 2)),
-                        labels={"y": (rng.random(40) < 0.5).astype(float)}, tasks={"y": "binary"},
-                        dense_names=["a", "b", "c"], categorical_names=["u", "v"])
+    one = MultiTaskData(
+        dense=rng.standard_normal((40, 3)),
+        categorical=rng.integers(0, 4, size=(40, 2)),
+        labels={"y": (rng.random(40) < 0.5).astype(float)},
+        tasks={"y": "binary"},
+        dense_names=["a", "b", "c"],
+        categorical_names=["u", "v"],
+    )
     if not accepts(model_cls, one.schema):
         with pytest.raises(ValueError, match=model_cls.__name__):
             model_cls(one.schema)
@@ -109,8 +116,8 @@ def test_predict_shapes_and_ranges(model_cls, data):
     # The task columns first, in task order; a model may add its own after them (ESMM: pctr,
     # pcvr, pctcvr).
     names = list(data.task_names)
-    assert list(pred.columns[:len(names)]) == names
-    assert not set(pred.columns[len(names):]) & set(names)
+    assert list(pred.columns[: len(names)]) == names
+    assert not set(pred.columns[len(names) :]) & set(names)
     assert len(pred) == len(data)
     for task in data.schema.tasks:
         if task.kind == "binary":
@@ -151,8 +158,9 @@ def test_seed_fixes_initial_weights(model_cls, data):
     # Every parameter depends on the seed, except those with a fixed initialisation from the
     # paper (cross-stitch and sluice mixing weights), which are then equal for every seed.
     d = model_cls(data.schema, seed=3)
-    for (name, pa), pc, pd in zip(a.named_parameters(), c.parameters(), d.parameters(),
-                                  strict=True):
+    for (name, pa), pc, pd in zip(
+        a.named_parameters(), c.parameters(), d.parameters(), strict=True
+    ):
         assert not torch.equal(pa, pc) or torch.equal(pa, pd), name
 
 
@@ -241,8 +249,9 @@ def test_batch_of_another_schema_raises(request, model_cls):
 def test_training_loss_falls(model_cls, data):
     train, valid = data.split((0.8, 0.2), seed=0)
     model = model_cls(data.schema, seed=0)
-    result = mb.fit(model, train, valid, epochs=4, batch_size=128, lr=3e-3, device="cpu",
-                    progress=False)
+    result = mb.fit(
+        model, train, valid, epochs=4, batch_size=128, lr=3e-3, device="cpu", progress=False
+    )
     hist = result.history
     loss = hist[(hist["split"] == "train") & (hist["task"] == "all") & (hist["metric"] == "loss")]
     values = loss.sort_values("epoch")["value"].to_numpy()
@@ -284,7 +293,7 @@ def test_single_task_gradient_isolation(request, data_name):
             total = model.input.total_categories
             grad = model.input.embedding.weight.grad
             for b in range(len(names)):
-                block = grad[b * total:(b + 1) * total]
+                block = grad[b * total : (b + 1) * total]
                 if b == a:
                     assert block.abs().sum() > 0
                 else:
@@ -333,8 +342,9 @@ def test_parallel_mlp_equals_separate_linear_layers():
         torch.testing.assert_close(mlp(x)[p], second(torch.relu(first(x))))
 
 
-@pytest.mark.parametrize(("args", "units"), [((0, 3), (2,)), ((2, 0), (2,)), ((2, 3), ()),
-                                             ((2, 3), (4, 0))])
+@pytest.mark.parametrize(
+    ("args", "units"), [((0, 3), (2,)), ((2, 0), (2,)), ((2, 3), ()), ((2, 3), (4, 0))]
+)
 def test_parallel_mlp_bad_sizes(args, units):
     with pytest.raises(ValueError, match="ParallelMLP"):
         ParallelMLP(*args, units)
@@ -361,4 +371,4 @@ def test_input_layer_fields_use_their_own_rows(funnel_small):
     table = layer.embedding.weight
     for j, offset in enumerate(offsets):
         rows = table[batch.categorical[:, j] + int(offset)]
-        torch.testing.assert_close(out[:, 2 * j:2 * j + 2], rows)
+        torch.testing.assert_close(out[:, 2 * j : 2 * j + 2], rows)

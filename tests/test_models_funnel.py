@@ -28,9 +28,12 @@ def _three_steps(n: int = 200, seed: int = 0) -> MultiTaskData:
     view = rng.random(n) < 0.6
     click = view & (rng.random(n) < 0.5)
     buy = click & (rng.random(n) < 0.5)
-    return MultiTaskData(dense=rng.standard_normal((n, 4)), dense_names=["a", "b", "c", "d"],
-                         labels={"view": view * 1.0, "click": click * 1.0, "buy": buy * 1.0},
-                         tasks={"view": "binary", "click": "binary", "buy": "binary"})
+    return MultiTaskData(
+        dense=rng.standard_normal((n, 4)),
+        dense_names=["a", "b", "c", "d"],
+        labels={"view": view * 1.0, "click": click * 1.0, "buy": buy * 1.0},
+        tasks={"view": "binary", "click": "binary", "buy": "binary"},
+    )
 
 
 def _reference_logit(a: float, b: float) -> float:
@@ -57,8 +60,9 @@ def test_esmm_pctcvr_is_pctr_times_pcvr(funnel_small):
     # The funnel logits of one batch say the same.
     batch = _batch(funnel_small, 64)
     logits = model.funnel(batch)
-    torch.testing.assert_close(torch.sigmoid(logits["ctcvr"]),
-                               torch.sigmoid(logits["ctr"]) * torch.sigmoid(logits["cvr"]))
+    torch.testing.assert_close(
+        torch.sigmoid(logits["ctcvr"]), torch.sigmoid(logits["ctr"]) * torch.sigmoid(logits["cvr"])
+    )
     torch.testing.assert_close(model(batch)["purchase"], logits["ctcvr"])
 
 
@@ -69,8 +73,9 @@ def test_ctcvr_logit_matches_log_odds():
     torch.testing.assert_close(ctcvr_logit(a, b), torch.log(p / (1 - p)))
 
 
-@pytest.mark.parametrize(("a", "b"), [(30, 30), (30, -30), (-30, 30), (-30, -30), (30, 0),
-                                      (0, 30), (-30, 0), (12, 25)])
+@pytest.mark.parametrize(
+    ("a", "b"), [(30, 30), (30, -30), (-30, 30), (-30, -30), (30, 0), (0, 30), (-30, 0), (12, 25)]
+)
 def test_ctcvr_logit_is_stable_for_extreme_logits(a, b):
     ta = torch.tensor([float(a)], requires_grad=True)
     tb = torch.tensor([float(b)], requires_grad=True)
@@ -89,7 +94,8 @@ def test_ctcvr_logit_finite_far_beyond_float_saturation():
         for b in big:
             assert torch.isfinite(ctcvr_logit(a, b)), (a, b)
     assert ctcvr_logit(torch.tensor(200.0), torch.tensor(200.0)).item() == pytest.approx(
-        200 - np.log(2), abs=1e-3)
+        200 - np.log(2), abs=1e-3
+    )
 
 
 def test_esmm_losses_are_ctr_and_ctcvr_only(funnel_small):
@@ -110,9 +116,12 @@ def _tower_grads(towers, first=None) -> dict[int, list[torch.Tensor]]:
     """Each task's slice of the towers' gradients, by the task's index in the schema: the
     stacked ``towers`` in task order, or, with ``first = (index, tower)``, that tower for task
     ``index`` and the stacked ``towers`` for the other tasks in order."""
+
     def params(module):  # their gradients; zeros for a tensor no loss has reached yet
-        return [torch.zeros_like(p) if p.grad is None else p.grad
-                for p in [*module.weights, *module.biases]]
+        return [
+            torch.zeros_like(p) if p.grad is None else p.grad
+            for p in [*module.weights, *module.biases]
+        ]
 
     if first is None:
         return {k: [g[k] for g in params(towers)] for k in range(towers.n_parallel)}
@@ -186,10 +195,12 @@ def test_esmm_errors(funnel_small, correlated_small):
 def test_esmm_with_a_backbone(funnel_small):
     model = ESMM(funnel_small.schema, backbone=SharedBottom, seed=3)
     same = ESMM(funnel_small.schema, backbone=SharedBottom, seed=3)
-    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), same.parameters(),
-                                                 strict=True))
+    assert all(
+        torch.equal(p, q) for p, q in zip(model.parameters(), same.parameters(), strict=True)
+    )
     assert [id(p) for p in model.shared_parameters()] == [
-        id(p) for p in model.backbone.shared_parameters()]
+        id(p) for p in model.backbone.shared_parameters()
+    ]
     pred = model.predict(funnel_small)
     np.testing.assert_allclose(pred["pctcvr"], pred["pctr"] * pred["pcvr"], rtol=1e-6)
     assert model.gate_records() == [] and model.regularization() is None
@@ -198,12 +209,12 @@ def test_esmm_with_a_backbone(funnel_small):
 def test_esmm_recovers_the_pcvr_ranking():
     """Trained on click and click-and-buy labels only, ESMM ranks the true post-click
     conversion rate of held-out clicked impressions well above chance."""
-    data = mb.simulate_funnel(20_000, seed=3, click_rate=0.1, purchase_rate=0.03, n_users=200,
-                              n_items=100)
+    data = mb.simulate_funnel(
+        20_000, seed=3, click_rate=0.1, purchase_rate=0.03, n_users=200, n_items=100
+    )
     train, valid, test = data.split((0.7, 0.15, 0.15), seed=0)
     model = ESMM(data.schema, seed=0)
-    mb.fit(model, train, valid, epochs=3, batch_size=256, lr=3e-3, device="cpu",
-           progress=False)
+    mb.fit(model, train, valid, epochs=3, batch_size=256, lr=3e-3, device="cpu", progress=False)
     pred = model.predict(test)
     clicked = test.labels["click"] == 1
     truth = test.truth["pcvr"].to_numpy()[clicked]
@@ -297,8 +308,9 @@ def test_aitm_information_flows_forward_only(funnel_small):
 def test_aitm_trains_on_the_funnel(funnel_binary):
     train, valid = funnel_binary.split((0.8, 0.2), seed=0)
     model = AITM(funnel_binary.schema, seed=0)
-    result = mb.fit(model, train, valid, epochs=3, batch_size=128, lr=3e-3, device="cpu",
-                    progress=False)
+    result = mb.fit(
+        model, train, valid, epochs=3, batch_size=128, lr=3e-3, device="cpu", progress=False
+    )
     hist = result.history
     loss = hist[(hist["split"] == "train") & (hist["task"] == "all") & (hist["metric"] == "loss")]
     values = loss.sort_values("epoch")["value"].to_numpy()
@@ -330,10 +342,15 @@ def test_aitm_errors(funnel_small, correlated_small):
 def _masked(data: MultiTaskData, task: str, by: str = "click") -> MultiTaskData:
     """``data`` with ``task`` declared on the rows where ``by`` is 1 only."""
     return MultiTaskData(
-        dense=data.dense, categorical=data.categorical, labels=data.labels,
-        tasks=data.schema.tasks, masks={**data.masks, task: data.labels[by] == 1},
-        dense_names=data.schema.dense, categorical_names=data.schema.categorical,
-        cardinalities=data.schema.cardinalities)
+        dense=data.dense,
+        categorical=data.categorical,
+        labels=data.labels,
+        tasks=data.schema.tasks,
+        masks={**data.masks, task: data.labels[by] == 1},
+        dense_names=data.schema.dense,
+        categorical_names=data.schema.categorical,
+        cardinalities=data.schema.cardinalities,
+    )
 
 
 @pytest.mark.parametrize("model_cls", [ESMM, AITM])
@@ -345,8 +362,15 @@ def test_funnel_models_refuse_a_masked_funnel_step(funnel_binary, model_cls, tas
     with pytest.raises(ValueError, match=rf"'{task}'.*masked"):
         mb.fit(model, train, valid, epochs=1, device="cpu", progress=False)
     with pytest.raises(ValueError, match=rf"'{task}'.*masked"):
-        mb.fit_population(lambda seed: model_cls(masked.schema, seed=seed), train, valid,
-                          seeds=[0, 1], epochs=1, device="cpu", progress=False)
+        mb.fit_population(
+            lambda seed: model_cls(masked.schema, seed=seed),
+            train,
+            valid,
+            seeds=[0, 1],
+            epochs=1,
+            device="cpu",
+            progress=False,
+        )
 
 
 def test_esmm_trains_beside_a_masked_task_outside_the_funnel(funnel_small):

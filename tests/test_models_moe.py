@@ -36,8 +36,10 @@ def _relu_mlp(h, layers, i, final_relu=True):
 
 def _towers(model, fused):
     layers = list(zip(model.towers.weights, model.towers.biases, strict=True))
-    return {t: _relu_mlp(fused[k], layers, k, final_relu=False).squeeze(-1)
-            for k, t in enumerate(model.task_names)}
+    return {
+        t: _relu_mlp(fused[k], layers, k, final_relu=False).squeeze(-1)
+        for k, t in enumerate(model.task_names)
+    }
 
 
 def _softmax_gate(gates: SoftmaxGates, g: int, x):
@@ -55,17 +57,20 @@ def _reference_ple(model: PLE, batch):
     for index, level in enumerate(model.levels):
         layers = level.experts.stacked()
         sources = level.experts.sources.tolist()
-        outs = [_relu_mlp(x if inputs is None else inputs[sources[i]], layers, i)
-                for i in range(level.experts.n_experts)]
+        outs = [
+            _relu_mlp(x if inputs is None else inputs[sources[i]], layers, i)
+            for i in range(level.experts.n_experts)
+        ]
         fused = []
         gates = [(level.gates, g) for g in range(level.gates.n_gates)]
         gates += [(level.shared_gate, 0)] if level.shared_gate is not None else []
         for g, (module, row) in enumerate(gates):
             weights = _softmax_gate(module, row, x if inputs is None else inputs[g])
             chosen = module.experts_of(row)
-            fused.append(sum(weights[:, j:j + 1] * outs[i] for j, i in enumerate(chosen)))
-            records.append((index, level.gate_names[g],
-                            tuple(level.experts.names[i] for i in chosen), weights))
+            fused.append(sum(weights[:, j : j + 1] * outs[i] for j, i in enumerate(chosen)))
+            records.append(
+                (index, level.gate_names[g], tuple(level.experts.names[i] for i in chosen), weights)
+            )
         inputs = fused
     return _towers(model, inputs), records
 
@@ -128,7 +133,7 @@ def test_mmoe_equals_a_loop_over_experts_and_gates(funnel_small):
     for k, record in enumerate(model.gate_records()):
         weights = _softmax_gate(model.gates, k, x)
         torch.testing.assert_close(record.weights, weights.detach())
-        fused.append(sum(weights[:, i:i + 1] * experts[i] for i in range(3)))
+        fused.append(sum(weights[:, i : i + 1] * experts[i] for i in range(3)))
     for task, value in _towers(model, fused).items():
         torch.testing.assert_close(out[task], value)
 
@@ -159,11 +164,19 @@ def test_mmoe_with_one_expert_is_shared_bottom(funnel_small):
 
 
 # ---------------------------------------------------------------------------- CGC and PLE
-@pytest.mark.parametrize(("n_levels", "n_shared", "n_task"), [(1, 2, 1), (2, 2, 1), (3, 1, 2),
-                                                             (2, 3, 0)])
+@pytest.mark.parametrize(
+    ("n_levels", "n_shared", "n_task"), [(1, 2, 1), (2, 2, 1), (3, 1, 2), (2, 3, 0)]
+)
 def test_ple_equals_the_papers_loops(funnel_small, n_levels, n_shared, n_task):
-    model = PLE(funnel_small.schema, n_levels=n_levels, n_shared_experts=n_shared,
-                n_task_experts=n_task, expert_units=(10, 6), tower_units=(4,), seed=3)
+    model = PLE(
+        funnel_small.schema,
+        n_levels=n_levels,
+        n_shared_experts=n_shared,
+        n_task_experts=n_task,
+        expert_units=(10, 6),
+        tower_units=(4,),
+        seed=3,
+    )
     batch = _batch(funnel_small, 64)
     out = model(batch)
     expected, records = _reference_ple(model, batch)
@@ -199,34 +212,40 @@ def test_cgc_is_one_level_ple(funnel_small):
     cgc = CGC(funnel_small.schema, seed=4, **kwargs)
     ple = PLE(funnel_small.schema, n_levels=1, seed=4, **kwargs)
     assert isinstance(cgc, PLE) and cgc.n_levels == 1
-    assert [(n, p.shape) for n, p in cgc.named_parameters()] == \
-        [(n, p.shape) for n, p in ple.named_parameters()]
+    assert [(n, p.shape) for n, p in cgc.named_parameters()] == [
+        (n, p.shape) for n, p in ple.named_parameters()
+    ]
     batch = _batch(funnel_small, 32)
     a, b = cgc(batch), ple(batch)
     assert all(torch.equal(a[t], b[t]) for t in funnel_small.task_names)
-    assert [(r.level, r.gate, r.experts) for r in cgc.gate_records()] == \
-        [(r.level, r.gate, r.experts) for r in ple.gate_records()]
+    assert [(r.level, r.gate, r.experts) for r in cgc.gate_records()] == [
+        (r.level, r.gate, r.experts) for r in ple.gate_records()
+    ]
     assert "shared" not in {r.gate for r in cgc.gate_records()}
 
 
 def _task_expert_weights(level, task_index: int, n_task: int):
     """The first-layer weights of one task's experts (a view into the task-expert group)."""
-    return level.experts.groups[0].weights[0][task_index * n_task:(task_index + 1) * n_task]
+    return level.experts.groups[0].weights[0][task_index * n_task : (task_index + 1) * n_task]
 
 
 def test_higher_levels_read_the_fused_outputs(correlated_small):
     """Task 2's experts reach task 1 only through the shared gate and the next level."""
     batch = _batch(correlated_small, 64)
     for n_levels in (1, 2):
-        model = PLE(correlated_small.schema, n_levels=n_levels, n_shared_experts=2,
-                    n_task_experts=1, seed=0)
+        model = PLE(
+            correlated_small.schema, n_levels=n_levels, n_shared_experts=2, n_task_experts=1, seed=0
+        )
         before = model(batch)["task1"].detach().clone()
         records = {(r.level, r.gate): r.weights for r in model.gate_records()}
         with torch.no_grad():
             _task_expert_weights(model.levels[0], 1, 1).mul_(3.0)  # task2's level-0 expert
         after = model(batch)["task1"]
-        changed = {(r.level, r.gate) for r in model.gate_records()
-                   if not torch.equal(r.weights, records[(r.level, r.gate)])}
+        changed = {
+            (r.level, r.gate)
+            for r in model.gate_records()
+            if not torch.equal(r.weights, records[(r.level, r.gate)])
+        }
         if n_levels == 1:  # CGC: task1 never sees task2's experts
             assert changed == set()
             assert torch.equal(after, before)
@@ -264,19 +283,26 @@ def test_shared_parameters(funnel_small):
     assert not {id(p) for p in level.gates.parameters()} & shared  # per-task gates
     losses = model.task_losses(model(batch), batch)
     for loss in losses.values():  # every task's loss depends on every shared parameter
-        grads = torch.autograd.grad(loss, model.shared_parameters(), retain_graph=True,
-                                    allow_unused=True)
+        grads = torch.autograd.grad(
+            loss, model.shared_parameters(), retain_graph=True, allow_unused=True
+        )
         assert all(g is not None and g.abs().sum() > 0 for g in grads)
-    for model in (PLE(funnel_small.schema, n_levels=3), MMoE(funnel_small.schema),
-                  OMoE(funnel_small.schema), DSelectK(funnel_small.schema)):
+    for model in (
+        PLE(funnel_small.schema, n_levels=3),
+        MMoE(funnel_small.schema),
+        OMoE(funnel_small.schema),
+        DSelectK(funnel_small.schema),
+    ):
         losses = model.task_losses(model(batch), batch)
         for loss in losses.values():
-            grads = torch.autograd.grad(loss, model.shared_parameters(), retain_graph=True,
-                                        allow_unused=True)
+            grads = torch.autograd.grad(
+                loss, model.shared_parameters(), retain_graph=True, allow_unused=True
+            )
             assert all(g is not None and g.abs().sum() > 0 for g in grads), type(model)
     mmoe = MMoE(funnel_small.schema)
-    assert {id(p) for p in mmoe.shared_parameters()} == \
-        {id(p) for p in (*mmoe.input.parameters(), *mmoe.experts.parameters())}
+    assert {id(p) for p in mmoe.shared_parameters()} == {
+        id(p) for p in (*mmoe.input.parameters(), *mmoe.experts.parameters())
+    }
 
 
 # ---------------------------------------------------------------------------- vectorisation
@@ -307,15 +333,23 @@ def test_one_matmul_per_expert_layer_whatever_the_number_of_experts(funnel_small
     # mixture: one; towers: one per layer
     per_level = len(units) + 2
     for n in (2, 8):
-        for model in (MMoE(schema, n_experts=n, expert_units=units, tower_units=towers),
-                      OMoE(schema, n_experts=n, expert_units=units, tower_units=towers),
-                      DSelectK(schema, n_experts=n, expert_units=units, tower_units=towers)):
+        for model in (
+            MMoE(schema, n_experts=n, expert_units=units, tower_units=towers),
+            OMoE(schema, n_experts=n, expert_units=units, tower_units=towers),
+            DSelectK(schema, n_experts=n, expert_units=units, tower_units=towers),
+        ):
             assert _matmuls(model, batch) == per_level + len(towers) + 1, type(model)
             for w in model.experts.groups[0].weights:  # one stacked tensor per layer
                 assert w.shape[0] == n
         for levels in (1, 3):
-            model = PLE(schema, n_levels=levels, n_shared_experts=n, n_task_experts=n // 2,
-                        expert_units=units, tower_units=towers)
+            model = PLE(
+                schema,
+                n_levels=levels,
+                n_shared_experts=n,
+                n_task_experts=n // 2,
+                expert_units=units,
+                tower_units=towers,
+            )
             shared_gates = levels - 1
             assert _matmuls(model, batch) == levels * per_level + shared_gates + len(towers) + 1
             for level in model.levels:
@@ -325,8 +359,9 @@ def test_one_matmul_per_expert_layer_whatever_the_number_of_experts(funnel_small
 
 def test_stacked_experts_equal_separate_experts():
     torch.manual_seed(0)
-    experts = StackedExperts(5, (4, 3), [f"e/{i}" for i in range(5)], sources=[0, 0, 1, 1, 2],
-                             groups=(2, 3))
+    experts = StackedExperts(
+        5, (4, 3), [f"e/{i}" for i in range(5)], sources=[0, 0, 1, 1, 2], groups=(2, 3)
+    )
     x2, x3 = torch.randn(7, 5), torch.randn(3, 7, 5)
     layers = experts.stacked()
     out2, out3 = experts(x2), experts(x3)
@@ -383,8 +418,9 @@ def test_dselect_k_selectors_are_binary_encodings(n_experts):
     r = gates.select(z)
     for expert in range(n_experts):
         code = [c == "1" for c in np.binary_repr(expert, width=bits)]
-        expected = torch.prod(torch.stack([s[:, j] if c else 1 - s[:, j]
-                                           for j, c in enumerate(code)]), dim=0)
+        expected = torch.prod(
+            torch.stack([s[:, j] if c else 1 - s[:, j] for j, c in enumerate(code)]), dim=0
+        )
         torch.testing.assert_close(r[:, expert], expected)
 
 
@@ -432,8 +468,16 @@ def test_dselect_k_selects_at_most_k_once_saturated(funnel_small, n_experts):
 
 def test_dselect_k_converges_to_k_experts_with_entropy_regularisation(correlated_small):
     """Static gates trained with the entropy penalty end up on at most k experts."""
-    model = DSelectK(correlated_small.schema, n_experts=8, k=2, expert_units=(8,),
-                     tower_units=(4,), per_example=False, entropy_reg=0.1, seed=0)
+    model = DSelectK(
+        correlated_small.schema,
+        n_experts=8,
+        k=2,
+        expert_units=(8,),
+        tower_units=(4,),
+        per_example=False,
+        entropy_reg=0.1,
+        seed=0,
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
     batch = _batch(correlated_small, 512)
     for _ in range(150):
@@ -483,17 +527,20 @@ def test_dselect_k_regularisation_switches(correlated_small):
 
 
 # ---------------------------------------------------------------------------- errors
-@pytest.mark.parametrize(("cls", "kwargs", "match"), [
-    (MMoE, {"n_experts": 0}, "n_experts"),
-    (OMoE, {"expert_units": ()}, "expert_units"),
-    (PLE, {"n_levels": 0}, "n_levels"),
-    (PLE, {"n_levels": 2, "n_shared_experts": 0}, "n_shared_experts"),
-    (CGC, {"n_shared_experts": 0, "n_task_experts": 0}, "needs experts"),
-    (DSelectK, {"n_experts": 1}, "n_experts"),
-    (DSelectK, {"n_experts": 4, "k": 5}, "k must"),
-    (DSelectK, {"gamma": 0.0}, "gamma"),
-    (DSelectK, {"entropy_reg": -1.0}, "entropy_reg"),
-])
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "match"),
+    [
+        (MMoE, {"n_experts": 0}, "n_experts"),
+        (OMoE, {"expert_units": ()}, "expert_units"),
+        (PLE, {"n_levels": 0}, "n_levels"),
+        (PLE, {"n_levels": 2, "n_shared_experts": 0}, "n_shared_experts"),
+        (CGC, {"n_shared_experts": 0, "n_task_experts": 0}, "needs experts"),
+        (DSelectK, {"n_experts": 1}, "n_experts"),
+        (DSelectK, {"n_experts": 4, "k": 5}, "k must"),
+        (DSelectK, {"gamma": 0.0}, "gamma"),
+        (DSelectK, {"entropy_reg": -1.0}, "entropy_reg"),
+    ],
+)
 def test_bad_arguments(correlated_small, cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(correlated_small.schema, **kwargs)
@@ -502,6 +549,8 @@ def test_bad_arguments(correlated_small, cls, kwargs, match):
 def test_cgc_without_shared_experts_is_per_task(correlated_small):
     model = CGC(correlated_small.schema, n_shared_experts=0, n_task_experts=2)
     model(_batch(correlated_small, 8))
-    assert [r.experts for r in model.gate_records()] == [("task1/0", "task1/1"),
-                                                         ("task2/0", "task2/1")]
+    assert [r.experts for r in model.gate_records()] == [
+        ("task1/0", "task1/1"),
+        ("task2/0", "task2/1"),
+    ]
     assert model.shared_parameters() == list(model.input.parameters())

@@ -20,8 +20,17 @@ def _batch(data, n: int = 512):
 
 def _fit(model, data, epochs: int = 3, lr: float = 1e-2):
     train, valid = data.split((0.8, 0.2), seed=0)
-    return mb.fit(model, train, valid, epochs=epochs, batch_size=64, lr=lr, device="cpu",
-                  progress=False, restore_best=False)
+    return mb.fit(
+        model,
+        train,
+        valid,
+        epochs=epochs,
+        batch_size=64,
+        lr=lr,
+        device="cpu",
+        progress=False,
+        restore_best=False,
+    )
 
 
 def _assert_same_outputs(a, b, batch):
@@ -63,12 +72,14 @@ def test_soft_sharing_penalty_equals_naive_pairwise_sum(funnel_small, shared_emb
     def task_params(t):
         params = [w[t] for w in model.bottoms.weights] + [b[t] for b in model.bottoms.biases]
         if not shared_embeddings:
-            params.append(table[t * rows:(t + 1) * rows])
+            params.append(table[t * rows : (t + 1) * rows])
         return params
 
-    naive = sum(((pa - pb) ** 2).sum()
-                for a, b in itertools.combinations(range(n_tasks), 2)
-                for pa, pb in zip(task_params(a), task_params(b), strict=True))
+    naive = sum(
+        ((pa - pb) ** 2).sum()
+        for a, b in itertools.combinations(range(n_tasks), 2)
+        for pa, pb in zip(task_params(a), task_params(b), strict=True)
+    )
     torch.testing.assert_close(model.regularization(), 0.3 * naive)
     assert ("embedding" in model.tied_parameters()) is not shared_embeddings
     assert model.shared_parameters() == ([table] if shared_embeddings else [])
@@ -85,11 +96,15 @@ def test_soft_sharing_lambda_zero_is_independent_networks(funnel_small):
     for a, task in enumerate(names):
         model.zero_grad(set_to_none=False)
         (model.task_losses(model(batch), batch)[task] + model.regularization()).backward()
-        stacked = [*model.bottoms.weights, *model.bottoms.biases, *model.towers.weights,
-                   *model.towers.biases]
+        stacked = [
+            *model.bottoms.weights,
+            *model.bottoms.biases,
+            *model.towers.weights,
+            *model.towers.biases,
+        ]
         blocks = [[p.grad[b] for p in stacked] for b in range(len(names))]
         for b in range(len(names)):
-            blocks[b].append(model.input.embedding.weight.grad[b * rows:(b + 1) * rows])
+            blocks[b].append(model.input.embedding.weight.grad[b * rows : (b + 1) * rows])
         for b, grads in enumerate(blocks):
             touched = [bool(g.abs().sum() > 0) for g in grads]
             assert all(touched) if b == a else not any(touched), (task, names[b])
@@ -227,8 +242,11 @@ def test_subspace_orthogonality(n_subspaces):
     torch.manual_seed(0)
     w = torch.randn(2, 7, 6)
     e = 6 // n_subspaces
-    naive = sum(((w[k, :, s * e:(s + 1) * e].T @ w[k, :, t * e:(t + 1) * e]) ** 2).sum()
-                for k in range(2) for s, t in itertools.combinations(range(n_subspaces), 2))
+    naive = sum(
+        ((w[k, :, s * e : (s + 1) * e].T @ w[k, :, t * e : (t + 1) * e]) ** 2).sum()
+        for k in range(2)
+        for s, t in itertools.combinations(range(n_subspaces), 2)
+    )
     torch.testing.assert_close(subspace_orthogonality(w, n_subspaces), naive)
     assert subspace_orthogonality(w, n_subspaces) > 0
     assert float(subspace_orthogonality(_orthogonal_subspaces(2, 7, 6), n_subspaces)) < 1e-10
@@ -287,8 +305,9 @@ def test_sluice_with_one_subspace_and_last_layer_is_cross_stitch(funnel_small):
     sluice = Sluice(funnel_small.schema, hidden_units=(16, 16), n_subspaces=1)
     stitch = CrossStitch(funnel_small.schema, hidden_units=(16, 16), seed=5)
     stitch.input.load_state_dict(sluice.input.state_dict())
-    _copy_mlp_layers(_layers(*stitch.columns, stitch.towers),
-                     _layers(*sluice.columns, sluice.towers))
+    _copy_mlp_layers(
+        _layers(*stitch.columns, stitch.towers), _layers(*sluice.columns, sluice.towers)
+    )
     with torch.no_grad():
         for mine, theirs in zip(stitch.stitches, sluice.alphas, strict=True):
             mine.raw.copy_(theirs())
@@ -306,12 +325,15 @@ def test_sluice_shared_parameters(funnel_small):
     assert not shared & {id(p) for p in model.towers.parameters()}
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"hidden_units": (32, 16)}, "same width"),
-    ({"hidden_units": (9, 9), "n_subspaces": 2}, "subspaces"),
-    ({"n_subspaces": 0}, "n_subspaces"),
-    ({"orthogonality_lambda": -1.0}, "orthogonality_lambda"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"hidden_units": (32, 16)}, "same width"),
+        ({"hidden_units": (9, 9), "n_subspaces": 2}, "subspaces"),
+        ({"n_subspaces": 0}, "n_subspaces"),
+        ({"orthogonality_lambda": -1.0}, "orthogonality_lambda"),
+    ],
+)
 def test_sluice_rejects_bad_arguments(correlated_small, kwargs, match):
     with pytest.raises(ValueError, match=match):
         Sluice(correlated_small.schema, **kwargs)

@@ -37,17 +37,20 @@ def _with_parts(n_train: int = 30, n_test: int = 10) -> MultiTaskData:
     n = n_train + n_test
     rng = np.random.default_rng(0)
     return MultiTaskData(
-        dense=rng.normal(size=(n, 2)), dense_names=["a", "b"],
-        labels={"y": rng.integers(0, 2, n)}, tasks={"y": "binary"},
-        truth=pd.DataFrame({"part": ["train"] * n_train + ["test"] * n_test,
-                            "row": np.arange(n)}))
+        dense=rng.normal(size=(n, 2)),
+        dense_names=["a", "b"],
+        labels={"y": rng.integers(0, 2, n)},
+        tasks={"y": "binary"},
+        truth=pd.DataFrame({"part": ["train"] * n_train + ["test"] * n_test, "row": np.arange(n)}),
+    )
 
 
 @pytest.fixture(scope="module")
 def funnel() -> MultiTaskData:
     """2,000 impressions with click, purchase (= click and buy) and purchase | click."""
-    data = mb.simulate_funnel(2_000, seed=3, n_users=80, n_items=60, click_rate=0.2,
-                              purchase_rate=0.06)
+    data = mb.simulate_funnel(
+        2_000, seed=3, n_users=80, n_items=60, click_rate=0.2, purchase_rate=0.06
+    )
     return add_conditional_task(data, "purchase", "click")
 
 
@@ -66,11 +69,14 @@ def test_official_split_keeps_the_test_part_and_carves_validation_from_train():
     assert other_test.truth["row"].tolist() == test.truth["row"].tolist()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"column": "fold"}, "truth columns are"),
-    ({"valid_fraction": 0.0}, "valid_fraction"),
-    ({"valid_fraction": 1.0}, "valid_fraction"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"column": "fold"}, "truth columns are"),
+        ({"valid_fraction": 0.0}, "valid_fraction"),
+        ({"valid_fraction": 1.0}, "valid_fraction"),
+    ],
+)
 def test_official_split_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         official_split(_with_parts(), **kwargs)
@@ -113,8 +119,9 @@ def test_add_conditional_task_masks_and_copies_labels(funnel):
     cond = "purchase_given_click"
     assert funnel.task_names == ("click", "purchase", cond)
     assert np.array_equal(funnel.mask(cond), funnel.labels["click"] == 1)
-    assert np.array_equal(funnel.labels[cond][funnel.mask(cond)],
-                          funnel.labels["purchase"][funnel.mask(cond)])
+    assert np.array_equal(
+        funnel.labels[cond][funnel.mask(cond)], funnel.labels["purchase"][funnel.mask(cond)]
+    )
     assert funnel.meta["conditional_tasks"] == {cond: ("purchase", "click")}
     assert cond not in funnel.schema.dense + funnel.schema.categorical
     # Subsets keep the record, so a split still knows its conditional task.
@@ -160,14 +167,14 @@ def test_compare_on_splits_scores_conditional_tasks(funnel):
         "esmm": model_factory(ESMM, tower_units=(8,)),
         "naive": OnTasks(single, ["purchase_given_click"]),
     }
-    result = compare_on_splits(models, lambda s: funnel.split((0.6, 0.2, 0.2), seed=s),
-                               [0, 1], **FIT)
+    result = compare_on_splits(
+        models, lambda s: funnel.split((0.6, 0.2, 0.2), seed=s), [0, 1], **FIT
+    )
     assert isinstance(result, CompareResult)
     raw = result.raw
     tasks = raw.groupby("model")["task"].agg(lambda t: sorted(set(t))).to_dict()
     both = ["click", "purchase", "purchase_given_click"]
-    assert tasks == {"single": both, "mmoe": both, "esmm": both,
-                     "naive": ["purchase_given_click"]}
+    assert tasks == {"single": both, "mmoe": both, "esmm": both, "naive": ["purchase_given_click"]}
     assert set(raw["metric"]) == {"auc", "logloss", "gauc"}
     assert sorted(raw["seed"].unique()) == [0, 1]
     # The conditional task is trained only by the model that asks for it.
@@ -189,15 +196,19 @@ def test_compare_on_splits_matches_a_direct_population_run(funnel):
     base = [d.select_tasks(["click", "purchase"]) for d in (train, valid, test)]
     valid_plain = base[1].subset(np.arange(len(base[1])))
     valid_plain.groups = None
-    direct = fit_population(lambda s: factory(base[0].schema, s), base[0], valid_plain,
-                            [3, 4], **FIT)
+    direct = fit_population(
+        lambda s: factory(base[0].schema, s), base[0], valid_plain, [3, 4], **FIT
+    )
     clicked = test.mask("purchase_given_click")
     for k, seed in enumerate([3, 4]):
         pcvr = direct.model(k).predict(base[2])["pcvr"].to_numpy()
         expected = roc_auc_score(test.labels["purchase"][clicked], pcvr[clicked])
         raw = result.raw
-        got = raw[(raw["seed"] == seed) & (raw["task"] == "purchase_given_click")
-                  & (raw["metric"] == "auc")]["value"].item()
+        got = raw[
+            (raw["seed"] == seed)
+            & (raw["task"] == "purchase_given_click")
+            & (raw["metric"] == "auc")
+        ]["value"].item()
         assert got == pytest.approx(expected, abs=1e-9)
 
 
@@ -217,17 +228,26 @@ def test_compare_on_splits_errors(funnel):
 
 
 def _toy_result(shift: float) -> CompareResult:
-    rows = [(m, "equal", s, t, "auc", 0.7 + shift * (m == "b") + 0.01 * s)
-            for m in ("a", "b") for s in range(3) for t in ("y", "z")]
-    return CompareResult(pd.DataFrame(rows, columns=["model", "weighting", "seed", "task",
-                                                     "metric", "value"]))
+    rows = [
+        (m, "equal", s, t, "auc", 0.7 + shift * (m == "b") + 0.01 * s)
+        for m in ("a", "b")
+        for s in range(3)
+        for t in ("y", "z")
+    ]
+    return CompareResult(
+        pd.DataFrame(rows, columns=["model", "weighting", "seed", "task", "metric", "value"])
+    )
 
 
 def test_headline_table_values_and_gains():
     results = {"one": _toy_result(0.07), "two": _toy_result(-0.07)}
     values = headline_table(results)
-    assert values.index.tolist() == [("one", "y", "auc"), ("one", "z", "auc"),
-                                     ("two", "y", "auc"), ("two", "z", "auc")]
+    assert values.index.tolist() == [
+        ("one", "y", "auc"),
+        ("one", "z", "auc"),
+        ("two", "y", "auc"),
+        ("two", "z", "auc"),
+    ]
     assert values.loc[("one", "y", "auc"), "b"].startswith("0.78 [")
     gains = headline_table(results, gains_over="a")
     assert list(gains.columns) == ["b"]

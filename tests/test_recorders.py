@@ -55,8 +55,18 @@ def test_recorder_records_every_epoch_and_scalars(split):
     train, valid = split
     recorder = MixingRecorder(scalars={"orthogonality": lambda m: m.orthogonality()})
     model = Sluice(train.schema, hidden_units=(8, 8), seed=0)
-    result = mb.fit(model, train, valid, epochs=3, lr=5e-2, batch_size=64, progress=False,
-                    device="cpu", callbacks=[recorder], restore_best=False)
+    result = mb.fit(
+        model,
+        train,
+        valid,
+        epochs=3,
+        lr=5e-2,
+        batch_size=64,
+        progress=False,
+        device="cpu",
+        callbacks=[recorder],
+        restore_best=False,
+    )
     frame = recorder.frame()
     assert sorted(frame["epoch"].unique()) == [0, 1, 2, 3]
     last = frame[frame["epoch"] == 3].set_index(["parameter", "row", "col"])["value"]

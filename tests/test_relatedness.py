@@ -18,22 +18,33 @@ SB = model_factory(SharedBottom, bottom_units=(8,), tower_units=(4,))
 
 
 def cases(n=300):
-    return {f"p={p}": (lambda s, p=p: mb.make_correlated_tasks(n, p, n_features=8, seed=s))
-            for p in (0.0, 0.9)}
+    return {
+        f"p={p}": (lambda s, p=p: mb.make_correlated_tasks(n, p, n_features=8, seed=s))
+        for p in (0.0, 0.9)
+    }
 
 
 @pytest.fixture(scope="module")
 def study():
-    return relatedness_study(cases(), {"sb": SB}, [0, 1, 2],
-                             baseline={"single": PerTask(model_factory(SingleTask,
-                                                                       hidden_units=(8,)))},
-                             conflict_every=2, epochs=3, batch_size=64)
+    return relatedness_study(
+        cases(),
+        {"sb": SB},
+        [0, 1, 2],
+        baseline={"single": PerTask(model_factory(SingleTask, hidden_units=(8,)))},
+        conflict_every=2,
+        epochs=3,
+        batch_size=64,
+    )
 
 
 def test_summary_has_both_measures_and_a_verdict_per_task(study):
     s = study.summary
-    assert s[["case", "task"]].values.tolist() == [["p=0.0", "task1"], ["p=0.0", "task2"],
-                                                   ["p=0.9", "task1"], ["p=0.9", "task2"]]
+    assert s[["case", "task"]].values.tolist() == [
+        ["p=0.0", "task1"],
+        ["p=0.0", "task2"],
+        ["p=0.9", "task1"],
+        ["p=0.9", "task2"],
+    ]
     assert (s["n"] == 3).all()
     assert set(s["verdict"]) <= {"positive", "negative", "inconclusive"}
     assert (s["gain_lo"] <= s["gain_mean"]).all() and (s["gain_mean"] <= s["gain_hi"]).all()
@@ -77,9 +88,12 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="seeds"):
         relatedness_study(cases(), SB, [])
     with pytest.raises(ValueError, match="pairs of tasks"):
-        relatedness_study({"funnel": lambda s: mb.simulate_funnel(300, seed=s,
-                                                                  with_dwell_time=True)},
-                          SB, [0], epochs=1)
+        relatedness_study(
+            {"funnel": lambda s: mb.simulate_funnel(300, seed=s, with_dwell_time=True)},
+            SB,
+            [0],
+            epochs=1,
+        )
     with pytest.raises(ValueError, match="both called"):
         relatedness_study(cases(), {"single": SB}, [0])
     # A per-task baseline as the studied model is refused before anything trains.

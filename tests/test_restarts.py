@@ -35,17 +35,26 @@ EPOCHS = 2
 
 def _small_models():
     return {
-        "SharedBottom": lambda schema, seed: SharedBottom(schema, bottom_units=(8,),
-                                                          tower_units=(4,), seed=seed),
-        "MMoE": lambda schema, seed: MMoE(schema, n_experts=3, expert_units=(4,),
-                                          tower_units=(4,), seed=seed),
+        "SharedBottom": lambda schema, seed: SharedBottom(
+            schema, bottom_units=(8,), tower_units=(4,), seed=seed
+        ),
+        "MMoE": lambda schema, seed: MMoE(
+            schema, n_experts=3, expert_units=(4,), tower_units=(4,), seed=seed
+        ),
     }
 
 
 @pytest.fixture(scope="module")
 def study():
-    return restart_study(_small_models(), CORRELATIONS, N_RESTARTS, n_samples=400,
-                         epochs=EPOCHS, batch_size=64, lr=1e-2)
+    return restart_study(
+        _small_models(),
+        CORRELATIONS,
+        N_RESTARTS,
+        n_samples=400,
+        epochs=EPOCHS,
+        batch_size=64,
+        lr=1e-2,
+    )
 
 
 def test_paper_models_have_the_papers_sizes():
@@ -70,8 +79,9 @@ def test_scores_and_curves_have_one_row_per_run(study):
     assert len(study.curves) == len(CORRELATIONS) * n_models * N_RESTARTS * EPOCHS * 3
     assert set(study.scores["task"]) == {"task1", "task2", "all"}
     assert study.scores["best_epoch"].between(1, EPOCHS).all()
-    wide = study.scores.pivot_table(index=["correlation", "model", "member"], columns="task",
-                                    values="value")
+    wide = study.scores.pivot_table(
+        index=["correlation", "model", "member"], columns="task", values="value"
+    )
     np.testing.assert_allclose(wide["all"], wide["task1"] + wide["task2"], rtol=1e-6)
     assert set(study.populations) == {(p, m) for p in CORRELATIONS for m in _small_models()}
 
@@ -111,9 +121,21 @@ def test_named_members_are_chosen_on_validation(study):
 
 def test_summary_counts_spread_and_bad_runs():
     values = {"A": [1.0, 1.1, 0.9, 1.0, 5.0], "B": [2.0, 2.0, 2.0, 2.0, 2.0]}
-    scores = pd.DataFrame([{"correlation": 0.5, "model": m, "member": i, "seed": i,
-                            "best_epoch": 1, "task": "task1", "value": v}
-                           for m, vs in values.items() for i, v in enumerate(vs)])
+    scores = pd.DataFrame(
+        [
+            {
+                "correlation": 0.5,
+                "model": m,
+                "member": i,
+                "seed": i,
+                "best_epoch": 1,
+                "task": "task1",
+                "value": v,
+            }
+            for m, vs in values.items()
+            for i, v in enumerate(vs)
+        ]
+    )
     table = restart_summary(scores, bad_ratio=1.5).set_index("model")
     assert table.loc["A", "n"] == 5
     assert table.loc["A", "mean"] == pytest.approx(1.8)
@@ -123,7 +145,8 @@ def test_summary_counts_spread_and_bad_runs():
     assert table.loc["B", "bad_share"] == pytest.approx(1.0)
     assert table.loc["B", "std"] == pytest.approx(0.0)
     assert table.loc["A", "range90"] == pytest.approx(
-        np.quantile(values["A"], 0.95) - np.quantile(values["A"], 0.05))
+        np.quantile(values["A"], 0.95) - np.quantile(values["A"], 0.05)
+    )
     assert table.loc["A", "lo"] < table.loc["A", "mean"] < table.loc["A", "hi"]
     with pytest.raises(ValueError, match="task"):
         restart_summary(scores, task="task3")
@@ -161,18 +184,37 @@ def test_gate_shift_sees_a_gate_that_follows_a_signal():
 
 def test_compare_with_paper_computes_each_verdict():
     rng = np.random.default_rng(0)
-    means = {("SharedBottom", 0.5): 3.0, ("SharedBottom", 1.0): 2.0, ("OMoE", 0.5): 2.0,
-             ("OMoE", 1.0): 1.0, ("MMoE", 0.5): 1.1, ("MMoE", 1.0): 1.0}
-    scores = pd.DataFrame([{"correlation": p, "model": m, "member": i, "seed": i,
-                            "best_epoch": 1, "task": "task1",
-                            "value": mu + 0.01 * rng.standard_normal()}
-                           for (m, p), mu in means.items() for i in range(20)])
+    means = {
+        ("SharedBottom", 0.5): 3.0,
+        ("SharedBottom", 1.0): 2.0,
+        ("OMoE", 0.5): 2.0,
+        ("OMoE", 1.0): 1.0,
+        ("MMoE", 0.5): 1.1,
+        ("MMoE", 1.0): 1.0,
+    }
+    scores = pd.DataFrame(
+        [
+            {
+                "correlation": p,
+                "model": m,
+                "member": i,
+                "seed": i,
+                "best_epoch": 1,
+                "task": "task1",
+                "value": mu + 0.01 * rng.standard_normal(),
+            }
+            for (m, p), mu in means.items()
+            for i in range(20)
+        ]
+    )
     table = compare_with_paper(scores)
     assert list(table.columns) == ["figure", "claim", "value", "lo", "hi", "verdict"]
     verdict = dict(zip(table["claim"], table["verdict"], strict=True))
     assert verdict["MMoE: mean loss at p=0.5 minus at p=1 > 0"] == "yes"
-    assert verdict["MMoE less sensitive to p than OMoE (|change of OMoE| − |change of MMoE| "
-                   "> 0)"] == "yes"
+    assert (
+        verdict["MMoE less sensitive to p than OMoE (|change of OMoE| − |change of MMoE| > 0)"]
+        == "yes"
+    )
     assert verdict["p=1: OMoE ≈ MMoE (difference ≈ 0)"] == "consistent"
     assert verdict["p=0.5: MMoE beats OMoE (mean OMoE − MMoE > 0)"] == "yes"
     with pytest.raises(ValueError, match="needs models"):
@@ -180,27 +222,38 @@ def test_compare_with_paper_computes_each_verdict():
 
 
 def test_plots_return_figures(study):
-    for fig in (plot_restart_curves(study.curves),
-                plot_restart_distributions(study.scores, task="all"),
-                plot_restart_distributions(study.scores, kind="hist")):
+    for fig in (
+        plot_restart_curves(study.curves),
+        plot_restart_distributions(study.scores, task="all"),
+        plot_restart_distributions(study.scores, kind="hist"),
+    ):
         assert isinstance(fig, plt.Figure)
         plt.close(fig)
     with pytest.raises(ValueError, match="kind"):
         plot_restart_distributions(study.scores, kind="violin")
 
 
-@pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"models": {}}, TypeError, "non-empty"),
-    ({"models": {"x": 3}}, TypeError, "factories"),
-    ({"correlations": 0.5}, TypeError, "sequence"),
-    ({"correlations": [0.5, 1.5]}, ValueError, r"\[-1, 1\]"),
-    ({"correlations": [0.5, 0.5]}, ValueError, "repeats"),
-    ({"n_restarts": 0}, ValueError, "n_restarts"),
-    ({"monitor": "task1:mse"}, ValueError, "monitor"),
-    ({"fractions": (0.5, 0.5)}, ValueError, "fractions"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"models": {}}, TypeError, "non-empty"),
+        ({"models": {"x": 3}}, TypeError, "factories"),
+        ({"correlations": 0.5}, TypeError, "sequence"),
+        ({"correlations": [0.5, 1.5]}, ValueError, r"\[-1, 1\]"),
+        ({"correlations": [0.5, 0.5]}, ValueError, "repeats"),
+        ({"n_restarts": 0}, ValueError, "n_restarts"),
+        ({"monitor": "task1:mse"}, ValueError, "monitor"),
+        ({"fractions": (0.5, 0.5)}, ValueError, "fractions"),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, error, match):
-    args = {"models": _small_models(), "correlations": [0.5], "n_restarts": 2,
-            "n_samples": 100, "epochs": 1, **kwargs}
+    args = {
+        "models": _small_models(),
+        "correlations": [0.5],
+        "n_restarts": 2,
+        "n_samples": 100,
+        "epochs": 1,
+        **kwargs,
+    }
     with pytest.raises(error, match=match):
         restart_study(**args)

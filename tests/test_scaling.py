@@ -55,12 +55,15 @@ def test_timeout_raises(tmp_path):
         scaling.run_torchrun(script, 1, timeout_s=2)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"nproc": 0}, "nproc must be a positive integer"),
-    ({"nproc": True}, "nproc must be a positive integer"),
-    ({"nproc": 1, "threads": 0}, "threads must be a positive integer"),
-    ({"nproc": 1, "timeout_s": 0}, "timeout_s must be a positive number"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"nproc": 0}, "nproc must be a positive integer"),
+        ({"nproc": True}, "nproc must be a positive integer"),
+        ({"nproc": 1, "threads": 0}, "threads must be a positive integer"),
+        ({"nproc": 1, "timeout_s": 0}, "timeout_s must be a positive number"),
+    ],
+)
 def test_bad_arguments(tmp_path, kwargs, match):
     script = tmp_path / "x.py"
     script.write_text("")

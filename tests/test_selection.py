@@ -46,8 +46,15 @@ def test_select_and_test_follows_the_protocol(selection):
 
 def test_leaderboard_columns(selection):
     board = selection.board
-    for column in ("task1 mse", "task2 mse", "gain task1 %", "parameters",
-                   "train_s_per_seed", "score_lo", "score_hi"):
+    for column in (
+        "task1 mse",
+        "task2 mse",
+        "gain task1 %",
+        "parameters",
+        "train_s_per_seed",
+        "score_lo",
+        "score_hi",
+    ):
         assert column in board.columns
     assert board.loc["single", "gain task1 %"] == "—"
     assert (board["score"] < 0).all()  # −MSE for regression tasks
@@ -56,12 +63,15 @@ def test_leaderboard_columns(selection):
 
 def test_parameter_counts_add_the_per_task_models(correlated_small):
     counts = parameter_counts(MODELS, correlated_small.schema)
-    single = sum(SingleTask(correlated_small.select_tasks([t]).schema,
-                            hidden_units=(8,)).n_parameters()
-                 for t in correlated_small.task_names)
+    single = sum(
+        SingleTask(correlated_small.select_tasks([t]).schema, hidden_units=(8,)).n_parameters()
+        for t in correlated_small.task_names
+    )
     assert counts["single"] == single
-    assert counts["sb"] == SharedBottom(correlated_small.schema, bottom_units=(8,),
-                                        tower_units=(4,)).n_parameters()
+    assert (
+        counts["sb"]
+        == SharedBottom(correlated_small.schema, bottom_units=(8,), tower_units=(4,)).n_parameters()
+    )
 
 
 def test_train_seconds_sum_the_per_task_fits(selection):

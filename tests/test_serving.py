@@ -35,8 +35,7 @@ def test_export_reload_gives_the_eager_predictions(cls, funnel_binary, tmp_path)
     assert list(diff["task"]) == ["click", "purchase"]
     assert (diff["max_abs_diff"] < 1e-5).all()
     eager = model.predict(funnel_binary)
-    np.testing.assert_allclose(served.predict(funnel_binary)["click"], eager["click"],
-                               atol=1e-6)
+    np.testing.assert_allclose(served.predict(funnel_binary)["click"], eager["click"], atol=1e-6)
 
 
 def test_exported_model_serves_any_batch_size(funnel_binary, tmp_path):
@@ -103,10 +102,18 @@ def test_file_breakdown_adds_up(funnel_binary, tmp_path):
 def test_serving_benchmark_table(funnel_binary, tmp_path):
     multi = SharedBottom(funnel_binary.schema, bottom_units=(8,))
     multi.train()
-    singles = [SingleTask(funnel_binary.select_tasks([t]).schema, hidden_units=(8,))
-               for t in funnel_binary.task_names]
-    table = serving_benchmark({"one": [multi], "separate": singles}, funnel_binary, tmp_path,
-                              batch_sizes=(1, 64), repeats=2, warmup=0)
+    singles = [
+        SingleTask(funnel_binary.select_tasks([t]).schema, hidden_units=(8,))
+        for t in funnel_binary.task_names
+    ]
+    table = serving_benchmark(
+        {"one": [multi], "separate": singles},
+        funnel_binary,
+        tmp_path,
+        batch_sizes=(1, 64),
+        repeats=2,
+        warmup=0,
+    )
     assert list(table["setup"]) == ["one", "separate"]
     assert list(table["n_models"]) == [1, 2]
     assert table.loc[0, "parameters"] == multi.n_parameters()

@@ -43,12 +43,18 @@ def funnel_steps(funnel_small) -> MultiTaskData:
     rng = np.random.default_rng(0)
     purchase = funnel_small.labels["purchase"]
     return MultiTaskData(
-        dense=funnel_small.dense, categorical=funnel_small.categorical,
-        labels={"click": funnel_small.labels["click"], "purchase": purchase,
-                "repurchase": purchase * (rng.random(len(purchase)) < 0.5)},
+        dense=funnel_small.dense,
+        categorical=funnel_small.categorical,
+        labels={
+            "click": funnel_small.labels["click"],
+            "purchase": purchase,
+            "repurchase": purchase * (rng.random(len(purchase)) < 0.5),
+        },
         tasks={"click": "binary", "purchase": "binary", "repurchase": "binary"},
-        dense_names=funnel_small.schema.dense, categorical_names=funnel_small.schema.categorical,
-        cardinalities=funnel_small.schema.cardinalities)
+        dense_names=funnel_small.schema.dense,
+        categorical_names=funnel_small.schema.categorical,
+        cardinalities=funnel_small.schema.cardinalities,
+    )
 
 
 def _variants(name: str):
@@ -56,23 +62,37 @@ def _variants(name: str):
     cls = getattr(models, name)
     yield name, cls
     extra = {
-        "PLE": [("PLE-3", lambda s: PLE(s, n_levels=3)),
-                ("PLE-4", lambda s: PLE(s, n_levels=4, n_shared_experts=1, n_task_experts=2,
-                                        expert_units=(8,))),
-                ("PLE-no-task-experts", lambda s: PLE(s, n_task_experts=0))],
-        "CrossStitch": [("CrossStitch-1", lambda s: CrossStitch(s, hidden_units=(16,))),
-                        ("CrossStitch-3-own-embeddings",
-                         lambda s: CrossStitch(s, hidden_units=(8, 8, 8),
-                                               shared_embeddings=False))],
+        "PLE": [
+            ("PLE-3", lambda s: PLE(s, n_levels=3)),
+            (
+                "PLE-4",
+                lambda s: PLE(
+                    s, n_levels=4, n_shared_experts=1, n_task_experts=2, expert_units=(8,)
+                ),
+            ),
+            ("PLE-no-task-experts", lambda s: PLE(s, n_task_experts=0)),
+        ],
+        "CrossStitch": [
+            ("CrossStitch-1", lambda s: CrossStitch(s, hidden_units=(16,))),
+            (
+                "CrossStitch-3-own-embeddings",
+                lambda s: CrossStitch(s, hidden_units=(8, 8, 8), shared_embeddings=False),
+            ),
+        ],
         "Sluice": [("Sluice-3", lambda s: Sluice(s, hidden_units=(8, 8, 8)))],
-        "SoftSharing": [("SoftSharing-shared-embeddings",
-                         lambda s: SoftSharing(s, shared_embeddings=True))],
-        "DSelectK": [("DSelectK-static", lambda s: DSelectK(s, per_example=False)),
-                     ("DSelectK-5", lambda s: DSelectK(s, n_experts=5))],
+        "SoftSharing": [
+            ("SoftSharing-shared-embeddings", lambda s: SoftSharing(s, shared_embeddings=True))
+        ],
+        "DSelectK": [
+            ("DSelectK-static", lambda s: DSelectK(s, per_example=False)),
+            ("DSelectK-5", lambda s: DSelectK(s, n_experts=5)),
+        ],
         "AITM": [("AITM-two-steps", lambda s: AITM(s, sequence=("click", "purchase")))],
         # ESMM with every model of the package as its backbone.
-        "ESMM": [(f"ESMM+{b}", lambda s, b=b: ESMM(s, backbone=getattr(models, b)))
-                 for b in models.__all__],
+        "ESMM": [
+            (f"ESMM+{b}", lambda s, b=b: ESMM(s, backbone=getattr(models, b)))
+            for b in models.__all__
+        ],
     }
     yield from extra.get(name, [])
 
@@ -100,10 +120,15 @@ def _loss_reach(model: MultiTaskModel, batch) -> dict[str, torch.Tensor]:
     reach = {}
     rows = []
     for loss in losses.values():
-        grads = torch.autograd.grad(loss, [p for _, p in named], retain_graph=True,
-                                    allow_unused=True)
-        rows.append([torch.zeros_like(p, dtype=torch.bool) if g is None else g != 0
-                     for (_, p), g in zip(named, grads, strict=True)])
+        grads = torch.autograd.grad(
+            loss, [p for _, p in named], retain_graph=True, allow_unused=True
+        )
+        rows.append(
+            [
+                torch.zeros_like(p, dtype=torch.bool) if g is None else g != 0
+                for (_, p), g in zip(named, grads, strict=True)
+            ]
+        )
     for i, (name, _) in enumerate(named):
         reach[name] = torch.stack([row[i] for row in rows])
     return reach
@@ -124,7 +149,8 @@ def test_shared_parameters_are_exactly_those_every_task_reaches(request, factory
     assert len(declared) == len(set(declared)), "a parameter is listed twice"
     assert set(declared) == by_every_task, (
         f"listed but not reached by every task: {sorted(set(declared) - by_every_task)}; "
-        f"reached by every task but not listed: {sorted(by_every_task - set(declared))}")
+        f"reached by every task but not listed: {sorted(by_every_task - set(declared))}"
+    )
     # The library's probe differentiates the outputs (random weights per sample, every row,
     # no labels): it finds the same set. A masked task's loss (dwell_time, on clicks only) does
     # not reach the embedding rows of the users who never click in the batch, so tensors shared
@@ -194,8 +220,9 @@ def test_gradnorm_layers_of_the_models_it_got_wrong(funnel_small):
         models.OMoE(schema): "experts.groups.0.weights.0",  # not the gate
         CrossStitch(schema): "columns.1.weights.0",  # not the last unit's per-task rows
         Sluice(schema): "columns.1.weights.0",
-        ESMM(funnel_small.select_tasks(["click", "purchase"]).schema):
-            "ctr_tower.weights.2",  # the output layer of pCTR's tower (64, 32, 1)
+        ESMM(
+            funnel_small.select_tasks(["click", "purchase"]).schema
+        ): "ctr_tower.weights.2",  # the output layer of pCTR's tower (64, 32, 1)
     }
     for model, name in expected.items():
         gradnorm = GradNorm()

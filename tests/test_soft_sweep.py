@@ -44,15 +44,17 @@ def test_sweep_members_follow_separate_fits(split):
     """Member (λ, seed) of the population ends where fit() of SoftSharing(λ, seed) ends."""
     train, valid, test = split
     lambdas = [0.0, 0.5]
-    sweep = soft_sharing_sweep(train, valid, test, lambdas, [0, 1],
-                               model_options={"hidden_units": (8,)}, **FIT)
+    sweep = soft_sharing_sweep(
+        train, valid, test, lambdas, [0, 1], model_options={"hidden_units": (8,)}, **FIT
+    )
     assert set(sweep["l2_lambda"]) == set(lambdas) and set(sweep["seed"]) == {0, 1}
     stride = 2  # max(seeds) + 1: member (λ_i, s) draws batches with seed i·2 + s
     for i, lam in enumerate(lambdas):
         model = SoftSharing(train.schema, l2_lambda=lam, hidden_units=(8,), seed=1)
         mb.fit(model, train, valid, seed=i * stride + 1, progress=False, **FIT)
-        got = sweep[(sweep["l2_lambda"] == lam) & (sweep["seed"] == 1)
-                    & (sweep["metric"] == "mse")].set_index("task")["value"]
+        got = sweep[
+            (sweep["l2_lambda"] == lam) & (sweep["seed"] == 1) & (sweep["metric"] == "mse")
+        ].set_index("task")["value"]
         want = mb.evaluate(model, test).query("metric == 'mse'").set_index("task")["value"]
         for task in want.index:
             assert got[task] == pytest.approx(want[task], rel=1e-3)
@@ -69,20 +71,30 @@ def test_sweep_members_follow_separate_fits(split):
 
 def test_population_scores_and_plot(split):
     train, valid, test = split
-    refs, _ = population_scores({"single": PerTask(model_factory(SingleTask, hidden_units=(8,))),
-                                 "sb": model_factory(SharedBottom, bottom_units=(8,))},
-                                train, valid, {"test": test}, [0, 1], **FIT)
+    refs, _ = population_scores(
+        {
+            "single": PerTask(model_factory(SingleTask, hidden_units=(8,))),
+            "sb": model_factory(SharedBottom, bottom_units=(8,)),
+        },
+        train,
+        valid,
+        {"test": test},
+        [0, 1],
+        **FIT,
+    )
     assert set(refs["model"]) == {"single", "sb"}
     assert set(refs["task"]) == {"task1", "task2"}
     assert len(refs[(refs["model"] == "single") & (refs["metric"] == "mse")]) == 4
-    sweep = soft_sharing_sweep(train, valid, test, [0.0, 1.0], [0, 1],
-                               model_options={"hidden_units": (8,)}, **FIT)
+    sweep = soft_sharing_sweep(
+        train, valid, test, [0.0, 1.0], [0, 1], model_options={"hidden_units": (8,)}, **FIT
+    )
     fig = plot_lambda_sweep(sweep, refs)
     assert len(fig.axes) == 2
 
 
-@pytest.mark.parametrize("lambdas, message", [([], "empty"), ([-1.0], "≥ 0"),
-                                              ([0.1, 0.1], "repeated")])
+@pytest.mark.parametrize(
+    "lambdas, message", [([], "empty"), ([-1.0], "≥ 0"), ([0.1, 0.1], "repeated")]
+)
 def test_bad_lambdas(split, lambdas, message):
     with pytest.raises(ValueError, match=message):
         soft_sharing_sweep(*split, lambdas, [0], **FIT)

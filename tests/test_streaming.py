@@ -23,8 +23,12 @@ from mtlbook.models import SharedBottom
 from mtlbook.training.streaming import ParquetSource, write_parquet_shards
 
 TASKS = {"click": "binary", "buy": {"kind": "binary", "mask": "click"}, "stay": "regression"}
-SPEC = {"dense": ["price", "rid"], "categorical": ["user", "item"], "tasks": TASKS,
-        "group": "shopper"}
+SPEC = {
+    "dense": ["price", "rid"],
+    "categorical": ["user", "item"],
+    "tasks": TASKS,
+    "group": "shopper",
+}
 
 
 def _frame(n: int = 1_000, seed: int = 0) -> pd.DataFrame:
@@ -33,16 +37,18 @@ def _frame(n: int = 1_000, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     click = (rng.random(n) < 0.3).astype(np.int64)
     buy = np.where(click == 1, (rng.random(n) < 0.4).astype(float), np.nan)
-    return pd.DataFrame({
-        "price": rng.lognormal(size=n),
-        "rid": np.arange(n, dtype=np.float64),
-        "user": rng.choice([f"u{i}" for i in range(37)], size=n),
-        "item": rng.integers(100, 160, size=n),
-        "click": click,
-        "buy": buy,
-        "stay": rng.exponential(size=n),
-        "shopper": rng.choice(["a", "b", "c", "d"], size=n),
-    })
+    return pd.DataFrame(
+        {
+            "price": rng.lognormal(size=n),
+            "rid": np.arange(n, dtype=np.float64),
+            "user": rng.choice([f"u{i}" for i in range(37)], size=n),
+            "item": rng.integers(100, 160, size=n),
+            "click": click,
+            "buy": buy,
+            "stay": rng.exponential(size=n),
+            "shopper": rng.choice(["a", "b", "c", "d"], size=n),
+        }
+    )
 
 
 def _write(df: pd.DataFrame, folder, sizes, row_group_size: int = 97) -> list[str]:
@@ -50,9 +56,10 @@ def _write(df: pd.DataFrame, folder, sizes, row_group_size: int = 97) -> list[st
     paths, start = [], 0
     for i, size in enumerate(sizes):
         path = os.path.join(folder, f"shard-{i:02d}.parquet")
-        part = df.iloc[start:start + size]
-        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), path,
-                       row_group_size=row_group_size)
+        part = df.iloc[start : start + size]
+        pq.write_table(
+            pa.Table.from_pandas(part, preserve_index=False), path, row_group_size=row_group_size
+        )
         paths.append(path)
         start += size
     assert start == len(df)
@@ -61,12 +68,18 @@ def _write(df: pd.DataFrame, folder, sizes, row_group_size: int = 97) -> list[st
 
 def _same_batch(a, b) -> bool:
     def eq(x, y):
-        return (x is None and y is None) or (x is not None and y is not None
-                                             and x.dtype == y.dtype and torch.equal(x, y))
-    return (eq(a.dense, b.dense) and eq(a.categorical, b.categorical)
-            and a.labels.keys() == b.labels.keys() and a.masks.keys() == b.masks.keys()
-            and all(eq(a.labels[k], b.labels[k]) for k in a.labels)
-            and all(eq(a.masks[k], b.masks[k]) for k in a.masks))
+        return (x is None and y is None) or (
+            x is not None and y is not None and x.dtype == y.dtype and torch.equal(x, y)
+        )
+
+    return (
+        eq(a.dense, b.dense)
+        and eq(a.categorical, b.categorical)
+        and a.labels.keys() == b.labels.keys()
+        and a.masks.keys() == b.masks.keys()
+        and all(eq(a.labels[k], b.labels[k]) for k in a.labels)
+        and all(eq(a.masks[k], b.masks[k]) for k in a.masks)
+    )
 
 
 def _same_batches(stream, memory) -> None:
@@ -123,19 +136,31 @@ def test_folder_and_glob_list_shards_in_name_order(shards):
     assert first.dense[:, 1].tolist() == list(range(560, 568))  # the last shard comes first
 
 
-@pytest.mark.parametrize(("batch_size", "drop_last"), [(64, False), (100, True), (1_000, False),
-                                                       (333, False)])
+@pytest.mark.parametrize(
+    ("batch_size", "drop_last"), [(64, False), (100, True), (1_000, False), (333, False)]
+)
 def test_unshuffled_batches_equal_the_in_memory_ones(source, memory, batch_size, drop_last):
-    _same_batches(source.loader(batch_size, shuffle=False, drop_last=drop_last),
-                  memory.loader(batch_size, shuffle=False, drop_last=drop_last))
+    _same_batches(
+        source.loader(batch_size, shuffle=False, drop_last=drop_last),
+        memory.loader(batch_size, shuffle=False, drop_last=drop_last),
+    )
 
 
-@pytest.mark.parametrize(("batch_size", "buffer_rows", "drop_last"),
-                         [(64, None, False), (50, 180, True), (128, 1, False)])
+@pytest.mark.parametrize(
+    ("batch_size", "buffer_rows", "drop_last"),
+    [(64, None, False), (50, 180, True), (128, 1, False)],
+)
 def test_exact_shuffle_gives_the_in_memory_batches_pass_after_pass(
-        source, memory, batch_size, buffer_rows, drop_last):
-    stream = source.loader(batch_size, shuffle=True, seed=7, drop_last=drop_last,
-                           shuffle_mode="exact", buffer_rows=buffer_rows)
+    source, memory, batch_size, buffer_rows, drop_last
+):
+    stream = source.loader(
+        batch_size,
+        shuffle=True,
+        seed=7,
+        drop_last=drop_last,
+        shuffle_mode="exact",
+        buffer_rows=buffer_rows,
+    )
     loader = memory.loader(batch_size, shuffle=True, seed=7, drop_last=drop_last)
     assert len(stream) == len(loader)
     for _ in range(2):  # each pass draws a new order, the same as in memory
@@ -217,16 +242,18 @@ def test_rows_held_are_bounded_by_the_buffer(source, monkeypatch):
     assert max(held) <= 150  # one chunk of whole batches of the permutation
 
 
-@pytest.mark.parametrize("settings", [{"shuffle": False}, {"shuffle_mode": "exact"},
-                                      {"buffer_rows": 200}])
+@pytest.mark.parametrize(
+    "settings", [{"shuffle": False}, {"shuffle_mode": "exact"}, {"buffer_rows": 200}]
+)
 def test_shards_of_each_batch_cover_it_once(source, settings):
     whole = list(source.loader(50, seed=2, **settings))
     parts = [list(source.loader(50, seed=2, shard=(rank, 3), **settings)) for rank in range(3)]
     assert all(len(p) == len(whole) for p in parts)
     for b, batch in enumerate(whole):
         pieces = [p[b] for p in parts]
-        assert [len(x) for x in pieces] == [len(batch) * r // 3 - len(batch) * (r - 1) // 3
-                                            for r in range(1, 4)]
+        assert [len(x) for x in pieces] == [
+            len(batch) * r // 3 - len(batch) * (r - 1) // 3 for r in range(1, 4)
+        ]
         assert torch.equal(torch.cat([x.dense for x in pieces]), batch.dense)
         assert torch.equal(torch.cat([x.masks["buy"] for x in pieces]), batch.masks["buy"])
 
@@ -258,6 +285,7 @@ def _set(column, value, row: int = 50):
         if isinstance(value, str) and df[column].dtype != object:
             df[column] = df[column].astype(object)
         df.loc[row, column] = value
+
     return edit
 
 
@@ -266,17 +294,22 @@ def _nan_bought_click(df):
     df.loc[50, "buy"] = np.nan
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (_set("price", np.inf), r"dense features contain NaN or inf values: \{'price': 1\}"),
-    (_set("price", np.nan), r"dense features contain NaN or inf values: \{'price': 1\}"),
-    (_set("user", None), "categorical column 'user' has 1 missing values"),
-    (_set("click", 2), r"binary task 'click' must have labels 0/1, found other values such as "
-                       r"\[2.0\]"),
-    (_set("stay", np.nan), "task 'stay' has 1 NaN or inf labels"),
-    (_nan_bought_click,
-     "task 'buy' has 1 NaN or inf labels inside its mask"),
-    (_set("shopper", None), "groups has 1 missing values"),
-])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_set("price", np.inf), r"dense features contain NaN or inf values: \{'price': 1\}"),
+        (_set("price", np.nan), r"dense features contain NaN or inf values: \{'price': 1\}"),
+        (_set("user", None), "categorical column 'user' has 1 missing values"),
+        (
+            _set("click", 2),
+            r"binary task 'click' must have labels 0/1, found other values such as "
+            r"\[2.0\]",
+        ),
+        (_set("stay", np.nan), "task 'stay' has 1 NaN or inf labels"),
+        (_nan_bought_click, "task 'buy' has 1 NaN or inf labels inside its mask"),
+        (_set("shopper", None), "groups has 1 missing values"),
+    ],
+)
 def test_bad_rows_are_named_by_shard_and_row(tmp_path, edit, message):
     paths, spec = _broken(tmp_path, edit)
     where = re.escape(f"shard {paths[1]!r}, first at row 20")
@@ -289,19 +322,28 @@ def test_a_mask_must_be_boolean(tmp_path):
     def edit(df):
         df["seen"] = (df["click"] == 1).astype(np.int64)
         df.loc[50, "seen"] = 3
-    paths, spec = _broken(tmp_path, edit,
-                          tasks={**TASKS, "buy": {"kind": "binary", "mask": "seen"}})
-    with pytest.raises(ValueError, match=re.escape(
+
+    paths, spec = _broken(
+        tmp_path, edit, tasks={**TASKS, "buy": {"kind": "binary", "mask": "seen"}}
+    )
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
             f"mask of task 'buy' must be boolean or 0/1; column 'seen' has 3 (shard "
-            f"{paths[1]!r}, first at row 20)")):
+            f"{paths[1]!r}, first at row 20)"
+        ),
+    ):
         ParquetSource(paths, **spec)
 
 
 def test_values_outside_a_given_vocabulary_are_refused(tmp_path):
     paths, spec = _broken(tmp_path, _set("user", "newcomer"))
     vocab = sorted(f"u{i}" for i in range(37))
-    with pytest.raises(ValueError, match="categorical column 'user' has the value 'newcomer', "
-                                         "which is not in its vocabulary of 37 values"):
+    with pytest.raises(
+        ValueError,
+        match="categorical column 'user' has the value 'newcomer', "
+        "which is not in its vocabulary of 37 values",
+    ):
         ParquetSource(paths, **spec, categories={"user": vocab})
     # Built from the shards, the vocabulary holds it.
     assert "newcomer" in ParquetSource(paths, **spec).categories["user"]
@@ -328,8 +370,11 @@ def test_validate_false_defers_the_error_to_the_first_read(tmp_path):
 def test_spec_errors(shards, tmp_path):
     with pytest.raises(ValueError, match=r"column\(s\) \['nope'\] not found in shard"):
         ParquetSource(shards, **{**SPEC, "dense": ["price", "nope"]})
-    with pytest.raises(ValueError, match=r"label column\(s\) \['click'\] are also listed as "
-                                         "features"):
+    with pytest.raises(
+        ValueError,
+        match=r"label column\(s\) \['click'\] are also listed as "
+        "features",
+    ):
         ParquetSource(shards, **{**SPEC, "dense": ["price", "click"]})
     with pytest.raises(ValueError, match="dense columns must be numeric: column 'user'"):
         ParquetSource(shards, **{**SPEC, "dense": ["user"], "categorical": ["item"]})
@@ -371,8 +416,10 @@ def test_written_shards_read_back_as_the_same_data(funnel, tmp_path):
     back = source.to_data()
     np.testing.assert_array_equal(back.groups, funnel.groups)
     _same_batches(back.loader(100, shuffle=False), funnel.loader(100, shuffle=False))
-    _same_batches(source.loader(128, seed=2, shuffle_mode="exact", buffer_rows=500),
-                  funnel.loader(128, seed=2))
+    _same_batches(
+        source.loader(128, seed=2, shuffle_mode="exact", buffer_rows=500),
+        funnel.loader(128, seed=2),
+    )
 
 
 def test_written_codes_are_range_checked(funnel, tmp_path):
@@ -383,9 +430,13 @@ def test_written_codes_are_range_checked(funnel, tmp_path):
     users[7] = 3_000  # one past the last user
     at = table.schema.get_field_index("user_id")
     pq.write_table(table.set_column(at, "user_id", pa.array(users)), path)
-    with pytest.raises(ValueError, match=re.escape(
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
             f"categorical column 'user_id' has the value 3000, which is not in its vocabulary "
-            f"of 3000 values (1 such rows; shard {str(path)!r}, first at row 7)")):
+            f"of 3000 values (1 such rows; shard {str(path)!r}, first at row 7)"
+        ),
+    ):
         ParquetSource(tmp_path)
 
 
@@ -431,13 +482,15 @@ def test_fit_on_the_stream_equals_fit_in_memory(funnel, tmp_path, monkeypatch):
 
     def run(data):
         model = SharedBottom(train.schema, bottom_units=(16,), tower_units=(8,), seed=0)
-        return mb.fit(model, data, valid, epochs=2, batch_size=64, device="cpu",
-                      progress=False, seed=4)
+        return mb.fit(
+            model, data, valid, epochs=2, batch_size=64, device="cpu", progress=False, seed=4
+        )
 
     in_memory, streamed = run(train), run(stream)
     pd.testing.assert_frame_equal(streamed.history, in_memory.history)
-    for (name, a), b in zip(streamed.model.state_dict().items(),
-                            in_memory.model.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        streamed.model.state_dict().items(), in_memory.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     # The buffer mode trains too, on another order: same rows, other numbers.
     buffered = run(ParquetSource(tmp_path, buffer_rows=256))
@@ -448,6 +501,7 @@ def test_fit_on_the_stream_equals_fit_in_memory(funnel, tmp_path, monkeypatch):
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(mtlbook.training.streaming, optionflags=doctest.ELLIPSIS
-                             | doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(
+        mtlbook.training.streaming, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    )
     assert result.attempted > 0 and result.failed == 0

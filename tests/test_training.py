@@ -18,8 +18,7 @@ FAST = {"batch_size": 128, "device": "cpu", "progress": False}
 
 
 def _small_model(schema, seed: int = 0, dropout: float = 0.0) -> SharedBottom:
-    return SharedBottom(schema, bottom_units=(16,), tower_units=(8,), dropout=dropout,
-                        seed=seed)
+    return SharedBottom(schema, bottom_units=(16,), tower_units=(8,), dropout=dropout, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +40,9 @@ def flipped_valid(parts):
 
 
 def _series(history, split: str, task: str, metric: str) -> np.ndarray:
-    rows = history[(history["split"] == split) & (history["task"] == task)
-                   & (history["metric"] == metric)].sort_values("epoch")
+    rows = history[
+        (history["split"] == split) & (history["task"] == task) & (history["metric"] == metric)
+    ].sort_values("epoch")
     return rows["value"].to_numpy()
 
 
@@ -94,8 +94,12 @@ def test_weights_logged(parts):
 
 def test_determinism_same_seeds(parts):
     train, valid = parts
-    runs = [mb.fit(_small_model(train.schema, seed=3, dropout=0.2), train, valid, epochs=2,
-                   seed=9, **FAST) for _ in range(2)]
+    runs = [
+        mb.fit(
+            _small_model(train.schema, seed=3, dropout=0.2), train, valid, epochs=2, seed=9, **FAST
+        )
+        for _ in range(2)
+    ]
     a, b = (r.history["value"].to_numpy() for r in runs)
     np.testing.assert_array_equal(a, b)
     for pa, pb in zip(runs[0].model.parameters(), runs[1].model.parameters(), strict=True):
@@ -113,9 +117,12 @@ def test_fit_seed_drives_dropout(parts):
     """On identical rows the shuffling order is irrelevant, so only dropout is random."""
     _, valid = parts
     row = valid.dense[:1]
-    same = MultiTaskData(dense=np.repeat(row, 256, axis=0),
-                         labels={"task1": np.ones(256), "task2": np.zeros(256)},
-                         tasks=valid.schema.tasks, dense_names=valid.schema.dense)
+    same = MultiTaskData(
+        dense=np.repeat(row, 256, axis=0),
+        labels={"task1": np.ones(256), "task2": np.zeros(256)},
+        tasks=valid.schema.tasks,
+        dense_names=valid.schema.dense,
+    )
     losses = []
     for seed in (1, 1, 2):
         model = _small_model(same.schema, seed=3, dropout=0.5)
@@ -190,8 +197,15 @@ class _Snapshots(mb.Callback):
 def test_selection_uses_validation_and_restores_best(parts, flipped_valid):
     train, _ = parts
     snaps = _Snapshots()
-    result = mb.fit(_small_model(train.schema), train, flipped_valid, epochs=4, lr=1e-2,
-                    callbacks=[snaps], **FAST)
+    result = mb.fit(
+        _small_model(train.schema),
+        train,
+        flipped_valid,
+        epochs=4,
+        lr=1e-2,
+        callbacks=[snaps],
+        **FAST,
+    )
     hist = result.history
     valid_loss = _series(hist, "valid", "all", "loss")
     train_loss = _series(hist, "train", "all", "loss")
@@ -213,14 +227,23 @@ def test_selection_uses_validation_and_restores_best(parts, flipped_valid):
         assert value == pytest.approx(logged.loc[task, metric], rel=1e-6, abs=1e-9)
     last = result.valid_metrics(4)
     assert metrics["value"].sum() != pytest.approx(
-        sum(last.loc[t, m] for t, m in zip(metrics["task"], metrics["metric"], strict=True)))
+        sum(last.loc[t, m] for t, m in zip(metrics["task"], metrics["metric"], strict=True))
+    )
 
 
 def test_without_restore_best_keeps_last_weights(parts, flipped_valid):
     train, _ = parts
     snaps = _Snapshots()
-    result = mb.fit(_small_model(train.schema), train, flipped_valid, epochs=3, lr=1e-2,
-                    restore_best=False, callbacks=[snaps], **FAST)
+    result = mb.fit(
+        _small_model(train.schema),
+        train,
+        flipped_valid,
+        epochs=3,
+        lr=1e-2,
+        restore_best=False,
+        callbacks=[snaps],
+        **FAST,
+    )
     assert result.best_epoch < 3
     state = result.model.state_dict()
     for key, value in snaps.states[3].items():
@@ -229,8 +252,15 @@ def test_without_restore_best_keeps_last_weights(parts, flipped_valid):
 
 def test_early_stopping_stops_early(parts, flipped_valid):
     train, _ = parts
-    result = mb.fit(_small_model(train.schema), train, flipped_valid, epochs=8, lr=1e-2,
-                    early_stopping=2, **FAST)
+    result = mb.fit(
+        _small_model(train.schema),
+        train,
+        flipped_valid,
+        epochs=8,
+        lr=1e-2,
+        early_stopping=2,
+        **FAST,
+    )
     assert result.epochs_run < 8
     assert result.epochs_run == result.best_epoch + 2
     assert result.history["epoch"].max() == result.epochs_run
@@ -238,8 +268,9 @@ def test_early_stopping_stops_early(parts, flipped_valid):
 
 def test_monitor_auc_picks_max(parts):
     train, valid = parts
-    result = mb.fit(_small_model(train.schema), train, valid, epochs=4, lr=1e-2,
-                    monitor="task1:auc", **FAST)
+    result = mb.fit(
+        _small_model(train.schema), train, valid, epochs=4, lr=1e-2, monitor="task1:auc", **FAST
+    )
     auc = _series(result.history, "valid", "task1", "auc")
     assert int(np.argmax(auc)) != int(np.argmin(auc))
     assert result.best_epoch == int(np.argmax(auc)) + 1
@@ -249,8 +280,15 @@ def test_monitor_auc_picks_max(parts):
 
 def test_monitor_auc_picks_max_on_flipped_labels(parts, flipped_valid):
     train, _ = parts
-    result = mb.fit(_small_model(train.schema), train, flipped_valid, epochs=4, lr=1e-2,
-                    monitor="task2:auc", **FAST)
+    result = mb.fit(
+        _small_model(train.schema),
+        train,
+        flipped_valid,
+        epochs=4,
+        lr=1e-2,
+        monitor="task2:auc",
+        **FAST,
+    )
     auc = _series(result.history, "valid", "task2", "auc")
     assert int(np.argmax(auc)) != int(np.argmin(auc))
     assert result.best_epoch == int(np.argmax(auc)) + 1
@@ -258,8 +296,9 @@ def test_monitor_auc_picks_max_on_flipped_labels(parts, flipped_valid):
 
 def test_monitor_logloss_picks_min(parts):
     train, valid = parts
-    result = mb.fit(_small_model(train.schema), train, valid, epochs=3, lr=1e-2,
-                    monitor="task2:logloss", **FAST)
+    result = mb.fit(
+        _small_model(train.schema), train, valid, epochs=3, lr=1e-2, monitor="task2:logloss", **FAST
+    )
     logloss = _series(result.history, "valid", "task2", "logloss")
     assert result.best_epoch == int(np.argmin(logloss)) + 1
 
@@ -352,12 +391,20 @@ def test_callback_hooks(parts):
 def _masked_setup():
     data = MultiTaskData(
         dense=np.zeros((6, 1)),
-        labels={"click": [1, 0, 1, 1, 0, 0], "buy": [1, 0, 0, 1, 0, 0],
-                "stay": [2.0, 0.0, 5.0, 1.0, 0.0, 0.0]},
-        tasks=[TaskSpec("click", "binary"), TaskSpec("buy", "binary"),
-               TaskSpec("stay", "regression")],
-        masks={"buy": [True, False, True, True, False, False],
-               "stay": [True, False, True, True, False, False]},
+        labels={
+            "click": [1, 0, 1, 1, 0, 0],
+            "buy": [1, 0, 0, 1, 0, 0],
+            "stay": [2.0, 0.0, 5.0, 1.0, 0.0, 0.0],
+        },
+        tasks=[
+            TaskSpec("click", "binary"),
+            TaskSpec("buy", "binary"),
+            TaskSpec("stay", "regression"),
+        ],
+        masks={
+            "buy": [True, False, True, True, False, False],
+            "stay": [True, False, True, True, False, False],
+        },
         dense_names=["x"],
     )
     return data

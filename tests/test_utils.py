@@ -36,7 +36,8 @@ def test_match_width_finds_the_closest_width(correlated_small):
     width = mtlbook.utils.match_width(build, target)
     best = min(range(1, 200), key=lambda w: abs(mb.count_parameters(build(w)) - target))
     assert abs(mb.count_parameters(build(width)) - target) == abs(
-        mb.count_parameters(build(best)) - target)
+        mb.count_parameters(build(best)) - target
+    )
 
 
 @pytest.mark.parametrize("kwargs", [{"target": 0}, {"target": 10, "low": 5, "high": 2}])

@@ -10,8 +10,7 @@ from mtlbook.models import ESMM, PLE, CrossStitch, SharedBottom
 from mtlbook.weighting import Weighting, standard_strategies
 
 TASKS = ("click", "purchase", "dwell_time")
-STRATEGIES = standard_strategies(fixed_weights=dict.fromkeys(TASKS, 1.0),
-                                 schedule={"ratios": 0.9})
+STRATEGIES = standard_strategies(fixed_weights=dict.fromkeys(TASKS, 1.0), schedule={"ratios": 0.9})
 FAMILIES = {  # hard sharing, mixture of experts, soft sharing, funnel
     "SharedBottom": lambda s: SharedBottom(s, bottom_units=(8,), tower_units=(4,)),
     "PLE": lambda s: PLE(s, expert_units=(8,), tower_units=(4,)),
@@ -32,8 +31,16 @@ def test_catalogue_covers_every_exported_strategy():
 def test_strategy_trains_every_family(strategy, family, funnel_small):
     train, valid = funnel_small.split((0.7, 0.3), seed=0)
     model = FAMILIES[family](train.schema)
-    result = mb.fit(model, train, valid, epochs=2, batch_size=256, lr=5e-3, progress=False,
-                    weighting=STRATEGIES[strategy]())
+    result = mb.fit(
+        model,
+        train,
+        valid,
+        epochs=2,
+        batch_size=256,
+        lr=5e-3,
+        progress=False,
+        weighting=STRATEGIES[strategy](),
+    )
     weights = result.history[result.history["metric"] == "weight"]
     assert set(weights["task"]) == set(TASKS)
     assert weights["value"].notna().all()

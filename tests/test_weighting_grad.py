@@ -58,9 +58,12 @@ def _line_data(sign: float, n: int = 256, seed: int = 0) -> MultiTaskData:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 4))
     a = 3.0 * x[:, 0] + x[:, 1]
-    return MultiTaskData(dense=x, labels={"a": a, "b": sign * a},
-                         tasks={"a": "regression", "b": "regression"},
-                         dense_names=[f"x{i}" for i in range(4)])
+    return MultiTaskData(
+        dense=x,
+        labels={"a": a, "b": sign * a},
+        tasks={"a": "regression", "b": "regression"},
+        dense_names=[f"x{i}" for i in range(4)],
+    )
 
 
 def _twin_towers(data: MultiTaskData) -> SharedBottom:
@@ -178,8 +181,9 @@ def test_mgda_two_tasks_closed_form():
         assert float(alpha.sum()) == pytest.approx(1.0) and (alpha >= 0).all()
     # Clipped: g1 lies between the origin and g2, so g1 itself is the min-norm point.
     g = torch.tensor([[1.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
-    torch.testing.assert_close(min_norm_weights(g @ g.T), torch.tensor([1.0, 0.0],
-                                                                       dtype=torch.float64))
+    torch.testing.assert_close(
+        min_norm_weights(g @ g.T), torch.tensor([1.0, 0.0], dtype=torch.float64)
+    )
     for bad in (torch.zeros(0, 0), torch.zeros(2, 3), torch.zeros(3)):
         with pytest.raises(ValueError, match="gram must be a non-empty square"):
             min_norm_weights(bad)
@@ -246,8 +250,7 @@ def test_cagrad_with_c0_is_the_average_gradient(funnel_small):
     # Through a model (Sluice: the regulariser reaches the shared columns): with c = 0 the
     # official scaling by T makes CAGrad exactly equal weighting.
     batch = _batch(funnel_small)
-    model, reference = (Sluice(funnel_small.schema, hidden_units=(8, 8), seed=0)
-                        for _ in range(2))
+    model, reference = (Sluice(funnel_small.schema, hidden_units=(8, 8), seed=0) for _ in range(2))
     cagrad = CAGrad(c=0.0)
     _step(model, cagrad, batch)
     _step(reference, EqualWeight(), batch)
@@ -323,8 +326,9 @@ def test_imtl_loss_scales_and_their_gradient(funnel_small, mode):
     losses = model.task_losses(model(batch), batch)
     values = torch.stack(list(losses.values())).detach()
     torch.testing.assert_close(imtl.parameters()[0].grad, s.exp() * values - 1)
-    assert imtl.loss_scales == pytest.approx(dict(zip(model.task_names, s.exp().tolist(),
-                                                      strict=True)))
+    assert imtl.loss_scales == pytest.approx(
+        dict(zip(model.task_names, s.exp().tolist(), strict=True))
+    )
     # The towers (every parameter in mode "loss") get the gradient of Σ e^{s_t} L_t.
     ref_losses = reference.task_losses(reference(batch), batch)
     scaled = s.exp() * torch.stack(list(ref_losses.values()))  # [T]
@@ -335,8 +339,9 @@ def test_imtl_loss_scales_and_their_gradient(funnel_small, mode):
     torch.testing.assert_close(_flat_grad(params), _flat_grad(ref_params))
     if mode == "hybrid":  # IMTL-G on the scaled losses' gradients
         alpha = imtl_weights(grads).float()
-        torch.testing.assert_close(_flat_grad(model.shared_parameters()), alpha @ grads,
-                                   rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(
+            _flat_grad(model.shared_parameters()), alpha @ grads, rtol=1e-4, atol=1e-7
+        )
         expected = (alpha * s.exp()).tolist()  # the factor on each raw gradient
         assert list(imtl.weights.values()) == pytest.approx(expected, rel=1e-5)
     else:
@@ -362,8 +367,17 @@ def test_imtl_loss_balances_the_scaled_losses():
     train, valid = data.split((0.75, 0.25), seed=0)
     model = SharedBottom(data.schema, bottom_units=(32,), tower_units=(), seed=0)
     imtl = IMTL(mode="loss")
-    mb.fit(model, train, valid, epochs=4, batch_size=64, lr=3e-2, device="cpu",
-           progress=False, weighting=imtl)
+    mb.fit(
+        model,
+        train,
+        valid,
+        epochs=4,
+        batch_size=64,
+        lr=3e-2,
+        device="cpu",
+        progress=False,
+        weighting=imtl,
+    )
     # The balance point e^s = 1 / L: the loss in the hundreds is scaled down, the one below 1 up.
     scales = imtl.loss_scales
     assert scales["sigma100"] < 1.0 < scales["sigma1"]
@@ -373,8 +387,12 @@ def test_imtl_loss_balances_the_scaled_losses():
 def _without_labels(batch: Batch, task: str) -> Batch:
     """``batch`` in which ``task`` has no labelled row (its mask is all false)."""
     empty = torch.zeros(len(batch), dtype=torch.bool)
-    return Batch(dense=batch.dense, categorical=batch.categorical, labels=batch.labels,
-                 masks={**batch.masks, task: empty})
+    return Batch(
+        dense=batch.dense,
+        categorical=batch.categorical,
+        labels=batch.labels,
+        masks={**batch.masks, task: empty},
+    )
 
 
 @pytest.mark.parametrize("strategy", ["PCGrad", "MGDA", "MGDA-UB", "CAGrad", "IMTL", "IMTL-G"])
@@ -423,10 +441,16 @@ def _toy_scales(n: int = 512, sigmas=(1.0, 100.0), seed: int = 0) -> MultiTaskDa
     d = 10
     x = rng.standard_normal((n, d))
     base = rng.normal(0.0, 1.0, d) / np.sqrt(d)
-    labels = {f"sigma{s:g}": s * np.tanh(x @ (base + rng.normal(0.0, 0.35, d) / np.sqrt(d)))
-              for s in sigmas}
-    return MultiTaskData(dense=x, labels=labels, tasks=dict.fromkeys(labels, "regression"),
-                         dense_names=[f"x{i}" for i in range(d)])
+    labels = {
+        f"sigma{s:g}": s * np.tanh(x @ (base + rng.normal(0.0, 0.35, d) / np.sqrt(d)))
+        for s in sigmas
+    }
+    return MultiTaskData(
+        dense=x,
+        labels=labels,
+        tasks=dict.fromkeys(labels, "regression"),
+        dense_names=[f"x{i}" for i in range(d)],
+    )
 
 
 class _WeightLog(mb.Callback):
@@ -443,8 +467,17 @@ def test_gradnorm_weights_positive_sum_to_t_and_move_as_in_the_paper():
     model = SharedBottom(data.schema, bottom_units=(32, 32), tower_units=(), seed=0)
     gradnorm = GradNorm()
     log = _WeightLog(gradnorm)
-    result = mb.fit(model, train, valid, epochs=3, batch_size=64, device="cpu", progress=False,
-                    weighting=gradnorm, callbacks=[log])
+    result = mb.fit(
+        model,
+        train,
+        valid,
+        epochs=3,
+        batch_size=64,
+        device="cpu",
+        progress=False,
+        weighting=gradnorm,
+        callbacks=[log],
+    )
     assert gradnorm.layer_names == ["bottom.weights.1"]  # the last shared weight matrix
     assert len(log.steps) == 3 * 6
     for weights in log.steps:
@@ -473,8 +506,9 @@ def test_gradnorm_first_step_is_equal_weighting_and_updates_its_weights(funnel_s
         torch.testing.assert_close(p.grad, q.grad)
     assert gradnorm.weights == dict.fromkeys(funnel_small.task_names, 1.0)
     # α = 0: the target is the mean gradient norm; the task with the largest one loses weight.
-    norms = task_gradients(list(model.task_losses(model(batch), batch).values()),
-                           gradnorm._layer).norm(dim=1)
+    norms = task_gradients(
+        list(model.task_losses(model(batch), batch).values()), gradnorm._layer
+    ).norm(dim=1)
     weights = torch.tensor(list(gradnorm.next_weights.values()))
     assert int(weights.argmin()) == int(norms.argmax())
     assert float(weights.sum()) == pytest.approx(3.0)
@@ -519,8 +553,9 @@ def parts(funnel_small):
 def test_strategy_runs_in_fit(parts, strategy, family):
     train, valid = parts
     weighting = STRATEGIES[strategy]()
-    result = mb.fit(MODELS[family](train.schema), train, valid, epochs=1, weighting=weighting,
-                    **FAST)
+    result = mb.fit(
+        MODELS[family](train.schema), train, valid, epochs=1, weighting=weighting, **FAST
+    )
     hist = result.history
     weights = hist[(hist["split"] == "train") & (hist["metric"] == "weight")]
     assert list(weights["task"]) == list(train.task_names)
@@ -531,8 +566,14 @@ def test_strategy_runs_in_fit(parts, strategy, family):
 
 def test_mgda_upper_bound_runs_in_fit(parts):
     train, valid = parts
-    result = mb.fit(MODELS["SharedBottom"](train.schema), train, valid, epochs=1,
-                    weighting=MGDA(upper_bound=True), **FAST)
+    result = mb.fit(
+        MODELS["SharedBottom"](train.schema),
+        train,
+        valid,
+        epochs=1,
+        weighting=MGDA(upper_bound=True),
+        **FAST,
+    )
     weights = result.history.query("metric == 'weight'")["value"]
     assert len(weights) == 3 and weights.sum() == pytest.approx(1.0)
 
@@ -540,8 +581,10 @@ def test_mgda_upper_bound_runs_in_fit(parts):
 @pytest.mark.parametrize("strategy", ["GradNorm", "PCGrad", "MGDA", "CAGrad", "IMTL"])
 def test_models_without_shared_parameters_are_refused(parts, strategy):
     train, valid = parts
-    for model in (SingleTask(train.schema, hidden_units=(8,), seed=0),
-                  SoftSharing(train.schema, hidden_units=(8,), seed=0)):
+    for model in (
+        SingleTask(train.schema, hidden_units=(8,), seed=0),
+        SoftSharing(train.schema, hidden_units=(8,), seed=0),
+    ):
         name = type(model).__name__
         with pytest.raises(ValueError, match=rf"^{strategy} .*but {name} has none"):
             mb.fit(model, train, valid, epochs=1, weighting=STRATEGIES[strategy](), **FAST)

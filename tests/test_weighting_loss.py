@@ -73,8 +73,9 @@ def test_uncertainty_weighting_loss_and_gradient(funnel_small):
     expected = np.sum(factor * np.exp(-s) * loss_values + 0.5 * s)
     assert float(total) == pytest.approx(expected, rel=1e-6)
     # ∂L/∂s_k = −c_k e^{−s_k} L_k + ½ ;  ∂L/∂L_k = c_k e^{−s_k}.
-    np.testing.assert_allclose(uw.log_vars.grad.numpy(), -factor * np.exp(-s) * loss_values + 0.5,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        uw.log_vars.grad.numpy(), -factor * np.exp(-s) * loss_values + 0.5, rtol=1e-5
+    )
     np.testing.assert_allclose(_grads(losses), factor * np.exp(-s), rtol=1e-6)
     np.testing.assert_allclose(list(uw.weights.values()), factor * np.exp(-s), rtol=1e-6)
     assert uw.log_variances == pytest.approx(dict(zip(TASKS, s, strict=True)))
@@ -111,19 +112,25 @@ def test_fixed_weights_scale_gradients_exactly(funnel_small, batch):
     assert fixed.weights == weights
 
 
-@pytest.mark.parametrize(("weights", "error", "match"), [
-    ({"click": 1.0, "purchase": 1.0}, ValueError, "dwell_time"),
-    ({"click": 1.0, "purchase": 1.0, "dwell_time": 1.0, "like": 1.0}, ValueError, "like"),
-    # a misspelt task: both the unknown name and the task it leaves without a weight
-    ({"clik": 1.0, "purchase": 1.0, "dwell_time": 1.0}, ValueError,
-     r"no value for task\(s\) \['click'\] and names task\(s\) \['clik'\]"),
-    ({"click": 1.0, "purchase": -1.0, "dwell_time": 1.0}, ValueError, "purchase"),
-    ({"click": 1.0, "purchase": float("nan"), "dwell_time": 1.0}, ValueError, "purchase"),
-    ({"click": float("inf"), "purchase": 1.0, "dwell_time": 1.0}, ValueError, "click"),
-    ({"click": "1", "purchase": 1.0, "dwell_time": 1.0}, TypeError, "click"),
-    ({"click": 0.0, "purchase": 0.0, "dwell_time": 0.0}, ValueError, "every weight is 0"),
-    ([1.0, 1.0, 1.0], TypeError, "mapping"),
-])
+@pytest.mark.parametrize(
+    ("weights", "error", "match"),
+    [
+        ({"click": 1.0, "purchase": 1.0}, ValueError, "dwell_time"),
+        ({"click": 1.0, "purchase": 1.0, "dwell_time": 1.0, "like": 1.0}, ValueError, "like"),
+        # a misspelt task: both the unknown name and the task it leaves without a weight
+        (
+            {"clik": 1.0, "purchase": 1.0, "dwell_time": 1.0},
+            ValueError,
+            r"no value for task\(s\) \['click'\] and names task\(s\) \['clik'\]",
+        ),
+        ({"click": 1.0, "purchase": -1.0, "dwell_time": 1.0}, ValueError, "purchase"),
+        ({"click": 1.0, "purchase": float("nan"), "dwell_time": 1.0}, ValueError, "purchase"),
+        ({"click": float("inf"), "purchase": 1.0, "dwell_time": 1.0}, ValueError, "click"),
+        ({"click": "1", "purchase": 1.0, "dwell_time": 1.0}, TypeError, "click"),
+        ({"click": 0.0, "purchase": 0.0, "dwell_time": 0.0}, ValueError, "every weight is 0"),
+        ([1.0, 1.0, 1.0], TypeError, "mapping"),
+    ],
+)
 def test_fixed_weights_reject_bad_input(funnel_small, weights, error, match):
     model = _shared_bottom(funnel_small.schema)
     with pytest.raises(error, match=match):
@@ -146,7 +153,7 @@ def test_scheduled_weights_follow_the_ple_schedule():
             np.testing.assert_allclose(_grads(losses), expected, rtol=1e-6)
             assert list(schedule.weights.values()) == pytest.approx(expected)
         schedule.epoch_end(epoch, {"a": 2.0, "b": 3.0})
-    assert schedule.weights_at(10) == pytest.approx({"a": 1.1 ** 10, "b": 4.0 * 0.5 ** 10})
+    assert schedule.weights_at(10) == pytest.approx({"a": 1.1**10, "b": 4.0 * 0.5**10})
 
 
 def test_scheduled_weights_per_step_and_bad_input():
@@ -156,7 +163,7 @@ def test_scheduled_weights_per_step_and_bad_input():
     for step in range(5):
         losses = _leaf_losses({"a": 1.0, "b": 1.0})
         schedule.backward(losses, model)
-        np.testing.assert_allclose(_grads(losses), [0.9 ** step] * 2, rtol=1e-6)
+        np.testing.assert_allclose(_grads(losses), [0.9**step] * 2, rtol=1e-6)
     with pytest.raises(ValueError, match="per"):
         ScheduledWeights(per="batch")
     with pytest.raises(ValueError, match=r"ratios\['b'\]"):
@@ -266,8 +273,7 @@ def test_famo_favours_the_task_whose_loss_falls_slowly():
     famo.setup(["fast", "slow"], model)
     assert famo.weights == pytest.approx({"fast": 0.5, "slow": 0.5})
     for step in range(60):
-        famo.backward(_leaf_losses({"fast": 2.0 * 0.9 ** step, "slow": 2.0 * 0.99 ** step}),
-                      model)
+        famo.backward(_leaf_losses({"fast": 2.0 * 0.9**step, "slow": 2.0 * 0.99**step}), model)
         z = famo.weights
         assert all(v > 0 for v in z.values())
         assert sum(z.values()) == pytest.approx(1.0)
@@ -308,8 +314,9 @@ def test_famo_task_without_samples_sits_the_step_out():
 # ---------------------------------------------------------------------- inside fit()
 STRATEGIES = {
     "FixedWeights": lambda: FixedWeights({"click": 1.0, "purchase": 3.0, "dwell_time": 1e-3}),
-    "ScheduledWeights": lambda: ScheduledWeights({"click": 1.0, "purchase": 2.0,
-                                                  "dwell_time": 1e-3}, ratios=0.8),
+    "ScheduledWeights": lambda: ScheduledWeights(
+        {"click": 1.0, "purchase": 2.0, "dwell_time": 1e-3}, ratios=0.8
+    ),
     "UncertaintyWeighting": UncertaintyWeighting,
     "DWA": DWA,
     "RLW": lambda: RLW(seed=1),
@@ -322,15 +329,18 @@ STRATEGIES = {
 def test_strategy_trains_inside_fit(parts, name, make_model):
     train, valid = parts
     weighting: Weighting = STRATEGIES[name]()
-    result = mb.fit(make_model(train.schema), train, valid, epochs=3, weighting=weighting,
-                    **FAST)
+    result = mb.fit(make_model(train.schema), train, valid, epochs=3, weighting=weighting, **FAST)
     hist = result.history
-    w = (hist[(hist["split"] == "train") & (hist["metric"] == "weight")]
-         .pivot(index="epoch", columns="task", values="value"))
+    w = hist[(hist["split"] == "train") & (hist["metric"] == "weight")].pivot(
+        index="epoch", columns="task", values="value"
+    )
     assert list(w.index) == [1, 2, 3] and set(w.columns) == set(TASKS)
     assert np.isfinite(w.to_numpy()).all() and (w.to_numpy() >= 0).all()
-    click = hist[(hist["split"] == "train") & (hist["task"] == "click")
-                 & (hist["metric"] == "loss")].sort_values("epoch")["value"].to_numpy()
+    click = (
+        hist[(hist["split"] == "train") & (hist["task"] == "click") & (hist["metric"] == "loss")]
+        .sort_values("epoch")["value"]
+        .to_numpy()
+    )
     assert click[-1] < click[0]
     assert math.isfinite(result.best_score)
 
@@ -347,6 +357,10 @@ def test_strategy_trains_inside_fit(parts, name, make_model):
 
 def test_rlw_inside_fit_is_reproducible(parts):
     train, valid = parts
-    runs = [mb.fit(_shared_bottom(train.schema), train, valid, epochs=2, weighting=RLW(seed=5),
-                   **FAST).history for _ in range(2)]
+    runs = [
+        mb.fit(
+            _shared_bottom(train.schema), train, valid, epochs=2, weighting=RLW(seed=5), **FAST
+        ).history
+        for _ in range(2)
+    ]
     assert runs[0].equals(runs[1])

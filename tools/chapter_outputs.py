@@ -33,8 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: What changes from run to run without the code changing: a number with a unit of time, a
 #: time ratio ("1.35x"), a rate per second, a temporary folder.
-_TIMING = re.compile(r"\d[\d.,]*\s*(?:s|ms|秒|毫秒)\b|\d\.\d+[x×]|per second|/tmp/\S+"
-                     r"| at 0x[0-9a-f]+|负载|load average", re.IGNORECASE)
+_TIMING = re.compile(
+    r"\d[\d.,]*\s*(?:s|ms|秒|毫秒)\b|\d\.\d+[x×]|per second|/tmp/\S+"
+    r"| at 0x[0-9a-f]+|负载|load average",
+    re.IGNORECASE,
+)
 
 
 def cell_text(cell) -> str:
@@ -69,12 +72,17 @@ def run(out_dir: Path, names: list[str], timeout: int) -> int:
         start = time.perf_counter()
         status = "ok"
         try:
-            NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            NotebookClient(
+                nb,
+                timeout=timeout,
+                kernel_name="python3",
+                resources={"metadata": {"path": str(path.parent)}},
+            ).execute()
         except Exception as err:  # keep the outputs up to the failing cell
             status, failed = f"FAILED ({type(err).__name__})", failed + 1
-        text = "".join(f"--- cell {i}\n{cell_text(c)}" for i, c in enumerate(nb.cells)
-                       if c.cell_type == "code")
+        text = "".join(
+            f"--- cell {i}\n{cell_text(c)}" for i, c in enumerate(nb.cells) if c.cell_type == "code"
+        )
         target = out_dir / f"{path.stem}.txt"
         tmp = target.with_suffix(".txt.tmp")
         tmp.write_text(text, encoding="utf-8")

@@ -140,8 +140,7 @@ def download(url: str, target: Path, expected_sha256: str) -> None:
         actual = digest.hexdigest()
         if actual != expected_sha256:
             raise SystemExit(
-                f"error: {url} has sha256 {actual}, expected {expected_sha256}; "
-                "refusing to use it"
+                f"error: {url} has sha256 {actual}, expected {expected_sha256}; refusing to use it"
             )
         os.chmod(tmp, 0o644)  # mkstemp creates it private; it is a public package
         os.replace(tmp, target)
@@ -236,8 +235,9 @@ def install(asset: Asset, local: Path | None, registry: str) -> None:
         if staging.exists():
             shutil.rmtree(staging)
     shown = final.relative_to(ROOT) if final.is_relative_to(ROOT) else final
-    print(f"[site-assets] {asset.package} {asset.version}: {count} files in {shown}",
-          file=sys.stderr)
+    print(
+        f"[site-assets] {asset.package} {asset.version}: {count} files in {shown}", file=sys.stderr
+    )
 
 
 def parse_tarballs(values: list[str]) -> dict[str, Path]:
@@ -258,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report what is missing")
     parser.add_argument(
-        "--tarball", action="append", default=[], metavar="NAME=PATH",
+        "--tarball",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
         help="use a local tarball instead of downloading (its sha256 is still checked)",
     )
     args = parser.parse_args(argv)

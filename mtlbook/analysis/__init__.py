@@ -33,5 +33,17 @@ from . import (
     truth,
 )
 
-__all__ = ["compare", "experts", "gates", "gradients", "intervals", "mixing", "relatedness", "runs",
-           "seesaw", "serving", "transfer", "truth"]
+__all__ = [
+    "compare",
+    "experts",
+    "gates",
+    "gradients",
+    "intervals",
+    "mixing",
+    "relatedness",
+    "runs",
+    "seesaw",
+    "serving",
+    "transfer",
+    "truth",
+]

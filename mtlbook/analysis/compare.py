@@ -35,8 +35,17 @@ from ..weighting import Weighting, standard_strategies
 from .intervals import format_interval, mean_interval, mtl_gain
 from .runs import Factory, ModelSpec, PerTask, population_trainer, repeat_fits
 
-__all__ = ["DATA_NAMES", "MODEL_NAMES", "CompareResult", "MetricSelection", "compare",
-           "model_factory", "resolve_data", "resolve_models", "resolve_weightings"]
+__all__ = [
+    "DATA_NAMES",
+    "MODEL_NAMES",
+    "CompareResult",
+    "MetricSelection",
+    "compare",
+    "model_factory",
+    "resolve_data",
+    "resolve_models",
+    "resolve_weightings",
+]
 
 #: ``None`` (every metric), one metric name, several, or task → metric name(s).
 MetricSelection = None | str | Sequence[str] | Mapping[str, str | Sequence[str]]
@@ -118,8 +127,10 @@ def _lookup_model(name: str) -> ModelSpec:
         return _model_spec(key)
     if key in by_class:
         return model_factory(getattr(_models, by_class[key]))
-    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)} "
-                     f"(or a class name: {', '.join(_models.__all__)})")
+    raise ValueError(
+        f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)} "
+        f"(or a class name: {', '.join(_models.__all__)})"
+    )
 
 
 def resolve_models(models: Mapping[str, ModelSpec] | Iterable[str] | str) -> dict[str, ModelSpec]:
@@ -137,19 +148,25 @@ def resolve_models(models: Mapping[str, ModelSpec] | Iterable[str] | str) -> dic
         out = {}
         for name in models:
             if not isinstance(name, str):
-                raise TypeError(f"models must be names or a mapping name → factory, got "
-                                f"{type(name).__name__} {name!r}")
+                raise TypeError(
+                    f"models must be names or a mapping name → factory, got "
+                    f"{type(name).__name__} {name!r}"
+                )
             out[name.strip()] = _lookup_model(name)
     if not out:
         raise ValueError(f"name at least one model; choose from {', '.join(MODEL_NAMES)}")
     for name, spec in out.items():
         if isinstance(spec, torch.nn.Module):
-            raise TypeError(f"model {name!r} is a model object; pass a factory "
-                            "(schema, seed) → model instead, since every seed trains a fresh one, "
-                            "e.g. model_factory(MMoE, n_experts=8)")
+            raise TypeError(
+                f"model {name!r} is a model object; pass a factory "
+                "(schema, seed) → model instead, since every seed trains a fresh one, "
+                "e.g. model_factory(MMoE, n_experts=8)"
+            )
         if not (isinstance(spec, PerTask) or callable(spec)):
-            raise TypeError(f"model {name!r} must be a (schema, seed) → model factory or a "
-                            f"PerTask, got {type(spec).__name__}")
+            raise TypeError(
+                f"model {name!r} must be a (schema, seed) → model factory or a "
+                f"PerTask, got {type(spec).__name__}"
+            )
     return out
 
 
@@ -158,14 +175,15 @@ DATA_NAMES: dict[str, str] = {
     "funnel": "simulate_funnel: click and purchase, 50,000 impressions, 1,000 users, 500 items",
     "funnel_dwell": "the funnel plus dwell_time (regression, defined on clicks only)",
     "correlated:P": "make_correlated_tasks: two regression tasks of correlation P in [-1, 1], "
-                    "5,000 samples, 100 features",
+    "5,000 samples, 100 features",
     "correlated-binary:P": "the same with both labels thresholded at their median (binary)",
 }
 _DEFAULT_SIZE = {"funnel": 50_000, "correlated": 5_000}
 
 
-def resolve_data(data: MultiTaskData | Callable[[int], MultiTaskData] | str,
-                 n_samples: int | None = None) -> Callable[[int], MultiTaskData]:
+def resolve_data(
+    data: MultiTaskData | Callable[[int], MultiTaskData] | str, n_samples: int | None = None
+) -> Callable[[int], MultiTaskData]:
     """A ``seed → MultiTaskData`` function from a data set, a function or a name.
 
     Names (see :data:`DATA_NAMES`) draw fresh data for every seed. A fixed data set is used
@@ -183,8 +201,10 @@ def resolve_data(data: MultiTaskData | Callable[[int], MultiTaskData] | str,
             raise ValueError("n_samples only sizes named data, not a data function")
         return data
     if not isinstance(data, str):
-        raise TypeError(f"data must be a MultiTaskData, a seed → MultiTaskData function or a "
-                        f"name, got {type(data).__name__}")
+        raise TypeError(
+            f"data must be a MultiTaskData, a seed → MultiTaskData function or a "
+            f"name, got {type(data).__name__}"
+        )
     name, _, arg = data.partition(":")
     name, arg = _normalise(name), arg.strip()  # keep the sign of "correlated:-0.5"
     valid = ", ".join(DATA_NAMES)
@@ -193,30 +213,37 @@ def resolve_data(data: MultiTaskData | Callable[[int], MultiTaskData] | str,
             raise ValueError(f"data {data!r} takes no ':' argument; choose from {valid}")
         n = _DEFAULT_SIZE["funnel"] if n_samples is None else int(n_samples)
         dwell = name == "funnel_dwell"
-        return lambda seed: simulate_funnel(n, seed=seed, n_users=1_000, n_items=500,
-                                            with_dwell_time=dwell)
+        return lambda seed: simulate_funnel(
+            n, seed=seed, n_users=1_000, n_items=500, with_dwell_time=dwell
+        )
     if name in ("correlated", "correlated_binary"):
         try:
             p = float(arg)
         except ValueError:
             p = math.nan
         if not -1.0 <= p <= 1.0:
-            raise ValueError(f"data {data!r} needs a correlation in [-1, 1] after the colon, "
-                             f"e.g. '{name.replace('_', '-')}:0.5'; choose from {valid}")
+            raise ValueError(
+                f"data {data!r} needs a correlation in [-1, 1] after the colon, "
+                f"e.g. '{name.replace('_', '-')}:0.5'; choose from {valid}"
+            )
         n = _DEFAULT_SIZE["correlated"] if n_samples is None else int(n_samples)
         kind = "binary" if name == "correlated_binary" else "regression"
         return lambda seed: make_correlated_tasks(n, p, task_type=kind, seed=seed)
-    raise ValueError(f"unknown data {data!r}; choose from {valid} "
-                     "(or pass a MultiTaskData or a seed → MultiTaskData function)")
+    raise ValueError(
+        f"unknown data {data!r}; choose from {valid} "
+        "(or pass a MultiTaskData or a seed → MultiTaskData function)"
+    )
 
 
 @overload
 def resolve_weightings(weightings: None) -> None: ...
 @overload
-def resolve_weightings(weightings: Mapping[str, Callable[[], Weighting]] | Iterable[str] | str
-                       ) -> dict[str, Callable[[], Weighting]]: ...
-def resolve_weightings(weightings: Mapping[str, Callable[[], Weighting]] | Iterable[str] | str
-                       | None) -> dict[str, Callable[[], Weighting]] | None:
+def resolve_weightings(
+    weightings: Mapping[str, Callable[[], Weighting]] | Iterable[str] | str,
+) -> dict[str, Callable[[], Weighting]]: ...
+def resolve_weightings(
+    weightings: Mapping[str, Callable[[], Weighting]] | Iterable[str] | str | None,
+) -> dict[str, Callable[[], Weighting]] | None:
     """Name → strategy factory from names of :func:`~mtlbook.weighting.standard_strategies`
     or a mapping (which passes through); ``None`` means equal weights only."""
     if weightings is None:
@@ -227,17 +254,21 @@ def resolve_weightings(weightings: Mapping[str, Callable[[], Weighting]] | Itera
         out = dict(weightings)
         bad = [k for k, v in out.items() if isinstance(v, Weighting) or not callable(v)]
         if bad:
-            raise TypeError(f"weighting(s) {bad} must be factories () → Weighting "
-                            "(a class or a lambda), not objects: strategies keep state")
+            raise TypeError(
+                f"weighting(s) {bad} must be factories () → Weighting "
+                "(a class or a lambda), not objects: strategies keep state"
+            )
     else:
         known = standard_strategies()
         out = {}
         for name in weightings:
             key = _normalise(name)
             if key in ("fixed", "scheduled"):
-                raise ValueError(f"weighting {name!r} needs its settings; pass a mapping, e.g. "
-                                 "weightings={'fixed': lambda: FixedWeights({'click': 1.0, "
-                                 "'purchase': 5.0})}")
+                raise ValueError(
+                    f"weighting {name!r} needs its settings; pass a mapping, e.g. "
+                    "weightings={'fixed': lambda: FixedWeights({'click': 1.0, "
+                    "'purchase': 5.0})}"
+                )
             if key not in known:
                 raise ValueError(f"unknown weighting {name!r}; choose from {', '.join(known)}")
             out[key] = known[key]
@@ -259,11 +290,11 @@ def _select_metrics(frame: pd.DataFrame, metrics: MetricSelection) -> pd.DataFra
         unknown = sorted(set(metrics) - tasks)
         if unknown:
             raise ValueError(f"metrics name unknown task(s) {unknown}; tasks are {sorted(tasks)}")
-        pairs = [(t, m) for t, ms in metrics.items()
-                 for m in ([ms] if isinstance(ms, str) else ms)]
+        pairs = [(t, m) for t, ms in metrics.items() for m in ([ms] if isinstance(ms, str) else ms)]
         wanted = pd.DataFrame(pairs, columns=["task", "metric"])
-        missing = wanted.merge(frame[["task", "metric"]].drop_duplicates(), how="left",
-                               indicator=True)
+        missing = wanted.merge(
+            frame[["task", "metric"]].drop_duplicates(), how="left", indicator=True
+        )
         missing = missing[missing["_merge"] == "left_only"]
         if len(missing):
             pairs = list(zip(missing["task"], missing["metric"], strict=True))
@@ -338,15 +369,19 @@ class CompareResult:
             (``formatted`` is ``"mean [lo, hi]"``; just the mean for a single seed).
         """
         rows = _select_metrics(self.raw, self.metrics)
-        out = mean_interval(rows, ["model", "weighting", "task", "metric"],
-                            confidence=self.confidence)
-        out["formatted"] = [format_interval(m, lo, hi, digits, notation="g")
-                            for m, lo, hi in zip(out["mean"], out["lo"], out["hi"], strict=True)]
+        out = mean_interval(
+            rows, ["model", "weighting", "task", "metric"], confidence=self.confidence
+        )
+        out["formatted"] = [
+            format_interval(m, lo, hi, digits, notation="g")
+            for m, lo, hi in zip(out["mean"], out["lo"], out["hi"], strict=True)
+        ]
         out = out[["model", "weighting", "task", "metric", "mean", "lo", "hi", "n", "formatted"]]
         if not wide:
             return out
-        wide_table = out.pivot(index=["model", "weighting"], columns=["task", "metric"],
-                               values="formatted")
+        wide_table = out.pivot(
+            index=["model", "weighting"], columns=["task", "metric"], values="formatted"
+        )
         configs = pd.MultiIndex.from_frame(out[["model", "weighting"]].drop_duplicates())
         columns = pd.MultiIndex.from_frame(out[["task", "metric"]].drop_duplicates())
         return wide_table.reindex(index=configs, columns=columns)
@@ -361,8 +396,10 @@ class CompareResult:
         """
         rows = _select_metrics(self.raw, self.metrics)
         out = mtl_gain(rows, baseline, by=["weighting"], confidence=self.confidence)
-        out["formatted"] = [format_interval(m, lo, hi, digits, sign=True, notation="g")
-                            for m, lo, hi in zip(out["mean"], out["lo"], out["hi"], strict=True)]
+        out["formatted"] = [
+            format_interval(m, lo, hi, digits, sign=True, notation="g")
+            for m, lo, hi in zip(out["mean"], out["lo"], out["hi"], strict=True)
+        ]
         return out
 
     def to_csv(self, path: str | os.PathLike) -> Path:
@@ -375,8 +412,11 @@ class CompareResult:
     def read_csv(cls, path: str | os.PathLike, **options: Any) -> CompareResult:
         """A result from a file written by :meth:`to_csv` (``options``: the other fields)."""
         raw = pd.read_csv(path)
-        missing = [c for c in ("model", "weighting", "seed", "task", "metric", "value")
-                   if c not in raw.columns]
+        missing = [
+            c
+            for c in ("model", "weighting", "seed", "task", "metric", "value")
+            if c not in raw.columns
+        ]
         if missing:
             raise ValueError(f"{path} lacks column(s) {missing}; was it written by to_csv?")
         return cls(raw=raw, **options)
@@ -389,8 +429,9 @@ class _FirstSeedCache:
         self.make_data, self.seed = make_data, seed
         self.first: MultiTaskData | None = make_data(seed)
         if not isinstance(self.first, MultiTaskData):
-            raise TypeError(f"the data function returned {type(self.first).__name__}, "
-                            "not a MultiTaskData")
+            raise TypeError(
+                f"the data function returned {type(self.first).__name__}, not a MultiTaskData"
+            )
 
     def __call__(self, seed: int) -> MultiTaskData:
         if seed == self.seed and self.first is not None:
@@ -403,15 +444,20 @@ def _check_models_fit(models: Mapping[str, ModelSpec], data: MultiTaskData) -> N
     """Build every model once on the data's schema, so that a model that cannot be trained on
     these tasks (ESMM on regression tasks, say) fails now and not after an hour of training."""
     for name, spec in models.items():
-        schemas = ([data.select_tasks([t]).schema for t in data.task_names]
-                   if isinstance(spec, PerTask) else [data.schema])
+        schemas = (
+            [data.select_tasks([t]).schema for t in data.task_names]
+            if isinstance(spec, PerTask)
+            else [data.schema]
+        )
         make = spec.factory if isinstance(spec, PerTask) else spec
         for schema in schemas:
             try:
                 make(schema, 0)
             except (ValueError, TypeError) as err:
-                raise ValueError(f"model {name!r} cannot be built for tasks "
-                                 f"{[(t.name, t.kind) for t in schema.tasks]}: {err}") from err
+                raise ValueError(
+                    f"model {name!r} cannot be built for tasks "
+                    f"{[(t.name, t.kind) for t in schema.tasks]}: {err}"
+                ) from err
 
 
 def _seed_list(seeds: int | Iterable[int]) -> list[int]:
@@ -527,8 +573,15 @@ def compare(
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
     plan = _plan(models, data, weightings, seeds, n_samples, metrics)
-    return _run(plan, fractions=fractions, metrics=metrics, confidence=confidence, csv=csv,
-                progress=progress, **fit_kwargs)
+    return _run(
+        plan,
+        fractions=fractions,
+        metrics=metrics,
+        confidence=confidence,
+        csv=csv,
+        progress=progress,
+        **fit_kwargs,
+    )
 
 
 def _vectorised(fit_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -536,13 +589,22 @@ def _vectorised(fit_kwargs: dict[str, Any]) -> dict[str, Any]:
     return {"trainer": population_trainer, **fit_kwargs}
 
 
-def _run(plan: _Plan, *, fractions, metrics, confidence, csv, progress, **fit_kwargs
-         ) -> CompareResult:
+def _run(
+    plan: _Plan, *, fractions, metrics, confidence, csv, progress, **fit_kwargs
+) -> CompareResult:
     fit_kwargs = _vectorised(fit_kwargs)
-    raw = repeat_fits(plan.make_data, plan.models, plan.seeds, fractions=fractions,
-                      weightings=plan.weightings, progress=progress, **fit_kwargs)
-    result = CompareResult(raw=raw, confidence=confidence, metrics=metrics,
-                           split=fit_kwargs.get("split", "test"))
+    raw = repeat_fits(
+        plan.make_data,
+        plan.models,
+        plan.seeds,
+        fractions=fractions,
+        weightings=plan.weightings,
+        progress=progress,
+        **fit_kwargs,
+    )
+    result = CompareResult(
+        raw=raw, confidence=confidence, metrics=metrics, split=fit_kwargs.get("split", "test")
+    )
     result.table()  # check the metric selection now, not when the reader first asks
     if csv is not None:
         result.to_csv(csv)

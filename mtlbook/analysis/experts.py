@@ -64,20 +64,21 @@ def expert_usage(weights: pd.DataFrame, unused_fraction: float = 0.1) -> pd.Data
     group = _group_column(weights)
     unused_fraction = _check_fraction("unused_fraction", unused_fraction)
     keys = ["level", "gate"] + ([group] if group else [])
-    w = weights.assign(n_choices=weights.groupby(keys, sort=False)["expert"]
-                       .transform("size"))
+    w = weights.assign(n_choices=weights.groupby(keys, sort=False)["expert"].transform("size"))
     w["relative_share"] = w["mean"] * w["n_choices"]
     by = ([group] if group else []) + ["level", "expert"]
     top = w.loc[w.groupby(by, sort=False)["relative_share"].idxmax()]
-    usage = pd.DataFrame({
-        **({group: top[group].to_numpy()} if group else {}),
-        "level": top["level"].to_numpy(),
-        "expert": top["expert"].to_numpy(),
-        "expert_kind": top["expert_kind"].to_numpy(),
-        "max_mean_weight": w.groupby(by, sort=False)["mean"].max().to_numpy(),
-        "top_gate": top["gate"].to_numpy(),
-        "relative_share": top["relative_share"].to_numpy(),
-    })
+    usage = pd.DataFrame(
+        {
+            **({group: top[group].to_numpy()} if group else {}),
+            "level": top["level"].to_numpy(),
+            "expert": top["expert"].to_numpy(),
+            "expert_kind": top["expert_kind"].to_numpy(),
+            "max_mean_weight": w.groupby(by, sort=False)["mean"].max().to_numpy(),
+            "top_gate": top["gate"].to_numpy(),
+            "relative_share": top["relative_share"].to_numpy(),
+        }
+    )
     usage["unused_expert"] = usage["relative_share"] < unused_fraction
     return usage
 
@@ -87,9 +88,15 @@ def _entropy(p: np.ndarray) -> float:
     return float(-np.sum(p[p > 0] * np.log(p[p > 0])))
 
 
-def expert_utilization(source: MultiTaskModel | pd.DataFrame, data: MultiTaskData | None = None,
-                       *, by: Any = None, batch_size: int = 8192, unused_fraction: float = 0.1,
-                       collapse_threshold: float = 0.95) -> pd.DataFrame:
+def expert_utilization(
+    source: MultiTaskModel | pd.DataFrame,
+    data: MultiTaskData | None = None,
+    *,
+    by: Any = None,
+    batch_size: int = 8192,
+    unused_fraction: float = 0.1,
+    collapse_threshold: float = 0.95,
+) -> pd.DataFrame:
     """How many experts each gate really uses, with flags for collapsed gates and unused experts.
 
     Two entropies (natural logarithm) describe a gate with ``n_g`` choices. The entropy of its
@@ -132,14 +139,15 @@ def expert_utilization(source: MultiTaskModel | pd.DataFrame, data: MultiTaskDat
     collapse_threshold = _check_fraction("collapse_threshold", collapse_threshold)
     if isinstance(source, pd.DataFrame):
         if data is not None or by is not None:
-            raise ValueError("with a gate_weights() frame, leave data and by out (the frame "
-                             "already holds the averages)")
+            raise ValueError(
+                "with a gate_weights() frame, leave data and by out (the frame "
+                "already holds the averages)"
+            )
         weights, entropy = source, None
         group = _group_column(weights)
     elif isinstance(source, MultiTaskModel):
         if data is None:
-            raise ValueError("expert_utilization(model, data): give the data to run the model "
-                             "over")
+            raise ValueError("expert_utilization(model, data): give the data to run the model over")
         check_model_data(source, data)
         batch_size = check_batch_size(batch_size)
         group, codes, labels = _group_labels(data, by)
@@ -147,11 +155,19 @@ def expert_utilization(source: MultiTaskModel | pd.DataFrame, data: MultiTaskDat
         stats = _collect_gates(source, data, codes, n_groups, batch_size)
         weights, entropy = _stats_frames(stats, group, labels)
     else:
-        raise TypeError(f"source must be a gated model or a gate_weights() frame, got "
-                        f"{type(source).__name__}")
+        raise TypeError(
+            f"source must be a gated model or a gate_weights() frame, got {type(source).__name__}"
+        )
     usage = expert_usage(weights, unused_fraction)
-    unused_keys = set(zip(*(usage.loc[usage["unused_expert"], c] for c in
-                            ([group] if group else []) + ["level", "expert"]), strict=True))
+    unused_keys = set(
+        zip(
+            *(
+                usage.loc[usage["unused_expert"], c]
+                for c in ([group] if group else []) + ["level", "expert"]
+            ),
+            strict=True,
+        )
+    )
 
     keys = ([group] if group else []) + ["level", "gate"]
     rows = []
@@ -162,28 +178,42 @@ def expert_utilization(source: MultiTaskModel | pd.DataFrame, data: MultiTaskDat
         top = int(np.argmax(mean))
         share = mean[top] / mean.sum() if mean.sum() > 0 else np.nan
         prefix = key[:1] if group else ()
-        rows.append({
-            **({group: key[0]} if group else {}),
-            "level": part["level"].iloc[0],
-            "gate": part["gate"].iloc[0],
-            "n_experts": len(mean),
-            "entropy": h,
-            "effective_experts": float(np.exp(h)),
-            "top_expert": part["expert"].iloc[top],
-            "top_weight": float(share),
-            "collapsed_gate": bool(len(mean) > 1 and share > collapse_threshold),
-            "unused_experts": tuple(e for e in part["expert"]
-                                    if (*prefix, part["level"].iloc[0], e) in unused_keys),
-        })
+        rows.append(
+            {
+                **({group: key[0]} if group else {}),
+                "level": part["level"].iloc[0],
+                "gate": part["gate"].iloc[0],
+                "n_experts": len(mean),
+                "entropy": h,
+                "effective_experts": float(np.exp(h)),
+                "top_expert": part["expert"].iloc[top],
+                "top_weight": float(share),
+                "collapsed_gate": bool(len(mean) > 1 and share > collapse_threshold),
+                "unused_experts": tuple(
+                    e for e in part["expert"] if (*prefix, part["level"].iloc[0], e) in unused_keys
+                ),
+            }
+        )
     util = pd.DataFrame(rows)
     if entropy is None:
         util["sample_entropy"] = np.nan
     else:
         util = util.merge(entropy, on=keys, how="left", sort=False)
     util["sample_effective_experts"] = np.exp(util["sample_entropy"])
-    order = [*keys[:-2], "level", "gate", "n_experts", "entropy", "effective_experts",
-             "sample_entropy", "sample_effective_experts", "top_expert", "top_weight",
-             "collapsed_gate", "unused_experts"]
+    order = [
+        *keys[:-2],
+        "level",
+        "gate",
+        "n_experts",
+        "entropy",
+        "effective_experts",
+        "sample_entropy",
+        "sample_effective_experts",
+        "top_expert",
+        "top_weight",
+        "collapsed_gate",
+        "unused_experts",
+    ]
     return util[order]
 
 
@@ -206,8 +236,15 @@ def plot_expert_utilization(utilization: pd.DataFrame) -> plt.Figure:
         >>> util = expert_utilization(MMoE(data.schema, expert_units=(8,)), data)
         >>> fig = plot_expert_utilization(util)
     """
-    needed = ("level", "gate", "n_experts", "effective_experts", "sample_effective_experts",
-              "collapsed_gate", "unused_experts")
+    needed = (
+        "level",
+        "gate",
+        "n_experts",
+        "effective_experts",
+        "sample_effective_experts",
+        "collapsed_gate",
+        "unused_experts",
+    )
     missing = [c for c in needed if c not in utilization.columns]
     if missing:
         raise ValueError(f"not an expert_utilization() frame: column(s) {missing} are missing")
@@ -216,41 +253,67 @@ def plot_expert_utilization(utilization: pd.DataFrame) -> plt.Figure:
     group = extra[0] if extra else None
     util = utilization.copy()
     multi_level = util["level"].nunique() > 1
-    util["label"] = [f"L{lv} {g}" if multi_level else str(g)
-                     for lv, g in zip(util["level"], util["gate"], strict=True)]
+    util["label"] = [
+        f"L{lv} {g}" if multi_level else str(g)
+        for lv, g in zip(util["level"], util["gate"], strict=True)
+    ]
     gates = list(dict.fromkeys(util["label"]))
     fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(gates) + 2.0), 3.8))
     if group is None:
-        long = util.melt(id_vars=["label"], value_vars=["effective_experts",
-                                                        "sample_effective_experts"],
-                         var_name="of", value_name="effective")
-        long["of"] = long["of"].map({"effective_experts": "mean weights",
-                                     "sample_effective_experts": "per sample"})
+        long = util.melt(
+            id_vars=["label"],
+            value_vars=["effective_experts", "sample_effective_experts"],
+            var_name="of",
+            value_name="effective",
+        )
+        long["of"] = long["of"].map(
+            {"effective_experts": "mean weights", "sample_effective_experts": "per sample"}
+        )
         long = long.dropna(subset=["effective"])
-        sns.barplot(data=long, x="label", y="effective", hue="of", order=gates, ax=ax,
-                    palette="colorblind")
+        sns.barplot(
+            data=long, x="label", y="effective", hue="of", order=gates, ax=ax, palette="colorblind"
+        )
     else:
-        sns.barplot(data=util, x="label", y="effective_experts", hue=group, order=gates,
-                    ax=ax, palette="colorblind", errorbar=None)
+        sns.barplot(
+            data=util,
+            x="label",
+            y="effective_experts",
+            hue=group,
+            order=gates,
+            ax=ax,
+            palette="colorblind",
+            errorbar=None,
+        )
     first = util.drop_duplicates("label").set_index("label")
     for x, label in enumerate(gates):
         row = first.loc[label]
-        ax.plot([x - 0.45, x + 0.45], [row["n_experts"]] * 2, color=SHARED_COLOR,
-                linewidth=1.5, linestyle="--", label="choices $n_g$" if x == 0 else None)
+        ax.plot(
+            [x - 0.45, x + 0.45],
+            [row["n_experts"]] * 2,
+            color=SHARED_COLOR,
+            linewidth=1.5,
+            linestyle="--",
+            label="choices $n_g$" if x == 0 else None,
+        )
         notes = []
         if util.loc[util["label"] == label, "collapsed_gate"].any():
             notes.append("collapsed")
-        unused = sorted({e for t in util.loc[util["label"] == label, "unused_experts"]
-                         for e in t})
+        unused = sorted({e for t in util.loc[util["label"] == label, "unused_experts"] for e in t})
         if unused:
             notes += ["unused:", *unused]
         if notes:
-            ax.text(x, row["n_experts"], "\n".join(notes), ha="center", va="bottom",
-                    fontsize=7, color="#b2182b")
+            ax.text(
+                x,
+                row["n_experts"],
+                "\n".join(notes),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="#b2182b",
+            )
     ax.set(xlabel="gate", ylabel="effective number of experts", ylim=(0, None))
     ax.margins(y=0.25)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, title=group, title_fontsize=8)
     fig.tight_layout()
     return fig
-

@@ -33,25 +33,31 @@ _WEIGHT_COLUMNS = ("level", "gate", "expert", "expert_kind", "n", "mean", "std")
 
 def _no_gates_error(model: MultiTaskModel) -> ValueError:
     name = type(model).__name__
-    hint = ("gated models are OMoE, MMoE, CGC, PLE, DSelectK and AITM (ESMM with a gated "
-            "backbone)")
+    hint = "gated models are OMoE, MMoE, CGC, PLE, DSelectK and AITM (ESMM with a gated backbone)"
     if model.mixing_parameters():
-        hint = (f"{name} mixes its tasks through learned matrices instead: read them with "
-                "model.mixing_parameters(); " + hint)
-    return ValueError(f"{name} has no gates: its forward pass records no gate weights "
-                      f"(model.gate_records() is empty); {hint}")
+        hint = (
+            f"{name} mixes its tasks through learned matrices instead: read them with "
+            "model.mixing_parameters(); " + hint
+        )
+    return ValueError(
+        f"{name} has no gates: its forward pass records no gate weights "
+        f"(model.gate_records() is empty); {hint}"
+    )
 
 
-def _group_labels(data: MultiTaskData, by: Any) -> tuple[str | None, np.ndarray | None,
-                                                         np.ndarray | None]:
+def _group_labels(
+    data: MultiTaskData, by: Any
+) -> tuple[str | None, np.ndarray | None, np.ndarray | None]:
     """``(column name, [n] group index per sample, the groups' labels)`` for ``by``."""
     if by is None:
         return None, None, None
     if isinstance(by, str):
         frame = data.to_frame(include_truth=True)
         if by not in frame.columns:
-            raise ValueError(f"by={by!r} is not a column of data.to_frame(include_truth=True); "
-                             f"its columns are {list(frame.columns)}")
+            raise ValueError(
+                f"by={by!r} is not a column of data.to_frame(include_truth=True); "
+                f"its columns are {list(frame.columns)}"
+            )
         values = frame[by].to_numpy()
         categories = data.meta.get("categories", {})
         if by in categories:  # from_frame encoded the column: show the original labels
@@ -60,16 +66,22 @@ def _group_labels(data: MultiTaskData, by: Any) -> tuple[str | None, np.ndarray 
     else:
         values = np.asarray(by)
         if values.ndim != 1 or len(values) != len(data):
-            raise ValueError(f"by must be a column name or one group label per sample "
-                             f"({len(data)}), got an array of shape {values.shape}")
+            raise ValueError(
+                f"by must be a column name or one group label per sample "
+                f"({len(data)}), got an array of shape {values.shape}"
+            )
         name = "group"
     if name in _WEIGHT_COLUMNS:
-        raise ValueError(f"the grouping column may not be called {name!r}: that name is taken "
-                         f"by a column of the result; pass the labels as an array instead")
+        raise ValueError(
+            f"the grouping column may not be called {name!r}: that name is taken "
+            f"by a column of the result; pass the labels as an array instead"
+        )
     missing = int(pd.isna(values).sum())
     if missing:
-        raise ValueError(f"by {name!r} has {missing} missing values (a masked task's label is "
-                         "NaN outside its mask); group by a column defined on every sample")
+        raise ValueError(
+            f"by {name!r} has {missing} missing values (a masked task's label is "
+            "NaN outside its mask); group by a column defined on every sample"
+        )
     codes, labels = pd.factorize(values, sort=True)
     return name, codes.astype(np.int64), np.asarray(labels)
 
@@ -86,8 +98,13 @@ class _GateStats:
     counts: torch.Tensor  # [groups]
 
 
-def _collect_gates(model: MultiTaskModel, data: MultiTaskData, codes: np.ndarray | None,
-                   n_groups: int, batch_size: int) -> dict[tuple[int, str], _GateStats]:
+def _collect_gates(
+    model: MultiTaskModel,
+    data: MultiTaskData,
+    codes: np.ndarray | None,
+    n_groups: int,
+    batch_size: int,
+) -> dict[tuple[int, str], _GateStats]:
     """Run ``model`` over ``data`` (eval mode, no grad) and sum every gate's weights."""
     was_training = model.training
     model.eval()
@@ -105,7 +122,7 @@ def _collect_gates(model: MultiTaskModel, data: MultiTaskData, codes: np.ndarray
                 if codes is None:
                     index = torch.zeros(size, dtype=torch.long)
                 else:
-                    index = torch.from_numpy(codes[start:start + size])
+                    index = torch.from_numpy(codes[start : start + size])
                 start += size
                 ones = torch.ones(size, dtype=torch.float64)
                 for record in records:
@@ -115,10 +132,12 @@ def _collect_gates(model: MultiTaskModel, data: MultiTaskData, codes: np.ndarray
                     if s is None:
                         n = w.shape[1]
                         s = stats[key] = _GateStats(
-                            tuple(record.experts), torch.zeros(n_groups, n, dtype=torch.float64),
+                            tuple(record.experts),
+                            torch.zeros(n_groups, n, dtype=torch.float64),
                             torch.zeros(n_groups, n, dtype=torch.float64),
                             torch.zeros(n_groups, dtype=torch.float64),
-                            torch.zeros(n_groups, dtype=torch.float64))
+                            torch.zeros(n_groups, dtype=torch.float64),
+                        )
                     p = w / w.sum(1, keepdim=True).clamp_min(1e-12)  # [batch, experts]
                     s.sums.index_add_(0, index, w)
                     s.squares.index_add_(0, index, w * w)
@@ -133,8 +152,9 @@ def _expert_kind(expert: str) -> str:
     return expert.split("/", 1)[0]
 
 
-def _stats_frames(stats: dict[tuple[int, str], _GateStats], group: str | None,
-                  labels: np.ndarray | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _stats_frames(
+    stats: dict[tuple[int, str], _GateStats], group: str | None, labels: np.ndarray | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The :func:`gate_weights` frame and a per-gate frame of the mean per-sample entropy."""
     weight_parts, entropy_parts = [], []
     for (level, gate), s in stats.items():
@@ -144,21 +164,30 @@ def _stats_frames(stats: dict[tuple[int, str], _GateStats], group: str | None,
         with np.errstate(invalid="ignore", divide="ignore"):
             var = (s.squares.numpy() - s.sums.numpy() * mean) / (counts[:, None] - 1)
         std = np.sqrt(np.clip(var, 0.0, None))  # NaN for a group of one sample
-        part = pd.DataFrame({
-            "level": level,
-            "gate": gate,
-            "expert": np.tile(s.experts, n_groups),
-            "expert_kind": np.tile([_expert_kind(e) for e in s.experts], n_groups),
-            "_group": np.repeat(np.arange(n_groups), n_experts),
-            "_order": np.tile(np.arange(n_experts), n_groups),
-            "n": np.repeat(counts.astype(np.int64), n_experts),
-            "mean": mean.reshape(-1),
-            "std": std.reshape(-1),
-        })
+        part = pd.DataFrame(
+            {
+                "level": level,
+                "gate": gate,
+                "expert": np.tile(s.experts, n_groups),
+                "expert_kind": np.tile([_expert_kind(e) for e in s.experts], n_groups),
+                "_group": np.repeat(np.arange(n_groups), n_experts),
+                "_order": np.tile(np.arange(n_experts), n_groups),
+                "n": np.repeat(counts.astype(np.int64), n_experts),
+                "mean": mean.reshape(-1),
+                "std": std.reshape(-1),
+            }
+        )
         weight_parts.append(part)
-        entropy_parts.append(pd.DataFrame({"level": level, "gate": gate,
-                                           "_group": np.arange(n_groups),
-                                           "sample_entropy": s.entropy.numpy() / counts}))
+        entropy_parts.append(
+            pd.DataFrame(
+                {
+                    "level": level,
+                    "gate": gate,
+                    "_group": np.arange(n_groups),
+                    "sample_entropy": s.entropy.numpy() / counts,
+                }
+            )
+        )
     frames = []
     for parts in (weight_parts, entropy_parts):
         frame = pd.concat(parts, ignore_index=True)
@@ -167,15 +196,18 @@ def _stats_frames(stats: dict[tuple[int, str], _GateStats], group: str | None,
         frame = frame.sort_values(sort, kind="stable")
         if group is not None:
             assert labels is not None  # the groups' labels come with their column name
-            frame.insert(2 if "sample_entropy" in frame else 4, group,
-                         labels[frame["_group"].to_numpy()])
-        frames.append(frame.drop(columns=[c for c in frame if c.startswith("_")])
-                      .reset_index(drop=True))
+            frame.insert(
+                2 if "sample_entropy" in frame else 4, group, labels[frame["_group"].to_numpy()]
+            )
+        frames.append(
+            frame.drop(columns=[c for c in frame if c.startswith("_")]).reset_index(drop=True)
+        )
     return frames[0], frames[1]
 
 
-def gate_weights(model: MultiTaskModel, data: MultiTaskData, by: Any = None,
-                 batch_size: int = 8192) -> pd.DataFrame:
+def gate_weights(
+    model: MultiTaskModel, data: MultiTaskData, by: Any = None, batch_size: int = 8192
+) -> pd.DataFrame:
     """The mean and standard deviation of every gate's weight on every expert over ``data``.
 
     The model runs over ``data`` in evaluation mode without gradients; the gate weights of
@@ -236,8 +268,10 @@ def _group_column(weights: pd.DataFrame) -> str | None:
         raise ValueError(f"not a gate_weights() frame: column(s) {missing} are missing")
     extra = [c for c in weights.columns if c not in _WEIGHT_COLUMNS]
     if len(extra) > 1:
-        raise ValueError(f"not a gate_weights() frame: it has several extra columns {extra} "
-                         "(at most one, the grouping column)")
+        raise ValueError(
+            f"not a gate_weights() frame: it has several extra columns {extra} "
+            "(at most one, the grouping column)"
+        )
     return extra[0] if extra else None
 
 
@@ -248,9 +282,11 @@ def _pool_groups(weights: pd.DataFrame, group: str) -> pd.DataFrame:
     result equals ``gate_weights`` without ``by``.
     """
     keys = ["level", "gate", "expert", "expert_kind"]
-    w = weights.assign(_sum=weights["mean"] * weights["n"],
-                       _ss=(weights["n"] - 1) * weights["std"].fillna(0.0) ** 2
-                       + weights["n"] * weights["mean"] ** 2)
+    w = weights.assign(
+        _sum=weights["mean"] * weights["n"],
+        _ss=(weights["n"] - 1) * weights["std"].fillna(0.0) ** 2
+        + weights["n"] * weights["mean"] ** 2,
+    )
     pooled = w.groupby(keys, sort=False)[["n", "_sum", "_ss"]].sum().reset_index()
     pooled["mean"] = pooled["_sum"] / pooled["n"]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -294,8 +330,9 @@ def _one_group(weights: pd.DataFrame, group_col: str | None, group: Any) -> pd.D
         else:
             known = list(dict.fromkeys(weights[group_col]))
             if group not in known:
-                raise ValueError(f"group {group!r} is not in column {group_col!r}; groups are "
-                                 f"{known}")
+                raise ValueError(
+                    f"group {group!r} is not in column {group_col!r}; groups are {known}"
+                )
             weights = weights[weights[group_col] == group]
     elif group is not None:
         raise ValueError("group= needs a grouped frame (gate_weights(..., by=...))")
@@ -327,8 +364,13 @@ def _mark_owners(ax: plt.Axes, matrix: pd.DataFrame, palette: dict[str, Any]) ->
         tick.set_color(palette.get(gate, SHARED_COLOR))
 
 
-def plot_gate_heatmap(weights: pd.DataFrame, value: str = "mean", group: Any = None,
-                      annotate: bool | None = None, vmax: float | None = None) -> plt.Figure:
+def plot_gate_heatmap(
+    weights: pd.DataFrame,
+    value: str = "mean",
+    group: Any = None,
+    annotate: bool | None = None,
+    vmax: float | None = None,
+) -> plt.Figure:
     """Gates × experts heatmaps of a :func:`gate_weights` frame, one panel per level.
 
     Rows are the gates (tasks, then the shared gate below a separator), columns the experts
@@ -367,9 +409,9 @@ def plot_gate_heatmap(weights: pd.DataFrame, value: str = "mean", group: Any = N
         gates = list(dict.fromkeys(rows["gate"]))
         gates = [g for g in gates if g != "shared"] + (["shared"] if "shared" in gates else [])
         experts = _expert_order(rows, gates)
-        matrix = rows.pivot_table(index="gate", columns="expert", values=value,
-                                  aggfunc="first", sort=False).reindex(index=gates,
-                                                                       columns=experts)
+        matrix = rows.pivot_table(
+            index="gate", columns="expert", values=value, aggfunc="first", sort=False
+        ).reindex(index=gates, columns=experts)
         panels.append((level, matrix))
     if vmax is None:
         vmax = 1.0 if value == "mean" else _largest(m for _, m in panels)
@@ -379,19 +421,36 @@ def plot_gate_heatmap(weights: pd.DataFrame, value: str = "mean", group: Any = N
 
     widths = [max(2.0, 0.55 * m.shape[1] + 1.2) for _, m in panels]
     height = max(2.2, 0.45 * max(m.shape[0] for _, m in panels) + 1.6)
-    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 1.2, height),
-                             squeeze=False, gridspec_kw={"width_ratios": widths})
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(sum(widths) + 1.2, height),
+        squeeze=False,
+        gridspec_kw={"width_ratios": widths},
+    )
     label = "mean gate weight" if value == "mean" else "std of gate weight"
     for i, (ax, (level, matrix)) in enumerate(zip(axes[0], panels, strict=True)):
         last = i == len(panels) - 1
         ax.set_facecolor("#eeeeee")
         ax.patch.set_hatch("///")
         ax.patch.set_edgecolor("#cccccc")
-        sns.heatmap(matrix.astype(float), ax=ax, vmin=0.0, vmax=vmax, cmap="rocket_r",
-                    annot=annotate, fmt=".2f", annot_kws={"fontsize": 8}, linewidths=0.5,
-                    xticklabels=True, yticklabels=True,
-                    linecolor="white", cbar=last, cbar_kws={"label": label} if last else None,
-                    mask=matrix.isna())
+        sns.heatmap(
+            matrix.astype(float),
+            ax=ax,
+            vmin=0.0,
+            vmax=vmax,
+            cmap="rocket_r",
+            annot=annotate,
+            fmt=".2f",
+            annot_kws={"fontsize": 8},
+            linewidths=0.5,
+            xticklabels=True,
+            yticklabels=True,
+            linecolor="white",
+            cbar=last,
+            cbar_kws={"label": label} if last else None,
+            mask=matrix.isna(),
+        )
         _mark_owners(ax, matrix, palette)
         ax.tick_params(axis="x", labelrotation=45)
         ax.tick_params(axis="y", labelrotation=0)
@@ -401,5 +460,3 @@ def plot_gate_heatmap(weights: pd.DataFrame, value: str = "mean", group: Any = N
         ax.set(title=title, xlabel="expert", ylabel="gate" if i == 0 else "")
     fig.tight_layout()
     return fig
-
-

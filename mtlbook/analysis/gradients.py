@@ -69,8 +69,14 @@ from ..weighting._grads import shared_and_specific, task_gradients
 from ..weighting.pcgrad import project_conflicting
 from ._common import SHARED_COLOR, check_model_data
 
-__all__ = ["GradientConflict", "StepConflictLog", "gradient_conflict", "pairwise_cosine",
-           "plot_gradient_conflict", "step_summary"]
+__all__ = [
+    "GradientConflict",
+    "StepConflictLog",
+    "gradient_conflict",
+    "pairwise_cosine",
+    "plot_gradient_conflict",
+    "step_summary",
+]
 
 
 # ---------------------------------------------------------------------------- gradients
@@ -85,11 +91,17 @@ def pairwise_cosine(gradients: torch.Tensor | np.ndarray) -> np.ndarray:
         >>> pairwise_cosine([[1.0, 0.0], [-2.0, 0.0], [0.0, 3.0]]).round(6).tolist()
         [[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     """
-    g = torch.as_tensor(np.asarray(gradients) if not isinstance(gradients, torch.Tensor)
-                        else gradients).detach().to("cpu", torch.float64)
+    g = (
+        torch.as_tensor(
+            np.asarray(gradients) if not isinstance(gradients, torch.Tensor) else gradients
+        )
+        .detach()
+        .to("cpu", torch.float64)
+    )
     if g.dim() != 2:
-        raise ValueError(f"gradients must be a [tasks, parameters] matrix, got shape "
-                         f"{tuple(g.shape)}")
+        raise ValueError(
+            f"gradients must be a [tasks, parameters] matrix, got shape {tuple(g.shape)}"
+        )
     norms = g.norm(dim=1)  # [T]
     unit = g / norms.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)  # [T, P]
     cosine = (unit @ unit.T).clamp(-1.0, 1.0).numpy()  # [T, T]
@@ -114,8 +126,9 @@ def _shared_parameters(model: MultiTaskModel) -> list[torch.nn.Parameter]:
 
 def _check_tasks(model: MultiTaskModel) -> None:
     if len(model.task_names) < 2:
-        raise ValueError(f"gradient conflict compares tasks; the model has one task "
-                         f"{list(model.task_names)}")
+        raise ValueError(
+            f"gradient conflict compares tasks; the model has one task {list(model.task_names)}"
+        )
 
 
 def _probe_batch(data: MultiTaskData, probe_size: int, seed: int) -> Batch:
@@ -124,8 +137,7 @@ def _probe_batch(data: MultiTaskData, probe_size: int, seed: int) -> Batch:
         raise ValueError(f"probe_size must be an integer ≥ 2, got {probe_size!r}")
     n = len(data)
     if n > probe_size:
-        index = np.sort(np.random.default_rng(seed).choice(n, size=int(probe_size),
-                                                           replace=False))
+        index = np.sort(np.random.default_rng(seed).choice(n, size=int(probe_size), replace=False))
         data = data.subset(index)
     return next(iter(data.loader(len(data), shuffle=False)))
 
@@ -146,17 +158,20 @@ def _conflict_rows(model: MultiTaskModel, batch: Batch) -> pd.DataFrame:
     norms = grads.detach().norm(dim=1).cpu().double().numpy()  # [T]
     names = model.task_names
     a, b = np.triu_indices(len(names), k=1)
-    return pd.DataFrame({
-        "task_a": [names[i] for i in a],
-        "task_b": [names[j] for j in b],
-        "cosine": cosine[a, b],
-        "norm_a": norms[a],
-        "norm_b": norms[b],
-    })
+    return pd.DataFrame(
+        {
+            "task_a": [names[i] for i in a],
+            "task_b": [names[j] for j in b],
+            "cosine": cosine[a, b],
+            "norm_a": norms[a],
+            "norm_b": norms[b],
+        }
+    )
 
 
-def gradient_conflict(model: MultiTaskModel, data: MultiTaskData, *, probe_size: int = 1024,
-                      seed: int = 0) -> pd.DataFrame:
+def gradient_conflict(
+    model: MultiTaskModel, data: MultiTaskData, *, probe_size: int = 1024, seed: int = 0
+) -> pd.DataFrame:
     """The cosine between every two tasks' gradients on the shared parameters, now.
 
     Each task's mean loss over a probe of ``probe_size`` samples of ``data`` (a fixed random
@@ -232,8 +247,9 @@ class GradientConflict(Callback):
         [0, 5, 10, 15]
     """
 
-    def __init__(self, data: MultiTaskData, every: int = 50, probe_size: int = 512,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, data: MultiTaskData, every: int = 50, probe_size: int = 512, seed: int = 0
+    ) -> None:
         if not isinstance(data, MultiTaskData):
             raise TypeError(f"data must be a MultiTaskData, got {type(data).__name__}")
         if not isinstance(every, int | np.integer) or every < 1:
@@ -275,8 +291,9 @@ class GradientConflict(Callback):
         """Columns ``step`` (0: before training), ``epoch`` (0 for step 0), ``task_a``,
         ``task_b``, ``cosine``, ``norm_a`` and ``norm_b``; one row per record and pair."""
         if not self._records:
-            return pd.DataFrame(columns=["step", "epoch", "task_a", "task_b", "cosine",
-                                         "norm_a", "norm_b"])
+            return pd.DataFrame(
+                columns=["step", "epoch", "task_a", "task_b", "cosine", "norm_a", "norm_b"]
+            )
         return pd.concat(self._records, ignore_index=True)
 
     def norms(self) -> pd.DataFrame:
@@ -286,8 +303,10 @@ class GradientConflict(Callback):
 
 def _norms(frame: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in ("step", "epoch") if c in frame.columns]
-    parts = [frame[[*keys, f"task_{s}", f"norm_{s}"]].set_axis([*keys, "task", "norm"], axis=1)
-             for s in ("a", "b")]
+    parts = [
+        frame[[*keys, f"task_{s}", f"norm_{s}"]].set_axis([*keys, "task", "norm"], axis=1)
+        for s in ("a", "b")
+    ]
     norms = pd.concat(parts, ignore_index=True).drop_duplicates([*keys, "task"])
     return norms.sort_values(keys, kind="stable").reset_index(drop=True)
 
@@ -327,22 +346,51 @@ def plot_gradient_conflict(frame: pd.DataFrame) -> plt.Figure:
         ax = axes[0]
         ax.axhspan(-1.05, 0.0, color="#f4cccc", alpha=0.5, linewidth=0, label="conflict")
         ax.axhline(0.0, color=SHARED_COLOR, linewidth=0.8)
-        sns.lineplot(data=pairs, x="step", y="cosine", hue="pair", ax=ax, marker="o",
-                     markersize=3, palette="dark")
-        ax.set(ylim=(-1.05, 1.05), ylabel="cosine of task gradients",
-               title="gradient agreement on shared parameters")
+        sns.lineplot(
+            data=pairs,
+            x="step",
+            y="cosine",
+            hue="pair",
+            ax=ax,
+            marker="o",
+            markersize=3,
+            palette="dark",
+        )
+        ax.set(
+            ylim=(-1.05, 1.05),
+            ylabel="cosine of task gradients",
+            title="gradient agreement on shared parameters",
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        sns.lineplot(data=norms, x="step", y="norm", hue="task", ax=axes[1], marker="o",
-                     markersize=3, palette=palette)
+        sns.lineplot(
+            data=norms,
+            x="step",
+            y="norm",
+            hue="task",
+            ax=axes[1],
+            marker="o",
+            markersize=3,
+            palette=palette,
+        )
         axes[1].set(yscale="log", ylabel="gradient norm", title="gradient norm per task")
         axes[1].grid(alpha=0.3)
     else:
         matrix = pd.DataFrame(np.eye(len(tasks)), index=tasks, columns=tasks)
         for a, b, c in frame[["task_a", "task_b", "cosine"]].itertuples(index=False):
             matrix.loc[a, b] = matrix.loc[b, a] = c
-        sns.heatmap(matrix, ax=axes[0], vmin=-1, vmax=1, center=0, cmap="vlag", annot=True,
-                    fmt=".2f", square=True, cbar_kws={"label": "cosine"})
+        sns.heatmap(
+            matrix,
+            ax=axes[0],
+            vmin=-1,
+            vmax=1,
+            center=0,
+            cmap="vlag",
+            annot=True,
+            fmt=".2f",
+            square=True,
+            cbar_kws={"label": "cosine"},
+        )
         axes[0].set(title="cosine of task gradients")
         axes[0].tick_params(axis="y", labelrotation=0)
         last = norms.drop_duplicates("task", keep="last")
@@ -386,8 +434,9 @@ class StepConflictLog(Weighting):
     def __init__(self, inner: Weighting | None = None, seed: int = 0) -> None:
         inner = EqualWeight() if inner is None else inner
         if not isinstance(inner, Weighting):
-            raise TypeError(f"inner must be a mtlbook.weighting.Weighting, got "
-                            f"{type(inner).__name__}")
+            raise TypeError(
+                f"inner must be a mtlbook.weighting.Weighting, got {type(inner).__name__}"
+            )
         if isinstance(inner, StepConflictLog):
             raise TypeError("inner is already a StepConflictLog; wrap the strategy itself")
         self.inner = inner
@@ -399,16 +448,21 @@ class StepConflictLog(Weighting):
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
         if len(self.task_names) < 2:
-            raise ValueError(f"gradient conflict compares tasks; the model has one task "
-                             f"{list(self.task_names)}")
+            raise ValueError(
+                f"gradient conflict compares tasks; the model has one task {list(self.task_names)}"
+            )
         self._shared, _ = shared_and_specific(model, "StepConflictLog")
         self._generator = torch.Generator().manual_seed(self.seed)
         self._pairs, self._align = [], []
         self._step, self._epoch = 0, 1
         self.inner.setup(task_names, model)
 
-    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module,
-                 extra: torch.Tensor | None = None) -> torch.Tensor:
+    def backward(
+        self,
+        losses: Mapping[str, torch.Tensor],
+        model: nn.Module,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         self._step += 1
         self._record(list(losses.values()))
         return self.inner.backward(losses, model, extra)
@@ -448,8 +502,9 @@ class StepConflictLog(Weighting):
     def pairs(self) -> pd.DataFrame:
         """Columns ``step`` (1-based), ``epoch``, ``task_a``, ``task_b``, ``cosine`` (of the
         mini-batch gradients) and ``cosine_projected`` (after PCGrad's projection)."""
-        return pd.DataFrame(self._pairs, columns=["step", "epoch", "task_a", "task_b",
-                                                  "cosine", "cosine_projected"])
+        return pd.DataFrame(
+            self._pairs, columns=["step", "epoch", "task_a", "task_b", "cosine", "cosine_projected"]
+        )
 
     def alignment(self) -> pd.DataFrame:
         """Columns ``step``, ``epoch``, ``task``, ``update`` (``"equal"`` or ``"pcgrad"``) and
@@ -483,10 +538,17 @@ def step_summary(logs: StepConflictLog | Mapping[str, StepConflictLog]) -> pd.Da
             raise TypeError(f"log {name!r} is a {type(log).__name__}, not a StepConflictLog")
         pairs, align = log.pairs(), log.alignment()
         if pairs.empty:
-            raise ValueError(f"log {name!r} has no recorded step; pass it to mtlbook.fit as "
-                             "weighting=... and train first")
-        opposes = align.assign(against=align["cosine"] < -1e-6).groupby(
-            ["update", "step"])["against"].any().groupby("update").mean()
+            raise ValueError(
+                f"log {name!r} has no recorded step; pass it to mtlbook.fit as "
+                "weighting=... and train first"
+            )
+        opposes = (
+            align.assign(against=align["cosine"] < -1e-6)
+            .groupby(["update", "step"])["against"]
+            .any()
+            .groupby("update")
+            .mean()
+        )
         rows[name] = {
             "steps": int(pairs["step"].nunique()),
             "mean_cosine": float(pairs["cosine"].mean()),

@@ -41,9 +41,15 @@ def verdict(lo: float, hi: float) -> str:
     return "inconclusive"
 
 
-def format_interval(mean: float | Mapping[str, Any], lo: float | None = None,
-                    hi: float | None = None, digits: int = 3, *, sign: bool = False,
-                    notation: str = "f") -> str:
+def format_interval(
+    mean: float | Mapping[str, Any],
+    lo: float | None = None,
+    hi: float | None = None,
+    digits: int = 3,
+    *,
+    sign: bool = False,
+    notation: str = "f",
+) -> str:
     """``"mean [lo, hi]"``; just the mean when the interval is undefined (NaN, one seed).
 
     Args:
@@ -71,8 +77,9 @@ def format_interval(mean: float | Mapping[str, Any], lo: float | None = None,
     return f"{mean:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
-def mean_interval(df: pd.DataFrame, by: Sequence[str], value: str = "value",
-                  confidence: float = 0.95) -> pd.DataFrame:
+def mean_interval(
+    df: pd.DataFrame, by: Sequence[str], value: str = "value", confidence: float = 0.95
+) -> pd.DataFrame:
     """Mean, standard deviation, count and Student-t interval of ``value`` per group ``by``."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
@@ -81,15 +88,19 @@ def mean_interval(df: pd.DataFrame, by: Sequence[str], value: str = "value",
         raise ValueError(f"column(s) {missing} not in the DataFrame; it has {list(df.columns)}")
     g = df.groupby(list(by), sort=False)[value]
     out = g.agg(mean="mean", std="std", n="count").reset_index()
-    half = stats.t.ppf(0.5 + confidence / 2, np.maximum(out["n"] - 1, 1)) * out["std"] / np.sqrt(
-        out["n"])
+    half = (
+        stats.t.ppf(0.5 + confidence / 2, np.maximum(out["n"] - 1, 1))
+        * out["std"]
+        / np.sqrt(out["n"])
+    )
     out["lo"] = out["mean"] - half.where(out["n"] > 1)
     out["hi"] = out["mean"] + half.where(out["n"] > 1)
     return out
 
 
-def mtl_gain(df: pd.DataFrame, baseline: str, *, by: Sequence[str] = (),
-             confidence: float = 0.95) -> pd.DataFrame:
+def mtl_gain(
+    df: pd.DataFrame, baseline: str, *, by: Sequence[str] = (), confidence: float = 0.95
+) -> pd.DataFrame:
     """Paired relative gain (in %) of every model over ``baseline``, with an interval.
 
     For a higher-better metric the gain is ``(m − b) / b``; for a lower-better one (log-loss,
@@ -107,8 +118,10 @@ def mtl_gain(df: pd.DataFrame, baseline: str, *, by: Sequence[str] = (),
     keys = [*by, "seed", "task", "metric"]
     if "weighting" in df.columns and "weighting" not in keys:
         if df["weighting"].nunique() > 1:
-            raise ValueError("the results mix several weightings; compare models under one "
-                             "weighting (filter df) or pass by=['weighting', ...]")
+            raise ValueError(
+                "the results mix several weightings; compare models under one "
+                "weighting (filter df) or pass by=['weighting', ...]"
+            )
     base = df[df["model"] == baseline].set_index(keys)["value"]
     others = df[df["model"] != baseline]
     joined = others.join(base.rename("baseline"), on=keys)
@@ -116,6 +129,6 @@ def mtl_gain(df: pd.DataFrame, baseline: str, *, by: Sequence[str] = (),
     diff = joined["value"] - joined["baseline"]
     diff = diff.where(~lower, -diff)
     joined = joined.assign(gain=100.0 * diff / joined["baseline"].abs())
-    return mean_interval(joined, [*by, "model", "task", "metric"], value="gain",
-                         confidence=confidence)
-
+    return mean_interval(
+        joined, [*by, "model", "task", "metric"], value="gain", confidence=confidence
+    )

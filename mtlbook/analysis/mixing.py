@@ -25,14 +25,20 @@ import torch
 from ..models.base import MultiTaskModel
 from ..training.loop import Callback
 
-__all__ = ["MixingRecorder", "cross_task_share", "mixing_frame", "plot_mixing_history",
-           "plot_mixing_matrices"]
+__all__ = [
+    "MixingRecorder",
+    "cross_task_share",
+    "mixing_frame",
+    "plot_mixing_history",
+    "plot_mixing_matrices",
+]
 
 _MIXING = ["epoch", "parameter", "row", "col", "row_task", "col_task", "value"]
 
 
-def _labels(model: MultiTaskModel, name: str, shape: tuple[int, ...]
-            ) -> tuple[list[str], list[str], list[str], list[str | None]]:
+def _labels(
+    model: MultiTaskModel, name: str, shape: tuple[int, ...]
+) -> tuple[list[str], list[str], list[str], list[str | None]]:
     """Row and column labels of mixing matrix ``name``, and the task each belongs to.
 
     ``[K, K]``: tasks. ``[K·S, K·S]``: ``task:s`` for subspace ``s`` of each task. A matrix
@@ -42,16 +48,20 @@ def _labels(model: MultiTaskModel, name: str, shape: tuple[int, ...]
     n_tasks = len(tasks)
     rows, cols = shape
     if rows % n_tasks:
-        raise ValueError(f"mixing parameter {name!r} has {rows} rows, not a multiple of the "
-                         f"{n_tasks} tasks; cannot label it")
+        raise ValueError(
+            f"mixing parameter {name!r} has {rows} rows, not a multiple of the "
+            f"{n_tasks} tasks; cannot label it"
+        )
     per = rows // n_tasks
     row_task = [t for t in tasks for _ in range(per)]
     row = row_task if per == 1 else [f"{t}:{s}" for t in tasks for s in range(per)]
     if name.startswith("beta"):
         return row, [f"layer {layer}" for layer in range(cols)], row_task, [None] * cols
     if cols != rows:
-        raise ValueError(f"mixing parameter {name!r} has shape {shape}; expected a square "
-                         "α matrix or a 'beta' matrix")
+        raise ValueError(
+            f"mixing parameter {name!r} has shape {shape}; expected a square "
+            "α matrix or a 'beta' matrix"
+        )
     return row, row, row_task, list(row_task)
 
 
@@ -79,15 +89,19 @@ def mixing_frame(model: MultiTaskModel, epoch: int | None = None) -> pd.DataFram
         raise TypeError(f"expected a mtlbook MultiTaskModel, got {type(model).__name__}")
     mixing = model.mixing_parameters()
     if not mixing:
-        raise ValueError(f"{type(model).__name__} has no learned mixing parameters; "
-                         "CrossStitch and Sluice have")
+        raise ValueError(
+            f"{type(model).__name__} has no learned mixing parameters; CrossStitch and Sluice have"
+        )
     records = []
     for name, matrix in mixing.items():
         matrix = torch.as_tensor(matrix).detach().cpu().float()
         row, col, row_task, col_task = _labels(model, name, tuple(matrix.shape))
         values = matrix.tolist()
-        records += [(epoch, name, row[i], col[j], row_task[i], col_task[j], values[i][j])
-                    for i in range(len(row)) for j in range(len(col))]
+        records += [
+            (epoch, name, row[i], col[j], row_task[i], col_task[j], values[i][j])
+            for i in range(len(row))
+            for j in range(len(col))
+        ]
     return pd.DataFrame(records, columns=_MIXING)
 
 
@@ -114,13 +128,15 @@ class MixingRecorder(Callback):
         [0, 1, 2]
     """
 
-    def __init__(self, scalars: Mapping[str, Callable[[MultiTaskModel], float]] | None = None
-                 ) -> None:
+    def __init__(
+        self, scalars: Mapping[str, Callable[[MultiTaskModel], float]] | None = None
+    ) -> None:
         scalars = dict(scalars or {})
         bad = [k for k, f in scalars.items() if not callable(f)]
         if bad:
-            raise TypeError(f"scalars must map names to functions model → number; {bad} are not "
-                            "callable")
+            raise TypeError(
+                f"scalars must map names to functions model → number; {bad} are not callable"
+            )
         self.scalars = scalars
         self._frames: list[pd.DataFrame] = []
         self._scalars: list[tuple[int, str, float]] = []
@@ -168,24 +184,34 @@ def cross_task_share(frame: pd.DataFrame, by: Sequence[str] = ("epoch",)) -> pd.
     Returns:
         Columns ``*by, parameter, task, share``.
     """
-    missing = [c for c in ("parameter", "row", "row_task", "col_task", "value", *by)
-               if c not in frame.columns]
+    missing = [
+        c
+        for c in ("parameter", "row", "row_task", "col_task", "value", *by)
+        if c not in frame.columns
+    ]
     if missing:
-        raise ValueError(f"frame lacks column(s) {missing}; pass mixing_frame(...) or "
-                         "MixingRecorder.frame() output")
+        raise ValueError(
+            f"frame lacks column(s) {missing}; pass mixing_frame(...) or "
+            "MixingRecorder.frame() output"
+        )
     alpha = frame[frame["col_task"].notna()].copy()
     alpha["abs"] = alpha["value"].abs()
     alpha["other"] = alpha["abs"].where(alpha["row_task"] != alpha["col_task"], 0.0)
     keys = [*by, "parameter", "row_task", "row"]
     per_row = alpha.groupby(keys, sort=False, dropna=False)[["other", "abs"]].sum().reset_index()
     per_row["share"] = per_row["other"] / per_row["abs"]
-    out = (per_row.groupby([*by, "parameter", "row_task"], sort=False, dropna=False)["share"]
-           .mean().reset_index().rename(columns={"row_task": "task"}))
+    out = (
+        per_row.groupby([*by, "parameter", "row_task"], sort=False, dropna=False)["share"]
+        .mean()
+        .reset_index()
+        .rename(columns={"row_task": "task"})
+    )
     return out
 
 
-def plot_mixing_history(frame: pd.DataFrame, facet: str | None = None,
-                        best_epochs: Mapping | None = None) -> plt.Figure:
+def plot_mixing_history(
+    frame: pd.DataFrame, facet: str | None = None, best_epochs: Mapping | None = None
+) -> plt.Figure:
     """Every entry of every mixing matrix against the epoch.
 
     One panel per parameter (columns) and, with ``facet``, per value of that column (rows,
@@ -195,8 +221,13 @@ def plot_mixing_history(frame: pd.DataFrame, facet: str | None = None,
     """
     params = list(dict.fromkeys(frame["parameter"]))
     facets = [None] if facet is None else list(dict.fromkeys(frame[facet]))
-    fig, axes = plt.subplots(len(facets), len(params), squeeze=False,
-                             figsize=(4.3 * len(params), 3.1 * len(facets)), sharex=True)
+    fig, axes = plt.subplots(
+        len(facets),
+        len(params),
+        squeeze=False,
+        figsize=(4.3 * len(params), 3.1 * len(facets)),
+        sharex=True,
+    )
     entries = list(dict.fromkeys(zip(frame["row"], frame["col"], strict=True)))
     palette = dict(zip(entries, sns.color_palette("tab10", len(entries)), strict=True))
     for r, value in enumerate(facets):
@@ -206,13 +237,21 @@ def plot_mixing_history(frame: pd.DataFrame, facet: str | None = None,
             rows = part[part["parameter"] == param]
             for (row, col), line in rows.groupby(["row", "col"], sort=False):
                 same = line["row_task"].iloc[0] == line["col_task"].iloc[0]
-                ax.plot(line["epoch"], line["value"], color=palette[(row, col)],
-                        linestyle="-" if same else "--", label=f"{row} ← {col}")
+                ax.plot(
+                    line["epoch"],
+                    line["value"],
+                    color=palette[(row, col)],
+                    linestyle="-" if same else "--",
+                    label=f"{row} ← {col}",
+                )
             if best_epochs is not None and value in best_epochs:
                 ax.axvline(best_epochs[value], color="grey", linewidth=0.8, linestyle=":")
             title = param if facet is None else f"{param}, {facet} = {value}"
-            ax.set(title=title, xlabel="epoch" if r == len(facets) - 1 else "",
-                   ylabel="value" if c == 0 else "")
+            ax.set(
+                title=title,
+                xlabel="epoch" if r == len(facets) - 1 else "",
+                ylabel="value" if c == 0 else "",
+            )
             ax.grid(alpha=0.3)
             if r == 0 and len(rows.groupby(["row", "col"])) <= 8:
                 ax.legend(fontsize=8, ncol=2)
@@ -220,8 +259,9 @@ def plot_mixing_history(frame: pd.DataFrame, facet: str | None = None,
     return fig
 
 
-def plot_mixing_matrices(frame: pd.DataFrame, epoch: int | None = None,
-                         title: str | None = None) -> plt.Figure:
+def plot_mixing_matrices(
+    frame: pd.DataFrame, epoch: int | None = None, title: str | None = None
+) -> plt.Figure:
     """Every mixing matrix of one moment as an annotated heatmap, one panel per parameter.
 
     ``frame`` is the output of :func:`mixing_frame` or :meth:`MixingRecorder.frame`; with
@@ -236,16 +276,30 @@ def plot_mixing_matrices(frame: pd.DataFrame, epoch: int | None = None,
         raise ValueError("the frame holds several epochs; pick one with epoch=...")
     params = list(dict.fromkeys(frame["parameter"]))
     sizes = [frame[frame["parameter"] == p]["col"].nunique() for p in params]
-    fig, axes = plt.subplots(1, len(params), squeeze=False,
-                             figsize=(sum(1.0 + 0.75 * n for n in sizes) + 0.5, 3.4),
-                             gridspec_kw={"width_ratios": sizes})
+    fig, axes = plt.subplots(
+        1,
+        len(params),
+        squeeze=False,
+        figsize=(sum(1.0 + 0.75 * n for n in sizes) + 0.5, 3.4),
+        gridspec_kw={"width_ratios": sizes},
+    )
     limit = float(frame["value"].abs().max())
     for ax, param in zip(axes[0], params, strict=True):
         rows = frame[frame["parameter"] == param]
         matrix = rows.pivot(index="row", columns="col", values="value")
         matrix = matrix.loc[list(dict.fromkeys(rows["row"])), list(dict.fromkeys(rows["col"]))]
-        sns.heatmap(matrix, ax=ax, annot=True, fmt=".2f", cmap="vlag", vmin=-limit, vmax=limit,
-                    cbar=False, square=True, annot_kws={"fontsize": 8})
+        sns.heatmap(
+            matrix,
+            ax=ax,
+            annot=True,
+            fmt=".2f",
+            cmap="vlag",
+            vmin=-limit,
+            vmax=limit,
+            cbar=False,
+            square=True,
+            annot_kws={"fontsize": 8},
+        )
         ax.set(title=param, xlabel="from", ylabel="to" if ax is axes[0][0] else "")
         ax.tick_params(axis="x", rotation=30, labelsize=8)
         ax.tick_params(axis="y", rotation=0, labelsize=8)

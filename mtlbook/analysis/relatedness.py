@@ -62,8 +62,9 @@ def task_relatedness(data: MultiTaskData) -> pd.DataFrame:
     if not isinstance(data, MultiTaskData):
         raise TypeError(f"expected a MultiTaskData, got {type(data).__name__}")
     if len(data.task_names) < 2:
-        raise ValueError(f"task relatedness compares tasks; the data have one task "
-                         f"{list(data.task_names)}")
+        raise ValueError(
+            f"task relatedness compares tasks; the data have one task {list(data.task_names)}"
+        )
     kinds = {t.name: t.kind for t in data.schema.tasks}
     rows = []
     for a in data.task_names:
@@ -74,11 +75,18 @@ def task_relatedness(data: MultiTaskData) -> pd.DataFrame:
             ya = data.labels[a][both].astype(np.float64)
             yb = data.labels[b][both].astype(np.float64)
             row: dict[str, Any] = {
-                "task_a": a, "task_b": b, "kind_a": kinds[a], "kind_b": kinds[b],
-                "n": int(both.sum()), "pearson": _pearson(ya, yb),
+                "task_a": a,
+                "task_b": b,
+                "kind_a": kinds[a],
+                "kind_b": kinds[b],
+                "n": int(both.sum()),
+                "pearson": _pearson(ya, yb),
                 "spearman": _pearson(rankdata(ya), rankdata(yb)) if len(ya) else np.nan,
-                "p_b": np.nan, "p_b_given_a1": np.nan, "p_b_given_a0": np.nan,
-                "lift": np.nan}
+                "p_b": np.nan,
+                "p_b_given_a1": np.nan,
+                "p_b_given_a0": np.nan,
+                "lift": np.nan,
+            }
             if kinds[a] == kinds[b] == "binary" and len(ya):
                 a1 = ya == 1
                 row["p_b"] = float(yb.mean())
@@ -117,8 +125,9 @@ def plot_task_relatedness(relatedness: pd.DataFrame) -> plt.Figure:
     tasks = list(dict.fromkeys([*relatedness["task_a"], *relatedness["task_b"]]))
 
     def square(column: str, diagonal: float, names: list[str]) -> pd.DataFrame:
-        matrix = relatedness.pivot_table(index="task_a", columns="task_b", values=column,
-                                         aggfunc="first", dropna=False)
+        matrix = relatedness.pivot_table(
+            index="task_a", columns="task_b", values=column, aggfunc="first", dropna=False
+        )
         values = matrix.reindex(index=names, columns=names).to_numpy(dtype=float, copy=True)
         np.fill_diagonal(values, diagonal)
         return pd.DataFrame(values, index=names, columns=names)
@@ -126,13 +135,23 @@ def plot_task_relatedness(relatedness: pd.DataFrame) -> plt.Figure:
     has_lift = bool(relatedness["lift"].notna().any())
     size = 0.9 * len(tasks) + 1.8
     n_panels = 3 if has_lift else 2
-    fig, axes = plt.subplots(1, n_panels, figsize=(n_panels * (size + 0.6), size),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, n_panels, figsize=(n_panels * (size + 0.6), size), squeeze=False)
     for ax, column in zip(axes[0], ("pearson", "spearman"), strict=False):
         matrix = square(column, 1.0, tasks)
         ax.set_facecolor("#eeeeee")
-        sns.heatmap(matrix, ax=ax, vmin=-1, vmax=1, center=0, cmap="vlag", annot=True,
-                    fmt=".2f", square=True, mask=matrix.isna(), cbar_kws={"shrink": 0.8})
+        sns.heatmap(
+            matrix,
+            ax=ax,
+            vmin=-1,
+            vmax=1,
+            center=0,
+            cmap="vlag",
+            annot=True,
+            fmt=".2f",
+            square=True,
+            mask=matrix.isna(),
+            cbar_kws={"shrink": 0.8},
+        )
         ax.set(title=f"{column.capitalize()} correlation", xlabel="", ylabel="")
     if has_lift:
         ax = axes[0][2]
@@ -144,13 +163,21 @@ def plot_task_relatedness(relatedness: pd.DataFrame) -> plt.Figure:
             log_lift = np.log2(lift)
         finite = np.abs(log_lift.to_numpy()[np.isfinite(log_lift.to_numpy())])
         bound = max(1.0, float(finite.max())) if finite.size else 1.0
-        sns.heatmap(log_lift.replace([np.inf, -np.inf], np.nan), ax=ax, vmin=-bound,
-                    vmax=bound, center=0, cmap="vlag", annot=lift.to_numpy(), fmt=".3g",
-                    square=True, mask=lift.isna().to_numpy(),
-                    cbar_kws={"shrink": 0.8, "label": "log₂ lift"})
+        sns.heatmap(
+            log_lift.replace([np.inf, -np.inf], np.nan),
+            ax=ax,
+            vmin=-bound,
+            vmax=bound,
+            center=0,
+            cmap="vlag",
+            annot=lift.to_numpy(),
+            fmt=".3g",
+            square=True,
+            mask=lift.isna().to_numpy(),
+            cbar_kws={"shrink": 0.8, "label": "log₂ lift"},
+        )
         ax.set(title="lift P(b=1 | a=1) / P(b=1)", xlabel="b", ylabel="a (given)")
     for ax in axes[0]:
         ax.tick_params(axis="y", labelrotation=0)
     fig.tight_layout()
     return fig
-

@@ -117,13 +117,18 @@ def _train_one(job: FitJob, **fit_kwargs) -> FitOutcome:
     model = job.make_model(job.train.schema, job.seed)
     weighting = None if job.make_weighting is None else job.make_weighting()
     result = fit(model, job.train, job.valid, seed=job.seed, weighting=weighting, **fit_kwargs)
-    return FitOutcome(metrics=evaluate(model, job.report), best_epoch=result.best_epoch,
-                      epochs_run=result.epochs_run, train_seconds=result.train_seconds,
-                      history=result.history)
+    return FitOutcome(
+        metrics=evaluate(model, job.report),
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run,
+        train_seconds=result.train_seconds,
+        history=result.history,
+    )
 
 
-def train_jobs(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
-               progress: bool = False) -> list[FitOutcome]:
+def train_jobs(
+    jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any], progress: bool = False
+) -> list[FitOutcome]:
     """The default trainer of :func:`repeat_fits`: every job in turn with :func:`mtlbook.fit`.
 
     This is the one place where the harness trains. A trainer receives *all* jobs at once
@@ -133,15 +138,26 @@ def train_jobs(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
     group's seeds together; it must return one :class:`FitOutcome` per job, in the jobs'
     order.
     """
-    return [_train_one(job, **fit_kwargs)
-            for job in tqdm(jobs, desc="fits", disable=not progress, leave=False)]
+    return [
+        _train_one(job, **fit_kwargs)
+        for job in tqdm(jobs, desc="fits", disable=not progress, leave=False)
+    ]
 
 
 #: ``(jobs, fit_kwargs, progress) → outcomes``: the type of :func:`repeat_fits`'s ``trainer``.
 Trainer = Callable[[Sequence[FitJob], Mapping[str, Any], bool], list[FitOutcome]]
 
-_COLUMNS = ["model", "weighting", "seed", "task", "metric", "value", "best_epoch", "epochs_run",
-            "train_seconds"]
+_COLUMNS = [
+    "model",
+    "weighting",
+    "seed",
+    "task",
+    "metric",
+    "value",
+    "best_epoch",
+    "epochs_run",
+    "train_seconds",
+]
 
 
 def repeat_fits(
@@ -211,8 +227,10 @@ def repeat_fits(
         raise ValueError("seeds is empty; give at least one seed")
     jobs = []
     # (train, valid, test, {task: its single-task copies})
-    current: tuple[MultiTaskData, MultiTaskData, MultiTaskData,
-                   dict[str, tuple[MultiTaskData, ...]]] | None = None
+    current: (
+        tuple[MultiTaskData, MultiTaskData, MultiTaskData, dict[str, tuple[MultiTaskData, ...]]]
+        | None
+    ) = None
     for seed in seeds:
         if current is None or data_per_seed:
             train, valid, test = make_data(seed).split(fractions, seed=seed)
@@ -228,24 +246,53 @@ def repeat_fits(
                     if task not in per_task:  # one copy per data set, shared by its jobs
                         per_task[task] = tuple(d.select_tasks([task]) for d in (train, valid, test))
                     tr, va, te = per_task[task]
-                    jobs.append(FitJob(name, tuple(strategies), seed, factory.factory, None,
-                                       tr, va, va if split == "valid" else te))
+                    jobs.append(
+                        FitJob(
+                            name,
+                            tuple(strategies),
+                            seed,
+                            factory.factory,
+                            None,
+                            tr,
+                            va,
+                            va if split == "valid" else te,
+                        )
+                    )
             else:
-                jobs += [FitJob(name, (label,), seed, factory, make, train, valid,
-                                valid if split == "valid" else test)
-                         for label, make in strategies.items()]
+                jobs += [
+                    FitJob(
+                        name,
+                        (label,),
+                        seed,
+                        factory,
+                        make,
+                        train,
+                        valid,
+                        valid if split == "valid" else test,
+                    )
+                    for label, make in strategies.items()
+                ]
     outcomes = (train_jobs if trainer is None else trainer)(jobs, fit_kwargs, progress)
     if len(outcomes) != len(jobs):
         raise RuntimeError(f"the trainer returned {len(outcomes)} outcomes for {len(jobs)} jobs")
-    frames = [out.metrics.assign(model=job.model, weighting=label, seed=job.seed,
-                                 best_epoch=out.best_epoch, epochs_run=out.epochs_run,
-                                 train_seconds=out.train_seconds)
-              for job, out in zip(jobs, outcomes, strict=True) for label in job.labels]
+    frames = [
+        out.metrics.assign(
+            model=job.model,
+            weighting=label,
+            seed=job.seed,
+            best_epoch=out.best_epoch,
+            epochs_run=out.epochs_run,
+            train_seconds=out.train_seconds,
+        )
+        for job, out in zip(jobs, outcomes, strict=True)
+        for label in job.labels
+    ]
     return pd.concat(frames, ignore_index=True)[_COLUMNS]
 
 
-def time_overhead(results: pd.DataFrame, baseline: str = "equal",
-                  column: str = "weighting") -> pd.DataFrame:
+def time_overhead(
+    results: pd.DataFrame, baseline: str = "equal", column: str = "weighting"
+) -> pd.DataFrame:
     """Training time per epoch of each ``column`` value (e.g. weighting strategy) relative to
     ``baseline``, paired by seed (and model): median and range of the per-seed ratios.
 
@@ -256,21 +303,37 @@ def time_overhead(results: pd.DataFrame, baseline: str = "equal",
     if baseline not in set(results[column]):
         raise ValueError(f"baseline {baseline!r} not among {sorted(set(results[column]))}")
     fits = results.drop_duplicates(["model", column, "seed"])[
-        ["model", column, "seed", "train_seconds", "epochs_run"]].copy()
+        ["model", column, "seed", "train_seconds", "epochs_run"]
+    ].copy()
     fits["epoch_seconds"] = fits["train_seconds"] / fits["epochs_run"]
     base = fits[fits[column] == baseline].set_index(["model", "seed"])["epoch_seconds"]
     fits = fits.join(base.rename("baseline_seconds"), on=["model", "seed"])
     fits["ratio"] = fits["epoch_seconds"] / fits["baseline_seconds"]
-    return (fits.groupby(["model", column], sort=False)
-            .agg(epoch_seconds=("epoch_seconds", "median"), ratio=("ratio", "median"),
-                 ratio_min=("ratio", "min"), ratio_max=("ratio", "max"))
-            .reset_index())
+    return (
+        fits.groupby(["model", column], sort=False)
+        .agg(
+            epoch_seconds=("epoch_seconds", "median"),
+            ratio=("ratio", "median"),
+            ratio_min=("ratio", "min"),
+            ratio_max=("ratio", "max"),
+        )
+        .reset_index()
+    )
 
 
 #: The :func:`mtlbook.fit` arguments :func:`population_trainer` can honour (``restore_best``
 #: only as ``True``, ``callbacks`` only empty); any other sends every job to ``fit``.
-_POPULATION_KWARGS = {"epochs", "batch_size", "lr", "weight_decay", "early_stopping",
-                      "monitor", "progress", "device", "eval_batch_size"}
+_POPULATION_KWARGS = {
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "early_stopping",
+    "monitor",
+    "progress",
+    "device",
+    "eval_batch_size",
+}
 
 
 def _fixed_weights(job: FitJob) -> tuple[bool, tuple[tuple[str, float], ...] | None]:
@@ -296,8 +359,9 @@ def _population_kwargs(fit_kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
     return kwargs
 
 
-def population_trainer(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
-                       progress: bool = False) -> list[FitOutcome]:
+def population_trainer(
+    jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any], progress: bool = False
+) -> list[FitOutcome]:
     """A trainer for :func:`~mtlbook.analysis.runs.repeat_fits`: the seeds of each configuration
     train together as one :func:`fit_population` run where they can, the rest with
     :func:`mtlbook.fit` (:func:`~mtlbook.analysis.runs.train_jobs`).
@@ -338,12 +402,21 @@ def population_trainer(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
         if not fixed:
             alone.append(i)
             continue
-        key = (job.model, id(job.make_model), weights, job.train.schema, len(job.train),
-               len(job.valid), len(job.report), job.report.schema)
+        key = (
+            job.model,
+            id(job.make_model),
+            weights,
+            job.train.schema,
+            len(job.train),
+            len(job.valid),
+            len(job.report),
+            job.report.schema,
+        )
         groups.setdefault(key, []).append(i)
     outcomes: list[FitOutcome | None] = [None] * len(jobs)
-    for key, members in tqdm(list(groups.items()), desc="populations", disable=not progress,
-                             leave=False):
+    for key, members in tqdm(
+        list(groups.items()), desc="populations", disable=not progress, leave=False
+    ):
         seeds = [jobs[i].seed for i in members]
         if len(members) < 2 or len(set(seeds)) < len(seeds):
             alone += members
@@ -358,14 +431,18 @@ def population_trainer(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
             data = [getattr(jobs[i], name) for i in members]
             return data[0] if all(d is data[0] for d in data) else data
 
-        def make(seed: int, f: Factory = first.make_model, s: Schema = schema
-                 ) -> MultiTaskModel:
+        def make(seed: int, f: Factory = first.make_model, s: Schema = schema) -> MultiTaskModel:
             return f(s, seed)
 
         try:
-            result = fit_population(make, parts("train"), parts("valid"), seeds,
-                                    task_weights=None if weights is None else dict(weights),
-                                    **kwargs)
+            result = fit_population(
+                make,
+                parts("train"),
+                parts("valid"),
+                seeds,
+                task_weights=None if weights is None else dict(weights),
+                **kwargs,
+            )
         except NotImplementedError:  # the model does not run under vmap: fit one by one
             alone += members
             continue
@@ -374,22 +451,31 @@ def population_trainer(jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
         for member, i in enumerate(members):
             rows = scores[scores["member"] == member][["task", "metric", "value"]]
             summary = result.summary.loc[member]
-            outcomes[i] = FitOutcome(metrics=rows.reset_index(drop=True),
-                                     best_epoch=int(summary["best_epoch"]),
-                                     epochs_run=int(summary["epochs_run"]), train_seconds=share)
+            outcomes[i] = FitOutcome(
+                metrics=rows.reset_index(drop=True),
+                best_epoch=int(summary["best_epoch"]),
+                epochs_run=int(summary["epochs_run"]),
+                train_seconds=share,
+            )
     alone.sort()
-    for i, outcome in zip(alone, train_jobs([jobs[i] for i in alone], fit_kwargs, progress),
-                          strict=True):
+    for i, outcome in zip(
+        alone, train_jobs([jobs[i] for i in alone], fit_kwargs, progress), strict=True
+    ):
         outcomes[i] = outcome
     # Every job was either trained in a population or alone: no entry is None any more.
     return cast("list[FitOutcome]", outcomes)
 
 
-
-def population_scores(models: Mapping[str, ModelSpec], train: MultiTaskData,
-                      valid: MultiTaskData, evaluate_on: Mapping[str, MultiTaskData],
-                      seeds: Sequence[int], *, tasks: Mapping[str, Sequence[str]] | None = None,
-                      **fit_kwargs: Any) -> tuple[pd.DataFrame, dict[str, PopulationResult]]:
+def population_scores(
+    models: Mapping[str, ModelSpec],
+    train: MultiTaskData,
+    valid: MultiTaskData,
+    evaluate_on: Mapping[str, MultiTaskData],
+    seeds: Sequence[int],
+    *,
+    tasks: Mapping[str, Sequence[str]] | None = None,
+    **fit_kwargs: Any,
+) -> tuple[pd.DataFrame, dict[str, PopulationResult]]:
     """Every model's seeds as one population on one fixed split, every member scored.
 
     Where :func:`repeat_fits` gives each seed its own draw and split, this trains on the one
@@ -441,13 +527,14 @@ def population_scores(models: Mapping[str, ModelSpec], train: MultiTaskData,
         elif callable(spec) and not isinstance(spec, nn.Module):
             runs = [(name, spec, learned)]
         else:
-            raise TypeError(f"model {name!r} must be a (schema, seed) → model factory or a "
-                            f"PerTask, got {type(spec).__name__}")
+            raise TypeError(
+                f"model {name!r} must be a (schema, seed) → model factory or a "
+                f"PerTask, got {type(spec).__name__}"
+            )
         for key, factory, part in runs:
             tr, va = train.select_tasks(part), valid.select_tasks(part)
 
-            def make(s: int, f: Factory = factory, schema: Schema = tr.schema
-                     ) -> MultiTaskModel:
+            def make(s: int, f: Factory = factory, schema: Schema = tr.schema) -> MultiTaskModel:
                 return f(schema, s)
 
             result = fit_population(make, tr, va, seeds, **fit_kwargs)
@@ -491,8 +578,9 @@ class RecordingTrainer:
         self.vectorise = bool(vectorise)
         self.histories: dict[tuple[str, str, int], pd.DataFrame] = {}
 
-    def __call__(self, jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any],
-                 progress: bool = False) -> list[FitOutcome]:
+    def __call__(
+        self, jobs: Sequence[FitJob], fit_kwargs: Mapping[str, Any], progress: bool = False
+    ) -> list[FitOutcome]:
         together = [i for i, job in enumerate(jobs) if self.vectorise and _fixed_weights(job)[0]]
         alone = [i for i in range(len(jobs)) if i not in set(together)]
         outcomes: dict[int, FitOutcome] = {}

@@ -38,8 +38,9 @@ if TYPE_CHECKING:  # matplotlib is imported by the plot functions only
 __all__ = ["pareto_front", "plot_seesaw", "seesaw", "seesaw_table"]
 
 
-def pareto_front(table: pd.DataFrame, maximize: Sequence[str] = (),
-                 minimize: Sequence[str] = ()) -> pd.Series:
+def pareto_front(
+    table: pd.DataFrame, maximize: Sequence[str] = (), minimize: Sequence[str] = ()
+) -> pd.Series:
     """Which rows of ``table`` are not dominated: a boolean Series aligned with its index.
 
     Row ``q`` dominates row ``p`` when ``q`` is at least as good in every objective and
@@ -65,8 +66,9 @@ def pareto_front(table: pd.DataFrame, maximize: Sequence[str] = (),
     if missing:
         raise ValueError(f"column(s) {missing} not in the table; it has {list(table.columns)}")
     # Turn every objective into "higher is better".
-    scores = np.column_stack([table[c].to_numpy(float) for c in maximize]
-                             + [-table[c].to_numpy(float) for c in minimize])  # [rows, k]
+    scores = np.column_stack(
+        [table[c].to_numpy(float) for c in maximize] + [-table[c].to_numpy(float) for c in minimize]
+    )  # [rows, k]
     valid = ~np.isnan(scores).any(axis=1)
     s = np.where(valid[:, None], scores, -np.inf)
     at_least = (s[:, None, :] >= s[None, :, :]).all(axis=2)  # [q, p]: q ≥ p everywhere
@@ -150,11 +152,13 @@ def seesaw(
         raise ValueError(f"tasks must name two different tasks, got {tasks}")
     unknown = [t for t in tasks if t not in first.task_names]
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; the data's tasks are "
-                         f"{list(first.task_names)}")
+        raise ValueError(
+            f"unknown task(s) {unknown}; the data's tasks are {list(first.task_names)}"
+        )
     task_a, task_b = tasks
-    computed = pd.DataFrame([(t, m) for t, ms in _metric_names(first).items() for m in ms],
-                            columns=["task", "metric"])
+    computed = pd.DataFrame(
+        [(t, m) for t, ms in _metric_names(first).items() for m in ms], columns=["task", "metric"]
+    )
     chosen = _seesaw_metrics(computed, tasks, metrics)  # checked now, used after training
     swept = {k: v for k, v in plan.models.items() if k != baseline}
     if not swept:
@@ -167,8 +171,9 @@ def seesaw(
         weightings = {}
         for r in ratios:
             weights = {t: 1.0 for t in first.task_names} | {task_a: r}
-            weightings[_ratio_label(task_a, task_b, r)] = (
-                lambda weights=weights: FixedWeights(weights))
+            weightings[_ratio_label(task_a, task_b, r)] = lambda weights=weights: FixedWeights(
+                weights
+            )
     frames = []
     cache: dict[int, MultiTaskData] = {}
     fit_kwargs = _vectorised(fit_kwargs)
@@ -181,26 +186,44 @@ def seesaw(
     if baseline is not None:
         base = plan.models.get(baseline) or resolve_models([baseline])[baseline]
         _check_models_fit({baseline: base}, first)
-        frames.append(repeat_fits(make_data, {baseline: base}, plan.seeds, fractions=fractions,
-                                  split=split, progress=progress, **fit_kwargs)
-                      .assign(configuration=baseline, ratio=np.nan))
-    raw = repeat_fits(make_data, swept, plan.seeds, fractions=fractions, weightings=weightings,
-                      split=split, progress=progress, **fit_kwargs)
+        frames.append(
+            repeat_fits(
+                make_data,
+                {baseline: base},
+                plan.seeds,
+                fractions=fractions,
+                split=split,
+                progress=progress,
+                **fit_kwargs,
+            ).assign(configuration=baseline, ratio=np.nan)
+        )
+    raw = repeat_fits(
+        make_data,
+        swept,
+        plan.seeds,
+        fractions=fractions,
+        weightings=weightings,
+        split=split,
+        progress=progress,
+        **fit_kwargs,
+    )
     label_ratio = {_ratio_label(task_a, task_b, r): r for r in (ratios or [])}
     raw["ratio"] = raw["weighting"].map(label_ratio).astype(float)
-    raw["configuration"] = (raw["model"] if ratios is None
-                            else raw["model"] + " " + raw["weighting"])
+    raw["configuration"] = raw["model"] if ratios is None else raw["model"] + " " + raw["weighting"]
     frames.append(raw)
     out = pd.concat(frames, ignore_index=True)
     out = out.merge(pd.DataFrame(list(chosen.items()), columns=["task", "metric"]))
     out["split"] = split
-    return out[["configuration", "model", "weighting", "ratio", "seed", "task", "metric",
-                "value", "split"]].reset_index(drop=True)
+    return out[
+        ["configuration", "model", "weighting", "ratio", "seed", "task", "metric", "value", "split"]
+    ].reset_index(drop=True)
 
 
-def _seesaw_metrics(frame: pd.DataFrame, tasks: Sequence[str],
-                    metrics: Mapping[str, str | None] | Sequence[str] | None
-                    ) -> dict[str, str]:
+def _seesaw_metrics(
+    frame: pd.DataFrame,
+    tasks: Sequence[str],
+    metrics: Mapping[str, str | None] | Sequence[str] | None,
+) -> dict[str, str]:
     """Task → metric for the two tasks of a seesaw plot, checked against the frame."""
     primary = _primary_metrics(frame[frame["task"].isin(tasks)])
     if metrics is None:
@@ -231,9 +254,15 @@ def _configurations(frame: pd.DataFrame) -> pd.Series:
     return frame["model"].astype(str)
 
 
-def seesaw_table(frame: pd.DataFrame, task_a: str | None = None, task_b: str | None = None,
-                 metric_a: str | None = None, metric_b: str | None = None,
-                 baseline: str | None = "single", confidence: float = 0.95) -> pd.DataFrame:
+def seesaw_table(
+    frame: pd.DataFrame,
+    task_a: str | None = None,
+    task_b: str | None = None,
+    metric_a: str | None = None,
+    metric_b: str | None = None,
+    baseline: str | None = "single",
+    confidence: float = 0.95,
+) -> pd.DataFrame:
     """One row per configuration: both tasks' means and intervals over seeds, and flags.
 
     ``frame`` is the output of :func:`seesaw` (or any frame with columns ``model, seed, task,
@@ -247,11 +276,14 @@ def seesaw_table(frame: pd.DataFrame, task_a: str | None = None, task_b: str | N
     task_b = next(t for t in tasks if t != task_a) if task_b is None else task_b
     if task_a == task_b:
         raise ValueError(f"task_a and task_b must differ, got {task_a!r} twice")
-    chosen = _seesaw_metrics(frame, [task_a, task_b],
-                             None if metric_a is None and metric_b is None else
-                             {task_a: metric_a, task_b: metric_b})
+    chosen = _seesaw_metrics(
+        frame,
+        [task_a, task_b],
+        None if metric_a is None and metric_b is None else {task_a: metric_a, task_b: metric_b},
+    )
     rows = frame.assign(configuration=_configurations(frame)).merge(
-        pd.DataFrame(list(chosen.items()), columns=["task", "metric"]))
+        pd.DataFrame(list(chosen.items()), columns=["task", "metric"])
+    )
     summary = mean_interval(rows, ["configuration", "task"], confidence=confidence)
     configs = list(dict.fromkeys(rows["configuration"]))
     out = pd.DataFrame({"configuration": configs})
@@ -261,8 +293,11 @@ def seesaw_table(frame: pd.DataFrame, task_a: str | None = None, task_b: str | N
     for task, metric in chosen.items():
         s = summary[summary["task"] == task].set_index("configuration").reindex(configs)
         col = columns[task] = f"{task}_{metric}"
-        out[col], out[f"{col}_lo"], out[f"{col}_hi"] = (s["mean"].to_numpy(), s["lo"].to_numpy(),
-                                                         s["hi"].to_numpy())
+        out[col], out[f"{col}_lo"], out[f"{col}_hi"] = (
+            s["mean"].to_numpy(),
+            s["lo"].to_numpy(),
+            s["hi"].to_numpy(),
+        )
         objectives["minimize" if metric in LOWER_IS_BETTER else "maximize"].append(col)
     out["pareto"] = pareto_front(out, **objectives)
     beats = pd.array([pd.NA] * len(out), dtype="boolean")
@@ -271,8 +306,9 @@ def seesaw_table(frame: pd.DataFrame, task_a: str | None = None, task_b: str | N
         better = np.ones(len(out), dtype=bool)
         for task, metric in chosen.items():
             col = columns[task]
-            better &= (out[col] < ref[col] if metric in LOWER_IS_BETTER
-                       else out[col] > ref[col]).to_numpy()
+            better &= (
+                out[col] < ref[col] if metric in LOWER_IS_BETTER else out[col] > ref[col]
+            ).to_numpy()
         beats = pd.array(better, dtype="boolean")
         beats[(out["configuration"] == baseline).to_numpy()] = pd.NA
     out["beats_baseline"] = beats
@@ -280,10 +316,16 @@ def seesaw_table(frame: pd.DataFrame, task_a: str | None = None, task_b: str | N
     return out
 
 
-def plot_seesaw(frame: pd.DataFrame, task_a: str | None = None, task_b: str | None = None,
-                metric_a: str | None = None, metric_b: str | None = None,
-                baseline: str | None = "single", confidence: float = 0.95,
-                ax: plt.Axes | None = None) -> Figure | SubFigure:
+def plot_seesaw(
+    frame: pd.DataFrame,
+    task_a: str | None = None,
+    task_b: str | None = None,
+    metric_a: str | None = None,
+    metric_b: str | None = None,
+    baseline: str | None = "single",
+    confidence: float = 0.95,
+    ax: plt.Axes | None = None,
+) -> Figure | SubFigure:
     """Task A's metric against task B's, one point per configuration, after the PLE paper.
 
     Error bars in both directions are the Student-t intervals over seeds; dashed crosshairs
@@ -327,14 +369,41 @@ def plot_seesaw(frame: pd.DataFrame, task_a: str | None = None, task_b: str | No
         color = "#444444" if is_base else colors(i % 10)
         xerr = np.nan_to_num([[row[x] - row[f"{x}_lo"]], [row[f"{x}_hi"] - row[x]]])
         yerr = np.nan_to_num([[row[y] - row[f"{y}_lo"]], [row[f"{y}_hi"] - row[y]]])
-        ax.errorbar(row[x], row[y], xerr=xerr, yerr=yerr, fmt="s" if is_base else "o",
-                    color=color, ecolor=to_rgba(color, 0.45), elinewidth=1, capsize=2,
-                    markersize=7, markeredgecolor="white", markeredgewidth=0.8, zorder=3)
-        ax.annotate(row["configuration"], (row[x], row[y]), textcoords="offset points",
-                    xytext=(6, 5), fontsize=8, color=color, zorder=5)
+        ax.errorbar(
+            row[x],
+            row[y],
+            xerr=xerr,
+            yerr=yerr,
+            fmt="s" if is_base else "o",
+            color=color,
+            ecolor=to_rgba(color, 0.45),
+            elinewidth=1,
+            capsize=2,
+            markersize=7,
+            markeredgecolor="white",
+            markeredgewidth=0.8,
+            zorder=3,
+        )
+        ax.annotate(
+            row["configuration"],
+            (row[x], row[y]),
+            textcoords="offset points",
+            xytext=(6, 5),
+            fontsize=8,
+            color=color,
+            zorder=5,
+        )
     front = table[table["pareto"]].sort_values(x)
-    ax.scatter(front[x], front[y], s=190, facecolors="none", edgecolors="#cc3311",
-               linewidths=1.6, zorder=4, label="Pareto front (not dominated)")
+    ax.scatter(
+        front[x],
+        front[y],
+        s=190,
+        facecolors="none",
+        edgecolors="#cc3311",
+        linewidths=1.6,
+        zorder=4,
+        label="Pareto front (not dominated)",
+    )
     if len(front) > 1:
         ax.plot(front[x], front[y], color="#cc3311", linewidth=1.6, alpha=0.8, zorder=4)
     lower_x, lower_y = metric_a in LOWER_IS_BETTER, metric_b in LOWER_IS_BETTER
@@ -344,22 +413,38 @@ def plot_seesaw(frame: pd.DataFrame, task_a: str | None = None, task_b: str | No
         ax.invert_yaxis()
     if has_base:
         ref = table.set_index("configuration").loc[baseline]
-        ax.axvline(ref[x], color="#444444", linestyle="--", linewidth=1, zorder=1,
-                   label=f"{baseline} (mean)")
+        ax.axvline(
+            ref[x],
+            color="#444444",
+            linestyle="--",
+            linewidth=1,
+            zorder=1,
+            label=f"{baseline} (mean)",
+        )
         ax.axhline(ref[y], color="#444444", linestyle="--", linewidth=1, zorder=1)
         x_lim, y_lim = ax.get_xlim(), ax.get_ylim()
         # Reversed axes keep "better" up and right, so the better quadrant is always there.
-        ax.fill_between([ref[x], x_lim[1]], ref[y], y_lim[1], color="#2ca02c", alpha=0.07,
-                        zorder=0, label=f"better than {baseline} on both")
+        ax.fill_between(
+            [ref[x], x_lim[1]],
+            ref[y],
+            y_lim[1],
+            color="#2ca02c",
+            alpha=0.07,
+            zorder=0,
+            label=f"better than {baseline} on both",
+        )
         ax.set_xlim(x_lim)
         ax.set_ylim(y_lim)
     split = str(frame["split"].iloc[0]) if "split" in frame.columns else "test"
-    for setter, task, metric, lower in ((ax.set_xlabel, task_a, metric_a, lower_x),
-                                        (ax.set_ylabel, task_b, metric_b, lower_y)):
+    for setter, task, metric, lower in (
+        (ax.set_xlabel, task_a, metric_a, lower_x),
+        (ax.set_ylabel, task_b, metric_b, lower_y),
+    ):
         direction = "↓ better, axis reversed" if lower else "↑ better"
         setter(f"{task} {metric.upper()} ({split}; {direction})")
-    ax.set_title(f"Seesaw: {task_a} vs {task_b} (mean and {confidence:.0%} interval over seeds)",
-                 fontsize=10)
+    ax.set_title(
+        f"Seesaw: {task_a} vs {task_b} (mean and {confidence:.0%} interval over seeds)", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left", framealpha=0.85)
     tidy_layout(fig)

@@ -58,8 +58,16 @@ from torch import nn
 from ..data import Batch, MultiTaskData
 from ..models.base import MultiTaskModel
 
-__all__ = ["ExportedModel", "ServingModule", "export_difference", "export_model",
-           "file_breakdown", "inference_latency", "load_exported", "serving_benchmark"]
+__all__ = [
+    "ExportedModel",
+    "ServingModule",
+    "export_difference",
+    "export_model",
+    "file_breakdown",
+    "inference_latency",
+    "load_exported",
+    "serving_benchmark",
+]
 
 _META = "mtlbook.json"
 _FORMAT = 1
@@ -82,8 +90,9 @@ class ServingModule(nn.Module):
     def __init__(self, model: MultiTaskModel) -> None:
         super().__init__()
         if not isinstance(model, MultiTaskModel):
-            raise TypeError(f"expected a mtlbook model (MultiTaskModel), got "
-                            f"{type(model).__name__}")
+            raise TypeError(
+                f"expected a mtlbook model (MultiTaskModel), got {type(model).__name__}"
+            )
         self.model = model.eval()
         self.task_names = tuple(model.task_names)
         self.has_dense = bool(model.schema.dense)
@@ -92,8 +101,9 @@ class ServingModule(nn.Module):
     def forward(self, *features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         expected = int(self.has_dense) + int(self.has_categorical)
         if len(features) != expected:
-            raise ValueError(f"expected {expected} feature tensor(s) "
-                             f"({self.input_names()}), got {len(features)}")
+            raise ValueError(
+                f"expected {expected} feature tensor(s) ({self.input_names()}), got {len(features)}"
+            )
         it = iter(features)
         dense = next(it) if self.has_dense else None
         categorical = next(it) if self.has_categorical else None
@@ -102,8 +112,11 @@ class ServingModule(nn.Module):
 
     def input_names(self) -> list[str]:
         """The feature blocks ``forward`` takes, in order."""
-        return [n for n, has in (("dense", self.has_dense),
-                                 ("categorical", self.has_categorical)) if has]
+        return [
+            n
+            for n, has in (("dense", self.has_dense), ("categorical", self.has_categorical))
+            if has
+        ]
 
     def inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
         """The feature tensors of ``batch`` in the order ``forward`` takes them."""
@@ -114,11 +127,15 @@ def _check_data(data: MultiTaskData, schema) -> None:
     if not isinstance(data, MultiTaskData):
         raise TypeError(f"data must be a MultiTaskData, got {type(data).__name__}")
     if (tuple(data.schema.dense), tuple(data.schema.categorical)) != (
-            tuple(schema.dense), tuple(schema.categorical)):
-        raise ValueError("the data's feature columns differ from the model's schema: data has "
-                         f"dense={list(data.schema.dense)}, categorical="
-                         f"{list(data.schema.categorical)}; the model expects "
-                         f"dense={list(schema.dense)}, categorical={list(schema.categorical)}")
+        tuple(schema.dense),
+        tuple(schema.categorical),
+    ):
+        raise ValueError(
+            "the data's feature columns differ from the model's schema: data has "
+            f"dense={list(data.schema.dense)}, categorical="
+            f"{list(data.schema.categorical)}; the model expects "
+            f"dense={list(schema.dense)}, categorical={list(schema.categorical)}"
+        )
 
 
 def _first_batch(data: MultiTaskData, batch_size: int) -> Batch:
@@ -146,8 +163,13 @@ def _without_empty_buffers(model: MultiTaskModel) -> MultiTaskModel:
     return model
 
 
-def export_model(model: MultiTaskModel, data: MultiTaskData, path: str | os.PathLike, *,
-                 example_batch_size: int = 8) -> Path:
+def export_model(
+    model: MultiTaskModel,
+    data: MultiTaskData,
+    path: str | os.PathLike,
+    *,
+    example_batch_size: int = 8,
+) -> Path:
     """Export ``model`` with :func:`torch.export.export` and save it to ``path`` (``.pt2``).
 
     The graph is captured on an example batch (the first ``example_batch_size`` rows of
@@ -195,14 +217,16 @@ def export_model(model: MultiTaskModel, data: MultiTaskData, path: str | os.Path
             warnings.filterwarnings("ignore", message=".*was assigned during export.*")
             program = torch.export.export(module, inputs, dynamic_shapes=dynamic)
     except Exception as err:  # torch raises many kinds; say which model failed and why
-        raise RuntimeError(f"torch.export could not capture {type(model).__name__}: "
-                           f"{err}") from err
+        raise RuntimeError(f"torch.export could not capture {type(model).__name__}: {err}") from err
     finally:
         model.train(was_training)
-    meta = {"format": _FORMAT, "model": type(model).__name__,
-            "task_names": list(module.task_names),
-            "task_kinds": [t.kind for t in model.schema.tasks],
-            "inputs": module.input_names()}
+    meta = {
+        "format": _FORMAT,
+        "model": type(model).__name__,
+        "task_names": list(module.task_names),
+        "task_kinds": [t.kind for t in model.schema.tasks],
+        "inputs": module.input_names(),
+    }
     torch.export.save(program, path, extra_files={_META: json.dumps(meta)})
     return path
 
@@ -234,8 +258,10 @@ class ExportedModel:
         """``{task: [batch] predictions}`` for one :class:`~mtlbook.data.Batch`."""
         missing = [name for name in self.inputs if getattr(batch, name) is None]
         if missing:
-            raise ValueError(f"the batch lacks the feature block(s) {missing} the exported "
-                             f"model takes ({self.inputs})")
+            raise ValueError(
+                f"the batch lacks the feature block(s) {missing} the exported "
+                f"model takes ({self.inputs})"
+            )
         with torch.inference_mode():
             out = self.module(*(getattr(batch, name) for name in self.inputs))
         return dict(zip(self.task_names, out, strict=True))
@@ -251,8 +277,10 @@ class ExportedModel:
         return {t: np.concatenate(v) if v else np.zeros(0, np.float32) for t, v in parts.items()}
 
     def __repr__(self) -> str:
-        return (f"ExportedModel({self.model_name}, tasks={list(self.task_names)}, "
-                f"path={str(self.path)!r})")
+        return (
+            f"ExportedModel({self.model_name}, tasks={list(self.task_names)}, "
+            f"path={str(self.path)!r})"
+        )
 
 
 def load_exported(path: str | os.PathLike) -> ExportedModel:
@@ -271,14 +299,17 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
     except Exception as err:
         raise ValueError(f"{str(path)!r} is not a torch.export file: {err}") from err
     if not extra[_META]:
-        raise ValueError(f"{str(path)!r} was not written by mtlbook.analysis.serving.export_model "
-                         f"(it has no {_META} entry)")
+        raise ValueError(
+            f"{str(path)!r} was not written by mtlbook.analysis.serving.export_model "
+            f"(it has no {_META} entry)"
+        )
     meta = json.loads(extra[_META])
     return ExportedModel(program.module(), meta, path)
 
 
-def export_difference(model: MultiTaskModel, exported: ExportedModel, data: MultiTaskData,
-                      batch_size: int = 4096) -> pd.DataFrame:
+def export_difference(
+    model: MultiTaskModel, exported: ExportedModel, data: MultiTaskData, batch_size: int = 4096
+) -> pd.DataFrame:
     """Largest absolute difference, per task, between the eager and the exported predictions.
 
     Returns:
@@ -288,18 +319,26 @@ def export_difference(model: MultiTaskModel, exported: ExportedModel, data: Mult
     if not isinstance(model, MultiTaskModel):
         raise TypeError(f"expected a mtlbook model (MultiTaskModel), got {type(model).__name__}")
     if not isinstance(exported, ExportedModel):
-        raise TypeError(f"exported must be an ExportedModel (from load_exported), got "
-                        f"{type(exported).__name__}")
+        raise TypeError(
+            f"exported must be an ExportedModel (from load_exported), got {type(exported).__name__}"
+        )
     if tuple(model.task_names) != exported.task_names:
-        raise ValueError(f"the models serve different tasks: {list(model.task_names)} and "
-                         f"{list(exported.task_names)}")
+        raise ValueError(
+            f"the models serve different tasks: {list(model.task_names)} and "
+            f"{list(exported.task_names)}"
+        )
     _check_data(data, model.schema)
     eager = model.predict(data, batch_size=batch_size)
     served = exported.predict(data, batch_size=batch_size)
-    return pd.DataFrame({"task": list(exported.task_names),
-                         "max_abs_diff": [float(np.max(np.abs(np.asarray(eager[t], np.float64)
-                                                               - served[t])))
-                                          for t in exported.task_names]})
+    return pd.DataFrame(
+        {
+            "task": list(exported.task_names),
+            "max_abs_diff": [
+                float(np.max(np.abs(np.asarray(eager[t], np.float64) - served[t])))
+                for t in exported.task_names
+            ],
+        }
+    )
 
 
 def file_breakdown(path: str | os.PathLike) -> dict[str, int]:
@@ -309,14 +348,18 @@ def file_breakdown(path: str | os.PathLike) -> dict[str, int]:
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{str(path)!r} is not a .pt2 archive")
     with zipfile.ZipFile(path) as archive:
-        weights = sum(i.file_size for i in archive.infolist()
-                      if "/data/weights/" in i.filename or "/data/constants/" in i.filename)
+        weights = sum(
+            i.file_size
+            for i in archive.infolist()
+            if "/data/weights/" in i.filename or "/data/constants/" in i.filename
+        )
     total = path.stat().st_size
     return {"total": total, "weights": weights, "other": total - weights}
 
 
-def _time_groups(groups: list[list], batches: list[tuple[torch.Tensor, ...]], repeats: int,
-                 warmup: int) -> list[float]:
+def _time_groups(
+    groups: list[list], batches: list[tuple[torch.Tensor, ...]], repeats: int, warmup: int
+) -> list[float]:
     """Median seconds per pass of each group (callables run one after another on their own
     inputs); the groups take turns within every repeat so load changes hit all alike."""
     times: list[list[float]] = [[] for _ in groups]
@@ -331,9 +374,15 @@ def _time_groups(groups: list[list], batches: list[tuple[torch.Tensor, ...]], re
     return [float(np.median(t)) for t in times]
 
 
-def serving_benchmark(setups: Mapping[str, Sequence[MultiTaskModel]], data: MultiTaskData,
-                      folder: str | os.PathLike, *, batch_sizes: Sequence[int] = (1, 512),
-                      repeats: int = 30, warmup: int = 3) -> pd.DataFrame:
+def serving_benchmark(
+    setups: Mapping[str, Sequence[MultiTaskModel]],
+    data: MultiTaskData,
+    folder: str | os.PathLike,
+    *,
+    batch_sizes: Sequence[int] = (1, 512),
+    repeats: int = 30,
+    warmup: int = 3,
+) -> pd.DataFrame:
     """Export every setup's models into ``folder`` and measure size, latency and agreement.
 
     A setup is the list of models that together serve every task of ``data`` for one request
@@ -394,8 +443,10 @@ def _benchmark(setups, data, folder, sizes, repeats, warmup) -> pd.DataFrame:
             raise ValueError(f"setup {name!r} has no model")
         served = sorted(t for m in models for t in m.task_names)
         if served != sorted(data.task_names):
-            raise ValueError(f"setup {name!r} serves tasks {served}; every task of the data "
-                             f"{sorted(data.task_names)} must be served exactly once")
+            raise ValueError(
+                f"setup {name!r} serves tasks {served}; every task of the data "
+                f"{sorted(data.task_names)} must be served exactly once"
+            )
         loaded, n_bytes, n_weights, diff = [], 0, 0, 0.0
         for i, model in enumerate(models):
             part = data.select_tasks(list(model.task_names))
@@ -409,10 +460,16 @@ def _benchmark(setups, data, folder, sizes, repeats, warmup) -> pd.DataFrame:
         wrapped.append([ServingModule(m) for m in models])
         eager_groups.append(wrapped[-1])
         exported_groups.append(loaded)
-        rows.append({"setup": name, "n_models": len(models),
-                     "parameters": sum(m.n_parameters() for m in models),
-                     "file_kb": n_bytes / 1024, "weights_kb": n_weights / 1024,
-                     "max_abs_diff": diff})
+        rows.append(
+            {
+                "setup": name,
+                "n_models": len(models),
+                "parameters": sum(m.n_parameters() for m in models),
+                "file_kb": n_bytes / 1024,
+                "weights_kb": n_weights / 1024,
+                "max_abs_diff": diff,
+            }
+        )
     for n in sizes:
         batch = _first_batch(data, n)
         inputs = [wrapped[k][0].inputs(batch) for k in range(len(setups))]
@@ -424,9 +481,14 @@ def _benchmark(setups, data, folder, sizes, repeats, warmup) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def inference_latency(models: MultiTaskModel | Sequence[MultiTaskModel], data: MultiTaskData,
-                      *, batch_size: int = 4096, repeats: int = 7, warmup: int = 2
-                      ) -> dict[str, float]:
+def inference_latency(
+    models: MultiTaskModel | Sequence[MultiTaskModel],
+    data: MultiTaskData,
+    *,
+    batch_size: int = 4096,
+    repeats: int = 7,
+    warmup: int = 2,
+) -> dict[str, float]:
     """Wall-clock time of one prediction pass of ``models`` over a batch of ``data``.
 
     The first ``batch_size`` rows of ``data`` form one batch (built once, outside the timed
@@ -459,12 +521,20 @@ def inference_latency(models: MultiTaskModel | Sequence[MultiTaskModel], data: M
     return _interleaved_latency([timed], data, batch_size, repeats, warmup)[0]
 
 
-def _interleaved_latency(groups: Sequence[Sequence[MultiTaskModel]], data: MultiTaskData,
-                         batch_size: int, repeats: int, warmup: int) -> list[dict[str, float]]:
+def _interleaved_latency(
+    groups: Sequence[Sequence[MultiTaskModel]],
+    data: MultiTaskData,
+    batch_size: int,
+    repeats: int,
+    warmup: int,
+) -> list[dict[str, float]]:
     """Time each group of models on one batch; the groups take turns within every repeat, so
     that a change in the machine's load affects all of them alike."""
-    for name, value, low in (("batch_size", batch_size, 1), ("repeats", repeats, 1),
-                             ("warmup", warmup, 0)):
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("repeats", repeats, 1),
+        ("warmup", warmup, 0),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
     batch = next(iter(data.loader(min(batch_size, len(data)), shuffle=False)))
@@ -485,9 +555,10 @@ def _interleaved_latency(groups: Sequence[Sequence[MultiTaskModel]], data: Multi
     finally:
         for m, state in zip(models, states, strict=True):
             m.train(state)
-    return [{"median": float(np.median(t)), "min": float(np.min(t)), "max": float(np.max(t))}
-            for t in times]
-
+    return [
+        {"median": float(np.median(t)), "min": float(np.min(t)), "max": float(np.max(t))}
+        for t in times
+    ]
 
 
 def _as_models(models: MultiTaskModel | Sequence[MultiTaskModel]) -> list[MultiTaskModel]:
@@ -498,4 +569,3 @@ def _as_models(models: MultiTaskModel | Sequence[MultiTaskModel]) -> list[MultiT
     if bad:
         raise TypeError(f"models must be torch modules, got {bad[0]}")
     return out
-

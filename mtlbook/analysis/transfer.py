@@ -40,9 +40,13 @@ __all__ = ["negative_transfer", "plot_negative_transfer", "summarise_transfer"]
 _VERDICT_COLORS = {"positive": "#228833", "negative": "#cc3311", "inconclusive": "#777777"}
 
 
-def summarise_transfer(results: pd.DataFrame, model: str, baseline: str = "single",
-                       metrics: MetricSelection = None, confidence: float = 0.95
-                       ) -> pd.DataFrame:
+def summarise_transfer(
+    results: pd.DataFrame,
+    model: str,
+    baseline: str = "single",
+    metrics: MetricSelection = None,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
     """Per task: ``model`` against ``baseline`` over paired seeds, with a verdict.
 
     ``results`` has columns ``model, seed, task, metric, value`` (one weighting only), such as
@@ -85,18 +89,27 @@ def summarise_transfer(results: pd.DataFrame, model: str, baseline: str = "singl
     wide["gain"] = 100.0 * better / wide[baseline].abs()
     by = ["task", "metric"]
     out = None
-    for column, prefix in ((model, "model"), (baseline, "baseline"), ("diff", "diff"),
-                           ("gain", "gain")):
+    for column, prefix in (
+        (model, "model"),
+        (baseline, "baseline"),
+        ("diff", "diff"),
+        ("gain", "gain"),
+    ):
         s = mean_interval(wide, by, value=column, confidence=confidence)
-        s = s.rename(columns={"mean": f"{prefix}_mean", "lo": f"{prefix}_lo",
-                              "hi": f"{prefix}_hi"}).drop(columns="std")
+        s = s.rename(
+            columns={"mean": f"{prefix}_mean", "lo": f"{prefix}_lo", "hi": f"{prefix}_hi"}
+        ).drop(columns="std")
         out = s if out is None else out.merge(s.drop(columns="n"), on=by)
     assert out is not None  # the loop above ran four times
     out["model"], out["baseline"] = model, baseline
-    out["verdict"] = [verdict(lo, hi) for lo, hi in zip(out["gain_lo"], out["gain_hi"],
-                                                         strict=True)]
-    stats = [f"{prefix}_{stat}" for prefix in ("model", "baseline", "diff", "gain")
-             for stat in ("mean", "lo", "hi")]
+    out["verdict"] = [
+        verdict(lo, hi) for lo, hi in zip(out["gain_lo"], out["gain_hi"], strict=True)
+    ]
+    stats = [
+        f"{prefix}_{stat}"
+        for prefix in ("model", "baseline", "diff", "gain")
+        for stat in ("mean", "lo", "hi")
+    ]
     return out[["task", "metric", "model", "baseline", "n", *stats, "verdict"]]
 
 
@@ -169,8 +182,13 @@ def negative_transfer(
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
     plan = _plan(models, data, weightings, seeds, n_samples, metrics)
-    raw = repeat_fits(plan.make_data, plan.models, plan.seeds, weightings=plan.weightings,
-                      **_vectorised(fit_kwargs))
+    raw = repeat_fits(
+        plan.make_data,
+        plan.models,
+        plan.seeds,
+        weightings=plan.weightings,
+        **_vectorised(fit_kwargs),
+    )
     return summarise_transfer(raw, name, base_name, metrics, confidence)
 
 
@@ -201,20 +219,29 @@ def plot_negative_transfer(frame: pd.DataFrame, ax: plt.Axes | None = None) -> F
     ypos = np.arange(len(rows))[::-1]
     for yy, (_, row) in zip(ypos, rows.iterrows(), strict=True):
         color = _VERDICT_COLORS.get(row["verdict"], "#777777")
-        err = np.nan_to_num([[row["gain_mean"] - row["gain_lo"]],
-                             [row["gain_hi"] - row["gain_mean"]]])
-        ax.errorbar(row["gain_mean"], yy, xerr=err, fmt="o", color=color, capsize=4,
-                    markersize=7)
-        ax.annotate(row["verdict"], (row["gain_mean"], yy), textcoords="offset points",
-                    xytext=(0, 8), ha="center", fontsize=8, color=color)
+        err = np.nan_to_num(
+            [[row["gain_mean"] - row["gain_lo"]], [row["gain_hi"] - row["gain_mean"]]]
+        )
+        ax.errorbar(row["gain_mean"], yy, xerr=err, fmt="o", color=color, capsize=4, markersize=7)
+        ax.annotate(
+            row["verdict"],
+            (row["gain_mean"], yy),
+            textcoords="offset points",
+            xytext=(0, 8),
+            ha="center",
+            fontsize=8,
+            color=color,
+        )
     ax.axvline(0, color="#333333", linewidth=1)
     ax.set_yticks(ypos, labels)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     model = rows["model"].iloc[0] if "model" in rows else "MTL"
     base = rows["baseline"].iloc[0] if "baseline" in rows else "baseline"
     n = int(rows["n"].min()) if "n" in rows else None
-    ax.set_xlabel(f"gain of {model} over {base} in % (positive = better)"
-                  + (f"; {n} paired seeds" if n else ""))
+    ax.set_xlabel(
+        f"gain of {model} over {base} in % (positive = better)"
+        + (f"; {n} paired seeds" if n else "")
+    )
     ax.grid(axis="x", alpha=0.3)
     tidy_layout(fig)
     return fig

@@ -44,15 +44,28 @@ from ..models.base import MultiTaskModel
 from ..models.esmm import ESMM
 from .intervals import mean_interval
 
-__all__ = ["METRIC_DIRECTION", "QUANTITIES", "excess_logloss", "expected_auc",
-           "funnel_predictions", "paired_improvement", "plot_truth_calibration",
-           "score_against_truth"]
+__all__ = [
+    "METRIC_DIRECTION",
+    "QUANTITIES",
+    "excess_logloss",
+    "expected_auc",
+    "funnel_predictions",
+    "paired_improvement",
+    "plot_truth_calibration",
+    "score_against_truth",
+]
 
 QUANTITIES = ("pctr", "pcvr", "pctcvr")
 #: Direction of each metric of :func:`score_against_truth`: +1 higher is better, −1 lower is
 #: better, 0 closer to 1 is better (``mean_ratio``).
-METRIC_DIRECTION = {"auc_truth": 1, "auc_labels": 1, "spearman": 1, "excess_logloss": -1,
-                    "rmse": -1, "mean_ratio": 0}
+METRIC_DIRECTION = {
+    "auc_truth": 1,
+    "auc_labels": 1,
+    "spearman": 1,
+    "excess_logloss": -1,
+    "rmse": -1,
+    "mean_ratio": 0,
+}
 _EPS = 1e-6
 
 
@@ -64,8 +77,10 @@ def _as_prob(name: str, values, n: int | None = None) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf values")
     if len(arr) and (arr.min() < 0 or arr.max() > 1):
-        raise ValueError(f"{name} must be probabilities in [0, 1], got values in "
-                         f"[{arr.min():.3g}, {arr.max():.3g}]")
+        raise ValueError(
+            f"{name} must be probabilities in [0, 1], got values in "
+            f"[{arr.min():.3g}, {arr.max():.3g}]"
+        )
     return arr
 
 
@@ -97,8 +112,10 @@ def expected_auc(score, prob) -> float:
     self_pairs = float(np.sum(q * (1 - q)))
     denominator = q.sum() * (1 - q).sum() - self_pairs
     if denominator <= 0:
-        raise ValueError("the AUC is undefined: prob gives no chance of both a positive and a "
-                         "negative impression")
+        raise ValueError(
+            "the AUC is undefined: prob gives no chance of both a positive and a "
+            "negative impression"
+        )
     _, group = np.unique(score, return_inverse=True)  # tied scores share a group, in order
     positive = np.bincount(group, weights=q)
     negative = np.bincount(group, weights=1 - q)
@@ -121,19 +138,21 @@ def excess_logloss(pred, prob) -> float:
     p = np.clip(_as_prob("pred", pred), _EPS, 1 - _EPS)
     q = _as_prob("prob", prob, len(p))
     with np.errstate(divide="ignore", invalid="ignore"):
-        kl = (np.where(q > 0, q * np.log(q / p), 0.0)
-              + np.where(q < 1, (1 - q) * np.log((1 - q) / (1 - p)), 0.0))
+        kl = np.where(q > 0, q * np.log(q / p), 0.0) + np.where(
+            q < 1, (1 - q) * np.log((1 - q) / (1 - p)), 0.0
+        )
     return float(max(kl.mean(), 0.0))
 
 
-def _metrics(pred: np.ndarray, truth: np.ndarray, labels: np.ndarray | None
-             ) -> dict[str, float]:
+def _metrics(pred: np.ndarray, truth: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
     constant = np.ptp(pred) == 0 or np.ptp(truth) == 0  # no rank correlation is defined
-    out = {"auc_truth": expected_auc(pred, truth),
-           "spearman": np.nan if constant else float(stats.spearmanr(pred, truth)[0]),
-           "excess_logloss": excess_logloss(pred, truth),
-           "rmse": float(np.sqrt(np.mean((pred - truth) ** 2))),
-           "mean_ratio": float(pred.mean() / truth.mean())}
+    out = {
+        "auc_truth": expected_auc(pred, truth),
+        "spearman": np.nan if constant else float(stats.spearmanr(pred, truth)[0]),
+        "excess_logloss": excess_logloss(pred, truth),
+        "rmse": float(np.sqrt(np.mean((pred - truth) ** 2))),
+        "mean_ratio": float(pred.mean() / truth.mean()),
+    }
     if labels is not None and 0 < labels.sum() < len(labels):
         out["auc_labels"] = float(roc_auc_score(labels, pred))
     return out
@@ -147,8 +166,9 @@ def _predict_tasks(model: MultiTaskModel, data: MultiTaskData) -> pd.DataFrame:
     return model.predict(data)
 
 
-def funnel_predictions(model, data: MultiTaskData, *, ctr_task: str = "click",
-                       ctcvr_task: str = "purchase") -> pd.DataFrame:
+def funnel_predictions(
+    model, data: MultiTaskData, *, ctr_task: str = "click", ctcvr_task: str = "purchase"
+) -> pd.DataFrame:
     """``pctr``, ``pcvr`` and ``pctcvr`` of a trained funnel model for every row of ``data``.
 
     Args:
@@ -171,14 +191,19 @@ def funnel_predictions(model, data: MultiTaskData, *, ctr_task: str = "click",
         pctcvr = pred[ctcvr_task].to_numpy(np.float64)
         pcvr = np.minimum(pctcvr / np.maximum(pctr, 1e-12), 1.0)
         return pd.DataFrame({"pctr": pctr, "pcvr": pcvr, "pctcvr": pctcvr})
-    if isinstance(model, tuple) and len(model) == 2 and all(
-            isinstance(m, MultiTaskModel) and len(m.task_names) == 1 for m in model):
+    if (
+        isinstance(model, tuple)
+        and len(model) == 2
+        and all(isinstance(m, MultiTaskModel) and len(m.task_names) == 1 for m in model)
+    ):
         ctr_model, cvr_model = model
         pctr = _predict_tasks(ctr_model, data).iloc[:, 0].to_numpy(np.float64)
         pcvr = _predict_tasks(cvr_model, data).iloc[:, 0].to_numpy(np.float64)
         return pd.DataFrame({"pctr": pctr, "pcvr": pcvr, "pctcvr": pctr * pcvr})
-    raise TypeError(f"funnel_predictions needs an ESMM, an AITM or a pair (ctr_model, "
-                    f"cvr_model) of single-task models, got {type(model).__name__}")
+    raise TypeError(
+        f"funnel_predictions needs an ESMM, an AITM or a pair (ctr_model, "
+        f"cvr_model) of single-task models, got {type(model).__name__}"
+    )
 
 
 # ------------------------------------------------------------------------------- scoring
@@ -188,10 +213,14 @@ def _check_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> No
         raise ValueError(f"{what} has no column(s) {missing}; it has {list(frame.columns)}")
 
 
-def score_against_truth(predictions: pd.DataFrame, quantity: str = "pcvr", *,
-                        by: Sequence[str] = ("model", "seed"),
-                        subsets: Sequence[str] = ("all", "clicked", "not clicked"),
-                        purchase_labels: pd.Series | None = None) -> pd.DataFrame:
+def score_against_truth(
+    predictions: pd.DataFrame,
+    quantity: str = "pcvr",
+    *,
+    by: Sequence[str] = ("model", "seed"),
+    subsets: Sequence[str] = ("all", "clicked", "not clicked"),
+    purchase_labels: pd.Series | None = None,
+) -> pd.DataFrame:
     """Score one predicted quantity against its truth, per group and impression subset.
 
     Metrics (see :data:`METRIC_DIRECTION` for which way is better):
@@ -231,8 +260,9 @@ def score_against_truth(predictions: pd.DataFrame, quantity: str = "pcvr", *,
         key = key if isinstance(key, tuple) else (key,)
         clicked = group["clicked"].to_numpy(bool)
         for subset in subsets:
-            mask = {"all": np.ones_like(clicked), "clicked": clicked,
-                    "not clicked": ~clicked}[subset]
+            mask = {"all": np.ones_like(clicked), "clicked": clicked, "not clicked": ~clicked}[
+                subset
+            ]
             if mask.sum() < 2:
                 continue
             pred = np.clip(group[quantity].to_numpy(np.float64)[mask], 0.0, 1.0)
@@ -247,9 +277,13 @@ def score_against_truth(predictions: pd.DataFrame, quantity: str = "pcvr", *,
     return pd.DataFrame(rows, columns=[*by, "quantity", "subset", "metric", "value"])
 
 
-def paired_improvement(scores: pd.DataFrame, baseline: str, *,
-                       by: Sequence[str] = ("quantity", "subset", "metric"),
-                       confidence: float = 0.95) -> pd.DataFrame:
+def paired_improvement(
+    scores: pd.DataFrame,
+    baseline: str,
+    *,
+    by: Sequence[str] = ("quantity", "subset", "metric"),
+    confidence: float = 0.95,
+) -> pd.DataFrame:
     """Paired (same seed) improvement of every model over ``baseline``, with an interval.
 
     Positive always means better than the baseline: ``m − b`` for higher-better metrics,
@@ -268,8 +302,9 @@ def paired_improvement(scores: pd.DataFrame, baseline: str, *,
     """
     _check_columns(scores, ["model", "seed", "metric", "value", *by], "scores")
     if baseline not in set(scores["model"]):
-        raise ValueError(f"baseline {baseline!r} not among the models "
-                         f"{sorted(set(scores['model']))}")
+        raise ValueError(
+            f"baseline {baseline!r} not among the models {sorted(set(scores['model']))}"
+        )
     unknown = sorted(set(scores["metric"]) - set(METRIC_DIRECTION))
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(METRIC_DIRECTION)}")
@@ -288,27 +323,37 @@ def paired_improvement(scores: pd.DataFrame, baseline: str, *,
     return out.join(wins, on=[*by, "model"])
 
 
-def plot_truth_calibration(predictions: pd.DataFrame, quantity: str = "pcvr", *,
-                           seed: int | None = None, n_bins: int = 10,
-                           subsets: Sequence[str] = ("clicked", "not clicked")) -> plt.Figure:
+def plot_truth_calibration(
+    predictions: pd.DataFrame,
+    quantity: str = "pcvr",
+    *,
+    seed: int | None = None,
+    n_bins: int = 10,
+    subsets: Sequence[str] = ("clicked", "not clicked"),
+) -> plt.Figure:
     """Predicted against true probability, one panel per impression subset.
 
     Impressions are binned by the **true** probability (quantile bins); each line shows, per
     bin, the mean prediction of one model against the mean truth. On the diagonal a model is
     right on average for impressions of that true rate; above it, it overestimates.
     """
-    _check_columns(predictions, ["model", "seed", "clicked", quantity, f"true_{quantity}"],
-                   "predictions")
+    _check_columns(
+        predictions, ["model", "seed", "clicked", quantity, f"true_{quantity}"], "predictions"
+    )
     frame = predictions if seed is None else predictions[predictions["seed"] == seed]
     if frame.empty:
         raise ValueError(f"no predictions for seed {seed!r}")
-    fig, axes = plt.subplots(1, len(subsets), figsize=(4.6 * len(subsets), 4), sharex=True,
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(subsets), figsize=(4.6 * len(subsets), 4), sharex=True, sharey=True, squeeze=False
+    )
     top = 0.0
     pooled = "all seeds" if seed is None else f"seed {seed}"
     for ax, subset in zip(axes[0], subsets, strict=True):
-        mask = {"all": np.ones(len(frame), bool), "clicked": frame["clicked"].to_numpy(bool),
-                "not clicked": ~frame["clicked"].to_numpy(bool)}[subset]
+        mask = {
+            "all": np.ones(len(frame), bool),
+            "clicked": frame["clicked"].to_numpy(bool),
+            "not clicked": ~frame["clicked"].to_numpy(bool),
+        }[subset]
         part = frame[mask]
         bins = pd.qcut(part[f"true_{quantity}"], n_bins, labels=False, duplicates="drop")
         table = part.groupby(["model", bins])[[quantity, f"true_{quantity}"]].mean()
@@ -317,12 +362,13 @@ def plot_truth_calibration(predictions: pd.DataFrame, quantity: str = "pcvr", *,
             ax.plot(curve[f"true_{quantity}"], curve[quantity], marker="o", ms=3, label=model)
             top = max(top, float(curve.to_numpy().max()))
         n = mask.sum() // frame["model"].nunique()
-        ax.set(title=f"{subset} impressions (n={n:,}, {pooled})",
-               xlabel=f"true {quantity} (bin mean)", ylabel=f"predicted {quantity} (bin mean)")
+        ax.set(
+            title=f"{subset} impressions (n={n:,}, {pooled})",
+            xlabel=f"true {quantity} (bin mean)",
+            ylabel=f"predicted {quantity} (bin mean)",
+        )
     for ax in axes[0]:
         ax.plot([0, 1.05 * top], [0, 1.05 * top], color="grey", ls="--", lw=1, label="perfect")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-

@@ -55,13 +55,23 @@ __all__ = [
 
 Splits = tuple[MultiTaskData, MultiTaskData, MultiTaskData]
 #: Result columns, those of :func:`mtlbook.analysis.runs.repeat_fits`.
-_COLUMNS = ["model", "weighting", "seed", "task", "metric", "value", "best_epoch", "epochs_run",
-            "train_seconds"]
+_COLUMNS = [
+    "model",
+    "weighting",
+    "seed",
+    "task",
+    "metric",
+    "value",
+    "best_epoch",
+    "epochs_run",
+    "train_seconds",
+]
 _META_KEY = "conditional_tasks"
 
 
-def official_split(data: MultiTaskData, *, valid_fraction: float = 0.2, seed: int = 0,
-                   column: str = "part") -> Splits:
+def official_split(
+    data: MultiTaskData, *, valid_fraction: float = 0.2, seed: int = 0, column: str = "part"
+) -> Splits:
     """Train / valid / test from a data set's official parts, with a seeded validation carve-out.
 
     The rows whose ``data.truth[column]`` is ``"test"`` are the test split, in their order;
@@ -95,23 +105,31 @@ def official_split(data: MultiTaskData, *, valid_fraction: float = 0.2, seed: in
         raise TypeError(f"data must be a MultiTaskData, got {type(data).__name__}")
     if data.truth is None or column not in data.truth.columns:
         have = [] if data.truth is None else list(data.truth.columns)
-        raise ValueError(f"official_split needs data.truth[{column!r}] with the official "
-                         f"'train'/'test' part of every row; the truth columns are {have}")
+        raise ValueError(
+            f"official_split needs data.truth[{column!r}] with the official "
+            f"'train'/'test' part of every row; the truth columns are {have}"
+        )
     if not 0.0 < float(valid_fraction) < 1.0:
         raise ValueError(f"valid_fraction must lie in (0, 1), got {valid_fraction!r}")
     part = data.truth[column].astype(str).to_numpy()
     unknown = sorted(set(part) - {"train", "test"})
     if unknown:
-        raise ValueError(f"data.truth[{column!r}] holds {unknown[:3]}; expected only 'train' "
-                         "and 'test'")
+        raise ValueError(
+            f"data.truth[{column!r}] holds {unknown[:3]}; expected only 'train' and 'test'"
+        )
     train_rows, test_rows = np.flatnonzero(part == "train"), np.flatnonzero(part == "test")
     n_valid = round(float(valid_fraction) * len(train_rows))
     if not len(test_rows) or n_valid < 1 or n_valid >= len(train_rows):
-        raise ValueError(f"the official parts leave an empty split: {len(train_rows)} training "
-                         f"rows ({n_valid} for validation) and {len(test_rows)} test rows")
+        raise ValueError(
+            f"the official parts leave an empty split: {len(train_rows)} training "
+            f"rows ({n_valid} for validation) and {len(test_rows)} test rows"
+        )
     order = np.random.default_rng(seed).permutation(train_rows)
-    return (data.subset(np.sort(order[n_valid:])), data.subset(np.sort(order[:n_valid])),
-            data.subset(test_rows))
+    return (
+        data.subset(np.sort(order[n_valid:])),
+        data.subset(np.sort(order[:n_valid])),
+        data.subset(test_rows),
+    )
 
 
 def group_subset(data: MultiTaskData, fraction: float, *, seed: int = 0) -> MultiTaskData:
@@ -140,8 +158,9 @@ def group_subset(data: MultiTaskData, fraction: float, *, seed: int = 0) -> Mult
     if not isinstance(data, MultiTaskData):
         raise TypeError(f"data must be a MultiTaskData, got {type(data).__name__}")
     if data.groups is None:
-        raise ValueError("group_subset needs data.groups (for example user ids); these data "
-                         "have none")
+        raise ValueError(
+            "group_subset needs data.groups (for example user ids); these data have none"
+        )
     if not 0.0 < float(fraction) <= 1.0:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}")
     if float(fraction) == 1.0:
@@ -152,8 +171,9 @@ def group_subset(data: MultiTaskData, fraction: float, *, seed: int = 0) -> Mult
     return data.subset(np.isin(data.groups, keep))
 
 
-def add_conditional_task(data: MultiTaskData, task: str, given: str,
-                         name: str | None = None) -> MultiTaskData:
+def add_conditional_task(
+    data: MultiTaskData, task: str, given: str, name: str | None = None
+) -> MultiTaskData:
     """Add the binary task "``task`` given ``given``", defined only where ``given`` is 1.
 
     In a funnel the later step is observed only after the earlier one: on MovieLens, whether a
@@ -190,16 +210,19 @@ def add_conditional_task(data: MultiTaskData, task: str, given: str,
         raise TypeError(f"data must be a MultiTaskData, got {type(data).__name__}")
     for role, t in (("task", task), ("given", given)):
         if t not in data.task_names:
-            raise ValueError(f"{role}={t!r} is not a task of the data; tasks are "
-                             f"{list(data.task_names)}")
+            raise ValueError(
+                f"{role}={t!r} is not a task of the data; tasks are {list(data.task_names)}"
+            )
         if data.schema.task(t).kind != "binary":
-            raise ValueError(f"{role}={t!r} must be a binary task, it is "
-                             f"{data.schema.task(t).kind}")
+            raise ValueError(
+                f"{role}={t!r} must be a binary task, it is {data.schema.task(t).kind}"
+            )
     if task == given:
         raise ValueError(f"task and given must differ, both are {task!r}")
     if given in data.masks:
-        raise ValueError(f"given={given!r} is itself masked; the earlier step must be observed "
-                         "on every row")
+        raise ValueError(
+            f"given={given!r} is itself masked; the earlier step must be observed on every row"
+        )
     name = f"{task}_given_{given}" if name is None else name
     if name in data.task_names:
         raise ValueError(f"a task named {name!r} already exists; pass another name")
@@ -207,22 +230,30 @@ def add_conditional_task(data: MultiTaskData, task: str, given: str,
     joint = data.labels[task] * data.mask(task)
     outside = int(((joint == 1) & ~observed).sum())
     if outside:
-        raise ValueError(f"task {task!r} is 1 on {outside} rows where {given!r} is 0, so it is "
-                         f"not the joint event '{given} and {task}'; a conditional task needs "
-                         "one")
+        raise ValueError(
+            f"task {task!r} is 1 on {outside} rows where {given!r} is 0, so it is "
+            f"not the joint event '{given} and {task}'; a conditional task needs "
+            "one"
+        )
     out = MultiTaskData(
-        dense=data.dense, categorical=data.categorical,
+        dense=data.dense,
+        categorical=data.categorical,
         labels={**data.labels, name: np.where(observed, data.labels[task], 0.0)},
         tasks=[*data.schema.tasks, TaskSpec(name, "binary")],
-        dense_names=data.schema.dense, categorical_names=data.schema.categorical,
+        dense_names=data.schema.dense,
+        categorical_names=data.schema.categorical,
         cardinalities=data.schema.cardinalities or None,
-        masks={**data.masks, name: observed}, groups=data.groups, truth=data.truth,
-        meta={**data.meta, _META_KEY: {**data.meta.get(_META_KEY, {}), name: (task, given)}})
+        masks={**data.masks, name: observed},
+        groups=data.groups,
+        truth=data.truth,
+        meta={**data.meta, _META_KEY: {**data.meta.get(_META_KEY, {}), name: (task, given)}},
+    )
     return out
 
 
-def conditional_estimate(predictions: pd.DataFrame, task: str, given: str,
-                         model: MultiTaskModel | None = None) -> np.ndarray | None:
+def conditional_estimate(
+    predictions: pd.DataFrame, task: str, given: str, model: MultiTaskModel | None = None
+) -> np.ndarray | None:
     """A model's estimate of P(``task`` | ``given``) from its predictions, or ``None``.
 
     ESMM (whose ``ctr_task`` is ``given`` and ``ctcvr_task`` is ``task``) has its own
@@ -236,9 +267,12 @@ def conditional_estimate(predictions: pd.DataFrame, task: str, given: str,
         >>> conditional_estimate(p, "buy", "click").round(2).tolist()
         [0.2, 1.0]
     """
-    if (model is not None and "pcvr" in predictions
-            and getattr(model, "ctr_task", None) == given
-            and getattr(model, "ctcvr_task", None) == task):
+    if (
+        model is not None
+        and "pcvr" in predictions
+        and getattr(model, "ctr_task", None) == given
+        and getattr(model, "ctcvr_task", None) == task
+    ):
         return predictions["pcvr"].to_numpy(np.float64)
     if task in predictions and given in predictions:
         p_given = predictions[given].to_numpy(np.float64)
@@ -267,8 +301,10 @@ def _per_seed(splits, seeds: Sequence[int]) -> list[Splits]:
         out = [tuple(splits)] * len(seeds)
     for seed, parts in zip(seeds, out, strict=True):
         if len(parts) != 3 or not all(isinstance(p, MultiTaskData) for p in parts):
-            raise TypeError(f"splits must give (train, valid, test) MultiTaskData; for seed "
-                            f"{seed} got {[type(p).__name__ for p in parts]}")
+            raise TypeError(
+                f"splits must give (train, valid, test) MultiTaskData; for seed "
+                f"{seed} got {[type(p).__name__ for p in parts]}"
+            )
     return out
 
 
@@ -349,52 +385,80 @@ def compare_on_splits(
     conditional, plan = _plan(models, per_seed[0][0], tasks)
     rows: list[tuple] = []
     for name, (spec, model_tasks) in plan.items():
-        predictions, info, built = _fit_model(spec, model_tasks, per_seed, seeds, valid_gauc,
-                                              fit_kwargs)
+        predictions, info, built = _fit_model(
+            spec, model_tasks, per_seed, seeds, valid_gauc, fit_kwargs
+        )
         for k, seed in enumerate(seeds):
-            scored = _score_seed(pd.concat(predictions[k], axis=1), per_seed[k][2], model_tasks,
-                                 conditional, built[k])
+            scored = _score_seed(
+                pd.concat(predictions[k], axis=1),
+                per_seed[k][2],
+                model_tasks,
+                conditional,
+                built[k],
+            )
             for t, metric, value in scored.itertuples(index=False):
                 best, run, seconds = info.get(t, (None, None, np.nan))
-                rows.append((name, "equal", seed, t, metric, value,
-                             np.nan if best is None else best[k],
-                             np.nan if run is None else run[k], seconds))
+                rows.append(
+                    (
+                        name,
+                        "equal",
+                        seed,
+                        t,
+                        metric,
+                        value,
+                        np.nan if best is None else best[k],
+                        np.nan if run is None else run[k],
+                        seconds,
+                    )
+                )
     raw = pd.DataFrame(rows, columns=_COLUMNS)
     result = CompareResult(raw=raw, confidence=confidence, metrics=metrics)
     result.table()  # check the metric selection now
     return result
 
 
-def _plan(models: Mapping[str, Any], first: MultiTaskData, tasks: Sequence[str] | None
-          ) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[Factory | PerTask, list[str]]]]:
+def _plan(
+    models: Mapping[str, Any], first: MultiTaskData, tasks: Sequence[str] | None
+) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[Factory | PerTask, list[str]]]]:
     """The conditional tasks of the data, and each model's resolved spec and tasks."""
     conditional: dict[str, tuple[str, str]] = dict(first.meta.get(_META_KEY, {}))
-    default = ([t for t in first.task_names if t not in conditional] if tasks is None
-               else list(tasks))
+    default = (
+        [t for t in first.task_names if t not in conditional] if tasks is None else list(tasks)
+    )
     unknown = sorted(set(default) - set(first.task_names))
     if unknown or not default:
-        raise ValueError(f"tasks {unknown or default} are not tasks of the data; tasks are "
-                         f"{list(first.task_names)}")
+        raise ValueError(
+            f"tasks {unknown or default} are not tasks of the data; tasks are "
+            f"{list(first.task_names)}"
+        )
     plan: dict[str, tuple[Factory | PerTask, list[str]]] = {}
     for name, spec in models.items():
-        spec, model_tasks = ((spec.spec, list(spec.tasks)) if isinstance(spec, OnTasks)
-                             else (spec, default))
+        spec, model_tasks = (
+            (spec.spec, list(spec.tasks)) if isinstance(spec, OnTasks) else (spec, default)
+        )
         bad = sorted(set(model_tasks) - set(first.task_names))
         if bad:
-            raise ValueError(f"model {name!r}: tasks {bad} are not tasks of the data; tasks "
-                             f"are {list(first.task_names)}")
+            raise ValueError(
+                f"model {name!r}: tasks {bad} are not tasks of the data; tasks "
+                f"are {list(first.task_names)}"
+            )
         plan[name] = (resolve_models({name: spec})[name], model_tasks)
     return conditional, plan
 
 
-def _fit_model(spec: Factory | PerTask, model_tasks: list[str], per_seed: list[tuple],
-               seeds: list[int], valid_gauc: bool, fit_kwargs: dict[str, Any]
-               ) -> tuple[list[list[pd.DataFrame]], dict[str, tuple], list[Any]]:
+def _fit_model(
+    spec: Factory | PerTask,
+    model_tasks: list[str],
+    per_seed: list[tuple],
+    seeds: list[int],
+    valid_gauc: bool,
+    fit_kwargs: dict[str, Any],
+) -> tuple[list[list[pd.DataFrame]], dict[str, tuple], list[Any]]:
     """Train one model (one population per task group: all its tasks, or one each for a
     :class:`~mtlbook.analysis.runs.PerTask`) on every seed's split; per seed its test
     predictions (one frame per group), per task the best epochs, epochs run and seconds per
     seed, and per seed the trained model (``None`` when it is split over several groups)."""
-    groups = ([[t] for t in model_tasks] if isinstance(spec, PerTask) else [model_tasks])
+    groups = [[t] for t in model_tasks] if isinstance(spec, PerTask) else [model_tasks]
     factory = spec.factory if isinstance(spec, PerTask) else spec
     predictions: list[list[pd.DataFrame]] = [[] for _ in seeds]
     info: dict[str, tuple[list[int], list[int], float]] = {}
@@ -412,8 +476,9 @@ def _fit_model(spec: Factory | PerTask, model_tasks: list[str], per_seed: list[t
         def make(seed: int, f: Factory = factory, s: Schema = schema) -> MultiTaskModel:
             return f(s, seed)
 
-        result = fit_population(make, _shared_or_list(parts[0]), _shared_or_list(valid), seeds,
-                                **fit_kwargs)
+        result = fit_population(
+            make, _shared_or_list(parts[0]), _shared_or_list(valid), seeds, **fit_kwargs
+        )
         for k in range(len(seeds)):
             model = result.model(k)
             predictions[k].append(model.predict(parts[2][k]))
@@ -421,13 +486,21 @@ def _fit_model(spec: Factory | PerTask, model_tasks: list[str], per_seed: list[t
                 built[k] = model
         summary = result.summary
         for t in group:
-            info[t] = (summary["best_epoch"].tolist(), summary["epochs_run"].tolist(),
-                       result.train_seconds / len(seeds))
+            info[t] = (
+                summary["best_epoch"].tolist(),
+                summary["epochs_run"].tolist(),
+                result.train_seconds / len(seeds),
+            )
     return predictions, info, built
 
 
-def _score_seed(pred: pd.DataFrame, test: MultiTaskData, model_tasks: list[str],
-                conditional: dict[str, tuple[str, str]], model: Any) -> pd.DataFrame:
+def _score_seed(
+    pred: pd.DataFrame,
+    test: MultiTaskData,
+    model_tasks: list[str],
+    conditional: dict[str, tuple[str, str]],
+    model: Any,
+) -> pd.DataFrame:
     """One seed's test metrics of a model's tasks, and of its estimate of each conditional
     task it does not learn itself."""
     scored = score_predictions(pred[model_tasks], test.select_tasks(model_tasks))
@@ -437,20 +510,26 @@ def _score_seed(pred: pd.DataFrame, test: MultiTaskData, model_tasks: list[str],
             continue
         estimate = conditional_estimate(pred, task, given, model)
         if estimate is not None:
-            extra.append(score_predictions(pd.DataFrame({cond: estimate}),
-                                           test.select_tasks([cond])))
+            extra.append(
+                score_predictions(pd.DataFrame({cond: estimate}), test.select_tasks([cond]))
+            )
     return pd.concat([scored, *extra], ignore_index=True)
 
 
-def _metric_list(metrics: str | Sequence[str] | Mapping[str, str | Sequence[str]],
-                 name: str) -> list[str]:
+def _metric_list(
+    metrics: str | Sequence[str] | Mapping[str, str | Sequence[str]], name: str
+) -> list[str]:
     chosen = metrics.get(name, ("auc",)) if isinstance(metrics, Mapping) else metrics
     return [chosen] if isinstance(chosen, str) else list(chosen)
 
 
-def headline_table(results: Mapping[str, CompareResult],
-                   metrics: str | Sequence[str] | Mapping[str, str | Sequence[str]] = "auc",
-                   *, gains_over: str | None = None, digits: int = 4) -> pd.DataFrame:
+def headline_table(
+    results: Mapping[str, CompareResult],
+    metrics: str | Sequence[str] | Mapping[str, str | Sequence[str]] = "auc",
+    *,
+    gains_over: str | None = None,
+    digits: int = 4,
+) -> pd.DataFrame:
     """One table for several data sets: a row per ``(dataset, task, metric)``, a column per model.
 
     Each cell is ``"mean [lo, hi]"`` over the seeds (:meth:`CompareResult.table`), or, with
@@ -478,8 +557,9 @@ def headline_table(results: Mapping[str, CompareResult],
     frames, models = [], []
     for name, result in results.items():
         if not isinstance(result, CompareResult):
-            raise TypeError(f"results[{name!r}] must be a CompareResult, got "
-                            f"{type(result).__name__}")
+            raise TypeError(
+                f"results[{name!r}] must be a CompareResult, got {type(result).__name__}"
+            )
         wanted = _metric_list(metrics, name)
         if gains_over is None:
             table = result.table(digits=digits)
@@ -487,19 +567,27 @@ def headline_table(results: Mapping[str, CompareResult],
             table = result.gains(gains_over, digits=digits - 1)
         table = table[table["metric"].isin(wanted)]
         if table.empty:
-            raise ValueError(f"no rows for metrics {wanted} in results[{name!r}]; it has "
-                             f"{sorted(set(result.raw['metric']))}")
+            raise ValueError(
+                f"no rows for metrics {wanted} in results[{name!r}]; it has "
+                f"{sorted(set(result.raw['metric']))}"
+            )
         frames.append(table.assign(dataset=name))
         models += [m for m in result.raw["model"].unique() if m not in models]
     long = pd.concat(frames, ignore_index=True)
-    wide = long.pivot_table(index=["dataset", "task", "metric"], columns="model",
-                            values="formatted", aggfunc="first", sort=False)
+    wide = long.pivot_table(
+        index=["dataset", "task", "metric"],
+        columns="model",
+        values="formatted",
+        aggfunc="first",
+        sort=False,
+    )
     order = [m for m in models if m in wide.columns]
     return wide.reindex(columns=order).fillna("")
 
 
-def plot_gains(gains: pd.DataFrame, *, ax: plt.Axes | None = None,
-               title: str | None = None) -> plt.Axes:
+def plot_gains(
+    gains: pd.DataFrame, *, ax: plt.Axes | None = None, title: str | None = None
+) -> plt.Axes:
     """Paired gains with their intervals: one row per ``task (metric)``, one marker per model.
 
     Args:

@@ -63,9 +63,15 @@ def write_result(result: Mapping[str, Any]) -> bool:
     return True
 
 
-def run_torchrun(script: str | os.PathLike, nproc: int, args: Sequence[str] = (), *,
-                 timeout_s: float = 120.0, threads: int = 1,
-                 env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def run_torchrun(
+    script: str | os.PathLike,
+    nproc: int,
+    args: Sequence[str] = (),
+    *,
+    timeout_s: float = 120.0,
+    threads: int = 1,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Run ``script`` on ``nproc`` local processes with ``torchrun --standalone``.
 
     Args:
@@ -101,29 +107,51 @@ def run_torchrun(script: str | os.PathLike, nproc: int, args: Sequence[str] = ()
         raise FileNotFoundError(f"script {str(script)!r} does not exist")
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.json"
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={nproc}", str(script), *map(str, args)]
-        full_env = {**os.environ, **(env or {}), RESULT_ENV: str(out),
-                    "OMP_NUM_THREADS": str(threads)}
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            str(script),
+            *map(str, args),
+        ]
+        full_env = {
+            **os.environ,
+            **(env or {}),
+            RESULT_ENV: str(out),
+            "OMP_NUM_THREADS": str(threads),
+        }
         start = time.perf_counter()
         # A session of its own, so that a timeout ends torchrun *and* its workers.
-        process = subprocess.Popen(command, env=full_env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             output, _ = process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             output, _ = process.communicate()
-            raise RuntimeError(f"torchrun with {nproc} processes timed out after "
-                               f"{timeout_s} s; output:\n{output[-3000:]}") from None
+            raise RuntimeError(
+                f"torchrun with {nproc} processes timed out after "
+                f"{timeout_s} s; output:\n{output[-3000:]}"
+            ) from None
         seconds = time.perf_counter() - start
         if process.returncode != 0 or not out.exists():
-            reason = (f"exit status {process.returncode}" if process.returncode != 0
-                      else "no result written (does the script call write_result?)")
-            raise RuntimeError(f"torchrun with {nproc} processes failed ({reason}); "
-                               f"output:\n{output[-3000:]}")
+            reason = (
+                f"exit status {process.returncode}"
+                if process.returncode != 0
+                else "no result written (does the script call write_result?)"
+            )
+            raise RuntimeError(
+                f"torchrun with {nproc} processes failed ({reason}); output:\n{output[-3000:]}"
+            )
         result = json.loads(out.read_text())
     result["launch_seconds"] = seconds
     return result

@@ -69,9 +69,19 @@ from ..models.base import MultiTaskModel
 from ..training.loop import Callback, fit
 from ..utils import count_parameters
 
-__all__ = ["EpochLosses", "Setup", "generalisation_gap", "label_fraction_curve", "loss_curves",
-           "one_model", "paired_difference", "plot_label_fraction_curve", "plot_loss_curves",
-           "separate_models", "serving_cost"]
+__all__ = [
+    "EpochLosses",
+    "Setup",
+    "generalisation_gap",
+    "label_fraction_curve",
+    "loss_curves",
+    "one_model",
+    "paired_difference",
+    "plot_label_fraction_curve",
+    "plot_loss_curves",
+    "separate_models",
+    "serving_cost",
+]
 
 
 def _sparse(task: str, fraction: float) -> Callable[[MultiTaskData, int], MultiTaskData] | None:
@@ -119,8 +129,10 @@ def label_fraction_curve(
         ``label_fraction`` column.
     """
     if "transform_train" in repeat_kwargs:
-        raise ValueError("label_fraction_curve sets transform_train itself; make the data "
-                         "sparse through label_fractions")
+        raise ValueError(
+            "label_fraction_curve sets transform_train itself; make the data "
+            "sparse through label_fractions"
+        )
     if not models:
         raise ValueError("models must name at least one model factory")
     fractions = [float(f) for f in label_fractions]
@@ -131,8 +143,9 @@ def label_fraction_curve(
         raise ValueError("seeds is empty; give at least one seed")
     first = make_data(seeds[0])
     if task not in first.task_names:
-        raise ValueError(f"task {task!r} is not in the data; its tasks are "
-                         f"{list(first.task_names)}")
+        raise ValueError(
+            f"task {task!r} is not in the data; its tasks are {list(first.task_names)}"
+        )
     per_task = {k: v for k, v in models.items() if isinstance(v, PerTask)}
     shared = {k: v for k, v in models.items() if not isinstance(v, PerTask)}
 
@@ -143,16 +156,23 @@ def label_fraction_curve(
     for f in fractions:
         transform = _sparse(task, f)
         if per_task:
-            frames.append(repeat_fits(only_task, per_task, seeds, transform_train=transform,
-                                      **repeat_kwargs).assign(label_fraction=f))
+            frames.append(
+                repeat_fits(
+                    only_task, per_task, seeds, transform_train=transform, **repeat_kwargs
+                ).assign(label_fraction=f)
+            )
         if shared:
-            frames.append(repeat_fits(make_data, shared, seeds, transform_train=transform,
-                                      **repeat_kwargs).assign(label_fraction=f))
+            frames.append(
+                repeat_fits(
+                    make_data, shared, seeds, transform_train=transform, **repeat_kwargs
+                ).assign(label_fraction=f)
+            )
     return pd.concat(frames, ignore_index=True)
 
 
-def paired_difference(df: pd.DataFrame, baseline: str, *, by: Sequence[str] = (),
-                      confidence: float = 0.95) -> pd.DataFrame:
+def paired_difference(
+    df: pd.DataFrame, baseline: str, *, by: Sequence[str] = (), confidence: float = 0.95
+) -> pd.DataFrame:
     """Paired difference of every model's metric from ``baseline``'s, in the metric's units.
 
     Like :func:`~mtlbook.analysis.intervals.mtl_gain` (same pairing by seed, same sign convention:
@@ -171,13 +191,23 @@ def paired_difference(df: pd.DataFrame, baseline: str, *, by: Sequence[str] = ()
     joined = df[df["model"] != baseline].join(base.rename("baseline"), on=keys)
     diff = joined["value"] - joined["baseline"]
     diff = diff.where(~joined["metric"].isin(LOWER_IS_BETTER), -diff)
-    return mean_interval(joined.assign(difference=diff), [*by, "model", "task", "metric"],
-                         value="difference", confidence=confidence)
+    return mean_interval(
+        joined.assign(difference=diff),
+        [*by, "model", "task", "metric"],
+        value="difference",
+        confidence=confidence,
+    )
 
 
-def plot_label_fraction_curve(curve: pd.DataFrame, *, baseline: str, task: str | None = None,
-                              metric: str = "auc", gain: str = "relative",
-                              confidence: float = 0.95) -> plt.Figure:
+def plot_label_fraction_curve(
+    curve: pd.DataFrame,
+    *,
+    baseline: str,
+    task: str | None = None,
+    metric: str = "auc",
+    gain: str = "relative",
+    confidence: float = 0.95,
+) -> plt.Figure:
     """Left: test ``metric`` of ``task`` against the fraction of its labels kept (log scale),
     one line per model with the Student-t interval over seeds. Right: the paired gain of
     every other model over ``baseline`` with its interval; above 0 means better. With
@@ -189,11 +219,13 @@ def plot_label_fraction_curve(curve: pd.DataFrame, *, baseline: str, task: str |
     """
     for column in ("label_fraction", "model", "task", "metric", "seed", "value"):
         if column not in curve.columns:
-            raise ValueError(f"curve has no column {column!r}; pass the output of "
-                             "label_fraction_curve")
+            raise ValueError(
+                f"curve has no column {column!r}; pass the output of label_fraction_curve"
+            )
     if baseline not in set(curve["model"]):
-        raise ValueError(f"baseline {baseline!r} not among the models "
-                         f"{sorted(set(curve['model']))}")
+        raise ValueError(
+            f"baseline {baseline!r} not among the models {sorted(set(curve['model']))}"
+        )
     if task is None:
         tasks = sorted(set(curve.loc[curve["model"] == baseline, "task"]))
         if len(tasks) != 1:
@@ -213,21 +245,41 @@ def plot_label_fraction_curve(curve: pd.DataFrame, *, baseline: str, task: str |
     for k, model in enumerate(models):
         s = summary[summary["model"] == model].sort_values("label_fraction")
         shift = 1.0 + 0.04 * (k - (len(models) - 1) / 2)  # keep error bars apart (log axis)
-        left.errorbar(s["label_fraction"] * shift, s["mean"],
-                      yerr=[s["mean"] - s["lo"], s["hi"] - s["mean"]], marker="o", capsize=3,
-                      label=model, color=palette[model])
+        left.errorbar(
+            s["label_fraction"] * shift,
+            s["mean"],
+            yerr=[s["mean"] - s["lo"], s["hi"] - s["mean"]],
+            marker="o",
+            capsize=3,
+            label=model,
+            color=palette[model],
+        )
         g = gains[gains["model"] == model].sort_values("label_fraction")
         if not g.empty:
-            right.errorbar(g["label_fraction"], g["mean"],
-                           yerr=[g["mean"] - g["lo"], g["hi"] - g["mean"]], marker="o",
-                           capsize=3, label=f"{model} vs {baseline}", color=palette[model])
+            right.errorbar(
+                g["label_fraction"],
+                g["mean"],
+                yerr=[g["mean"] - g["lo"], g["hi"] - g["mean"]],
+                marker="o",
+                capsize=3,
+                label=f"{model} vs {baseline}",
+                color=palette[model],
+            )
     arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
-    left.set(xscale="log", xlabel=f"fraction of {task} training labels kept",
-             ylabel=f"test {metric} of {task} ({arrow} better)", title=f"{task}: test {metric}")
+    left.set(
+        xscale="log",
+        xlabel=f"fraction of {task} training labels kept",
+        ylabel=f"test {metric} of {task} ({arrow} better)",
+        title=f"{task}: test {metric}",
+    )
     right.axhline(0.0, color="grey", linewidth=1)
     unit = "paired gain, %" if gain == "relative" else f"paired difference in {metric}"
-    right.set(xscale="log", xlabel=f"fraction of {task} training labels kept",
-              ylabel=f"{unit} (above 0 = better)", title="gain over the baseline")
+    right.set(
+        xscale="log",
+        xlabel=f"fraction of {task} training labels kept",
+        ylabel=f"{unit} (above 0 = better)",
+        title="gain over the baseline",
+    )
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -341,14 +393,19 @@ def loss_curves(
         else:
             runs = [(factory, list(train.task_names))]
         for make, tasks in runs:
-            tr, va = (train, valid) if len(runs) == 1 else (
-                train.select_tasks(tasks), valid.select_tasks(tasks))
+            tr, va = (
+                (train, valid)
+                if len(runs) == 1
+                else (train.select_tasks(tasks), valid.select_tasks(tasks))
+            )
             for seed in seeds:
                 record = EpochLosses({"train": tr, "valid": va})
-                result = fit(make(tr.schema, seed), tr, va, seed=seed, callbacks=[record],
-                             **fit_kwargs)
-                frames.append(record.frame.assign(model=name, seed=seed,
-                                                  best_epoch=result.best_epoch))
+                result = fit(
+                    make(tr.schema, seed), tr, va, seed=seed, callbacks=[record], **fit_kwargs
+                )
+                frames.append(
+                    record.frame.assign(model=name, seed=seed, best_epoch=result.best_epoch)
+                )
     columns = ["model", "seed", "task", "epoch", "split", "loss", "best_epoch"]
     return pd.concat(frames, ignore_index=True)[columns]
 
@@ -370,17 +427,19 @@ def generalisation_gap(curves: pd.DataFrame, epoch: int | None = None) -> pd.Dat
     """
     missing = {"model", "seed", "task", "epoch", "split", "loss", "best_epoch"} - set(curves)
     if missing:
-        raise ValueError(f"curves lacks columns {sorted(missing)}; pass the output of "
-                         "loss_curves")
+        raise ValueError(f"curves lacks columns {sorted(missing)}; pass the output of loss_curves")
     if epoch is None:
         chosen = curves[curves["epoch"] == curves["best_epoch"]]
     else:
         if epoch not in set(curves["epoch"]):
-            raise ValueError(f"epoch {epoch!r} is not in the curves; they have epochs "
-                             f"{sorted(set(curves['epoch']))}")
+            raise ValueError(
+                f"epoch {epoch!r} is not in the curves; they have epochs "
+                f"{sorted(set(curves['epoch']))}"
+            )
         chosen = curves[curves["epoch"] == epoch]
-    table = chosen.pivot_table(index=["model", "seed", "task", "best_epoch", "epoch"],
-                               columns="split", values="loss").reset_index()
+    table = chosen.pivot_table(
+        index=["model", "seed", "task", "best_epoch", "epoch"], columns="split", values="loss"
+    ).reset_index()
     table.columns.name = None
     table = table.rename(columns={"train": "train_loss", "valid": "valid_loss"})
     table["gap"] = table["valid_loss"] - table["train_loss"]
@@ -399,16 +458,17 @@ def plot_loss_curves(curves: pd.DataFrame) -> plt.Figure:
     """
     missing = {"model", "seed", "task", "epoch", "split", "loss", "best_epoch"} - set(curves)
     if missing:
-        raise ValueError(f"curves lacks columns {sorted(missing)}; pass the output of "
-                         "loss_curves")
+        raise ValueError(f"curves lacks columns {sorted(missing)}; pass the output of loss_curves")
     tasks = list(dict.fromkeys(curves["task"]))
     models = list(dict.fromkeys(curves["model"]))
     palette = dict(zip(models, sns.color_palette("colorblind", len(models)), strict=True))
-    wide = curves.pivot_table(index=["model", "seed", "task", "epoch", "best_epoch"],
-                              columns="split", values="loss").reset_index()
+    wide = curves.pivot_table(
+        index=["model", "seed", "task", "epoch", "best_epoch"], columns="split", values="loss"
+    ).reset_index()
     wide["gap"] = wide["valid"] - wide["train"]
-    fig, axes = plt.subplots(2, len(tasks), figsize=(4.8 * len(tasks), 6.2), squeeze=False,
-                             sharex=True)
+    fig, axes = plt.subplots(
+        2, len(tasks), figsize=(4.8 * len(tasks), 6.2), squeeze=False, sharex=True
+    )
     for col, task in enumerate(tasks):
         top, bottom = axes[0][col], axes[1][col]
         shown = []
@@ -417,15 +477,25 @@ def plot_loss_curves(curves: pd.DataFrame) -> plt.Figure:
             if rows.empty:
                 continue
             best = int(np.median(rows.drop_duplicates("seed")["best_epoch"]))
-            for column, style, ax in (("train", "--", top), ("valid", "-", top),
-                                      ("gap", "-", bottom)):
+            for column, style, ax in (
+                ("train", "--", top),
+                ("valid", "-", top),
+                ("gap", "-", bottom),
+            ):
                 s = rows.groupby("epoch")[column].agg(["mean", "min", "max"])
                 label = f"{model} ({column})" if column != "gap" else model
                 ax.plot(s.index, s["mean"], style, color=palette[model], label=label)
                 ax.fill_between(s.index, s["min"], s["max"], color=palette[model], alpha=0.15)
                 if column != "train" and best in s.index:
-                    ax.plot([best], [s.loc[best, "mean"]], "o", color=palette[model],
-                            markersize=8, markerfacecolor="white", markeredgewidth=2)
+                    ax.plot(
+                        [best],
+                        [s.loc[best, "mean"]],
+                        "o",
+                        color=palette[model],
+                        markersize=8,
+                        markerfacecolor="white",
+                        markeredgewidth=2,
+                    )
                 if column != "gap":
                     later = s[s.index > s.index.min()] if len(s) > 2 else s
                     shown += [later["min"].min(), later["max"].max()]
@@ -487,9 +557,16 @@ def one_model(factory: Callable[[Schema], MultiTaskModel]) -> Setup:
     return build
 
 
-def serving_cost(data: MultiTaskData, setups: Mapping[str, Setup], *,
-                 task_counts: Sequence[int] | None = None, baseline: str | None = None,
-                 batch_size: int = 4096, repeats: int = 7, warmup: int = 2) -> pd.DataFrame:
+def serving_cost(
+    data: MultiTaskData,
+    setups: Mapping[str, Setup],
+    *,
+    task_counts: Sequence[int] | None = None,
+    baseline: str | None = None,
+    batch_size: int = 4096,
+    repeats: int = 7,
+    warmup: int = 2,
+) -> pd.DataFrame:
     """Parameters and inference latency of several serving setups, for 1..N tasks.
 
     For each ``n`` in ``task_counts`` the first ``n`` tasks of ``data`` are kept and every
@@ -522,8 +599,10 @@ def serving_cost(data: MultiTaskData, setups: Mapping[str, Setup], *,
     counts = list(range(1, n_all + 1)) if task_counts is None else list(task_counts)
     bad = [n for n in counts if not isinstance(n, int | np.integer) or not 1 <= n <= n_all]
     if bad or not counts:
-        raise ValueError(f"task_counts must be integers in 1..{n_all} (the data have tasks "
-                         f"{list(data.task_names)}), got {task_counts!r}")
+        raise ValueError(
+            f"task_counts must be integers in 1..{n_all} (the data have tasks "
+            f"{list(data.task_names)}), got {task_counts!r}"
+        )
     rows = []
     for n in counts:
         part = data.select_tasks(list(data.task_names[:n]))
@@ -532,23 +611,32 @@ def serving_cost(data: MultiTaskData, setups: Mapping[str, Setup], *,
             models = list(setup(part))
             served = sorted({t for m in models for t in m.task_names})
             if served != sorted(part.task_names):
-                raise ValueError(f"setup {name!r} serves tasks {served} for data with tasks "
-                                 f"{sorted(part.task_names)}")
+                raise ValueError(
+                    f"setup {name!r} serves tasks {served} for data with tasks "
+                    f"{sorted(part.task_names)}"
+                )
             groups.append(models)
         latencies = _interleaved_latency(groups, part, batch_size, repeats, warmup)
-        for (name, models), latency in zip(zip(setups, groups, strict=True), latencies,
-                                           strict=True):
+        for (name, models), latency in zip(
+            zip(setups, groups, strict=True), latencies, strict=True
+        ):
             count = count_parameters(models, by_part=True)
-            rows.append({"n_tasks": n, "setup": name, "n_models": len(models),
-                         "parameters": count["total"], "embedding": count["embedding"],
-                         "dense": count["dense"],
-                         "latency_ms": 1e3 * latency["median"],
-                         "latency_min_ms": 1e3 * latency["min"],
-                         "latency_max_ms": 1e3 * latency["max"]})
+            rows.append(
+                {
+                    "n_tasks": n,
+                    "setup": name,
+                    "n_models": len(models),
+                    "parameters": count["total"],
+                    "embedding": count["embedding"],
+                    "dense": count["dense"],
+                    "latency_ms": 1e3 * latency["median"],
+                    "latency_min_ms": 1e3 * latency["min"],
+                    "latency_max_ms": 1e3 * latency["max"],
+                }
+            )
     table = pd.DataFrame(rows)
     if baseline is not None:
         base = table[table["setup"] == baseline].set_index("n_tasks")
         table["parameter_ratio"] = table["parameters"] / table["n_tasks"].map(base["parameters"])
         table["latency_ratio"] = table["latency_ms"] / table["n_tasks"].map(base["latency_ms"])
     return table
-

@@ -32,8 +32,14 @@ from sklearn.preprocessing import StandardScaler
 from ..data import Batch, MultiTaskData
 from ..models.base import MultiTaskModel
 
-__all__ = ["importance_share", "input_gradient_importance", "linear_probe",
-           "population_importance", "population_probes", "representation"]
+__all__ = [
+    "importance_share",
+    "input_gradient_importance",
+    "linear_probe",
+    "population_importance",
+    "population_probes",
+    "representation",
+]
 
 _ALPHAS = np.logspace(-3, 4, 15)
 
@@ -44,8 +50,9 @@ def _check_model(model: MultiTaskModel) -> None:
 
 
 @torch.no_grad()
-def representation(model: MultiTaskModel, data: MultiTaskData, batch_size: int = 8192
-                   ) -> np.ndarray:
+def representation(
+    model: MultiTaskModel, data: MultiTaskData, batch_size: int = 8192
+) -> np.ndarray:
     """The shared representation of every sample of ``data``: ``[n, units]`` float array.
 
     Runs the model (in eval mode) over ``data`` and collects
@@ -76,15 +83,17 @@ def representation(model: MultiTaskModel, data: MultiTaskData, batch_size: int =
             if h is None:
                 raise ValueError(
                     f"{type(model).__name__} has no single shared representation "
-                    "(shared_representation() is None); use a model such as SharedBottom")
+                    "(shared_representation() is None); use a model such as SharedBottom"
+                )
             parts.append(h.detach().float().cpu().numpy())  # [batch, units]
     finally:
         model.train(was_training)
     return np.concatenate(parts)
 
 
-def linear_probe(features_train: np.ndarray, y_train: np.ndarray, features_test: np.ndarray,
-                 y_test: np.ndarray) -> float | np.ndarray:
+def linear_probe(
+    features_train: np.ndarray, y_train: np.ndarray, features_test: np.ndarray, y_test: np.ndarray
+) -> float | np.ndarray:
     """R² on held-out data of a ridge regression fitted on frozen features.
 
     The features are standardised and the ridge penalty is chosen by efficient leave-one-out
@@ -129,8 +138,10 @@ def linear_probe(features_train: np.ndarray, y_train: np.ndarray, features_test:
     features_train, features_test = np.asarray(features_train), np.asarray(features_test)
     y_train, y_test = np.asarray(y_train, dtype=float), np.asarray(y_test, dtype=float)
     if y_train.ndim != y_test.ndim or y_train.ndim not in (1, 2):
-        raise ValueError(f"y_train and y_test must both be 1-D or both 2-D, got shapes "
-                         f"{y_train.shape} and {y_test.shape}")
+        raise ValueError(
+            f"y_train and y_test must both be 1-D or both 2-D, got shapes "
+            f"{y_train.shape} and {y_test.shape}"
+        )
     if y_train.ndim == 2 and y_train.shape[1] != y_test.shape[1]:
         raise ValueError(f"y_train has {y_train.shape[1]} targets, y_test {y_test.shape[1]}")
     for name, f, y in (("train", features_train, y_train), ("test", features_test, y_test)):
@@ -141,18 +152,22 @@ def linear_probe(features_train: np.ndarray, y_train: np.ndarray, features_test:
         if len(f) < 2:
             raise ValueError(f"the {name} part needs at least 2 samples, got {len(f)}")
     if features_train.shape[1] != features_test.shape[1]:
-        raise ValueError(f"train features have {features_train.shape[1]} columns, test "
-                         f"features {features_test.shape[1]}")
-    probe = make_pipeline(StandardScaler(),
-                          RidgeCV(alphas=_ALPHAS, alpha_per_target=y_train.ndim == 2))
+        raise ValueError(
+            f"train features have {features_train.shape[1]} columns, test "
+            f"features {features_test.shape[1]}"
+        )
+    probe = make_pipeline(
+        StandardScaler(), RidgeCV(alphas=_ALPHAS, alpha_per_target=y_train.ndim == 2)
+    )
     probe.fit(features_train, y_train)
     if y_train.ndim == 1:
         return float(r2_score(y_test, probe.predict(features_test)))
     return r2_score(y_test, probe.predict(features_test), multioutput="raw_values")
 
 
-def input_gradient_importance(model: MultiTaskModel, data: MultiTaskData, task: str,
-                              batch_size: int = 4096) -> pd.Series:
+def input_gradient_importance(
+    model: MultiTaskModel, data: MultiTaskData, task: str, batch_size: int = 4096
+) -> pd.Series:
     """Mean absolute input gradient ``E|∂ŷ_task/∂x_j|`` of every dense input ``x_j``.
 
     A simple saliency measure: how strongly the task's prediction (the raw output: the value
@@ -182,8 +197,10 @@ def input_gradient_importance(model: MultiTaskModel, data: MultiTaskData, task: 
     model._check_data(data)
     data.schema.task(task)
     if data.dense is None:
-        raise ValueError("input_gradient_importance needs dense features; this data set has "
-                         "only categorical ones")
+        raise ValueError(
+            "input_gradient_importance needs dense features; this data set has "
+            "only categorical ones"
+        )
     was_training = model.training
     model.eval()
     total = np.zeros(data.schema.n_dense)
@@ -199,8 +216,9 @@ def input_gradient_importance(model: MultiTaskModel, data: MultiTaskData, task: 
     return pd.Series(total / len(data), index=list(data.schema.dense), name=task)
 
 
-def importance_share(importance: pd.Series | np.ndarray, relevant: Sequence[int] | np.ndarray
-                     ) -> float:
+def importance_share(
+    importance: pd.Series | np.ndarray, relevant: Sequence[int] | np.ndarray
+) -> float:
     """The fraction of the total importance that falls on the ``relevant`` inputs (positions).
 
     With ``r`` relevant inputs out of ``d``, a model that spreads its importance evenly scores
@@ -241,8 +259,9 @@ def _members(models) -> list[tuple[int, MultiTaskModel]]:
     return list(enumerate(members))
 
 
-def population_importance(populations: Mapping[str, object], data: MultiTaskData, task: str
-                          ) -> pd.DataFrame:
+def population_importance(
+    populations: Mapping[str, object], data: MultiTaskData, task: str
+) -> pd.DataFrame:
     """:func:`input_gradient_importance` of ``task`` for every member of every population.
 
     Args:
@@ -272,16 +291,20 @@ def population_importance(populations: Mapping[str, object], data: MultiTaskData
     for name, models in populations.items():
         for seed, model in _members(models):
             if task not in model.task_names:
-                raise ValueError(f"model {name!r} has no task {task!r}; its tasks are "
-                                 f"{list(model.task_names)}")
-            rows.append(input_gradient_importance(model, data.select_tasks(model.task_names),
-                                                  task))
+                raise ValueError(
+                    f"model {name!r} has no task {task!r}; its tasks are {list(model.task_names)}"
+                )
+            rows.append(input_gradient_importance(model, data.select_tasks(model.task_names), task))
             index.append((name, seed))
     return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["model", "seed"]))
 
 
-def population_probes(populations: Mapping[str, object], probe_train: MultiTaskData,
-                      test: MultiTaskData, targets: Sequence[str]) -> pd.DataFrame:
+def population_probes(
+    populations: Mapping[str, object],
+    probe_train: MultiTaskData,
+    test: MultiTaskData,
+    targets: Sequence[str],
+) -> pd.DataFrame:
     """:func:`linear_probe` of the frozen shared representation of every member, per target.
 
     The probe is fitted on ``probe_train``'s (noisy) labels of each target and scored on

@@ -26,18 +26,31 @@ __all__ = ["correlation_sweep", "plot_correlation_sweep", "plot_history", "plot_
 
 
 def _box(ax, x, y, w, h, text, color):
-    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02",
-                                facecolor=color, edgecolor="#333333", linewidth=1.2))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - w / 2, y - h / 2),
+            w,
+            h,
+            boxstyle="round,pad=0.02",
+            facecolor=color,
+            edgecolor="#333333",
+            linewidth=1.2,
+        )
+    )
     ax.text(x, y, text, ha="center", va="center", fontsize=10)
 
 
 def _arrow(ax, x0, y0, x1, y1):
-    ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12,
-                                 color="#333333", linewidth=1.0))
+    ax.add_patch(
+        FancyArrowPatch(
+            (x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, color="#333333", linewidth=1.0
+        )
+    )
 
 
-def plot_shared_bottom(tasks: Sequence[str] = ("click", "purchase"),
-                       shared_label: str = "shared bottom MLP") -> plt.Figure:
+def plot_shared_bottom(
+    tasks: Sequence[str] = ("click", "purchase"), shared_label: str = "shared bottom MLP"
+) -> plt.Figure:
     """A diagram of Shared-Bottom: input → embeddings → shared bottom → one tower per task."""
     tasks = list(tasks)
     fig, ax = plt.subplots(figsize=(2.2 + 1.8 * len(tasks), 4.2))
@@ -61,8 +74,9 @@ def plot_shared_bottom(tasks: Sequence[str] = ("click", "purchase"),
     return fig
 
 
-def plot_correlation_sweep(results: pd.DataFrame, metric: str = "mse",
-                           confidence: float = 0.95) -> plt.Figure:
+def plot_correlation_sweep(
+    results: pd.DataFrame, metric: str = "mse", confidence: float = 0.95
+) -> plt.Figure:
     """Test ``metric`` against task correlation, one panel per task, one line per model,
     with the mean over seeds and its Student-t interval as error bars.
 
@@ -70,8 +84,9 @@ def plot_correlation_sweep(results: pd.DataFrame, metric: str = "mse",
     """
     rows = results[results["metric"] == metric]
     if rows.empty:
-        raise ValueError(f"no rows with metric {metric!r}; metrics are "
-                         f"{sorted(results['metric'].unique())}")
+        raise ValueError(
+            f"no rows with metric {metric!r}; metrics are {sorted(results['metric'].unique())}"
+        )
     summary = mean_interval(rows, ["task", "model", "correlation"], confidence=confidence)
     tasks = list(dict.fromkeys(summary["task"]))
     models = list(dict.fromkeys(summary["model"]))
@@ -81,9 +96,15 @@ def plot_correlation_sweep(results: pd.DataFrame, metric: str = "mse",
         for k, model in enumerate(models):
             s = summary[(summary["task"] == task) & (summary["model"] == model)]
             shift = (k - (len(models) - 1) / 2) * 0.012  # keep error bars apart
-            ax.errorbar(s["correlation"] + shift, s["mean"],
-                        yerr=[s["mean"] - s["lo"], s["hi"] - s["mean"]], marker="o",
-                        capsize=3, label=model, color=palette[model])
+            ax.errorbar(
+                s["correlation"] + shift,
+                s["mean"],
+                yerr=[s["mean"] - s["lo"], s["hi"] - s["mean"]],
+                marker="o",
+                capsize=3,
+                label=model,
+                color=palette[model],
+            )
         arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
         ax.set(title=task, xlabel="task correlation p", ylabel=f"test {metric} ({arrow} better)")
         ax.grid(alpha=0.3)
@@ -123,15 +144,16 @@ def correlation_sweep(
     seeds = list(seeds)
     transform = None
     if sparse_task is not None and label_fraction < 1.0:
+
         def transform(train: MultiTaskData, seed: int) -> MultiTaskData:
             return train.subsample_labels(sparse_task, label_fraction, seed=seed)
 
     frames = []
     for p in correlations:
+
         def make_data(seed: int, p: float = p) -> MultiTaskData:
             return make_correlated_tasks(n_samples, p, task_type=task_type, seed=seed)
 
         frame = repeat_fits(make_data, models, seeds, transform_train=transform, **fit_kwargs)
         frames.append(frame.assign(correlation=float(p)))
     return pd.concat(frames, ignore_index=True)
-

@@ -37,8 +37,13 @@ from ..metrics import LOWER_IS_BETTER
 from ..models.soft_sharing import SoftSharing
 from ..training.population import fit_population
 
-__all__ = ["SweepSoftSharing", "plot_lambda_sweep", "plot_weight_distance",
-           "select_lambda", "soft_sharing_sweep"]
+__all__ = [
+    "SweepSoftSharing",
+    "plot_lambda_sweep",
+    "plot_weight_distance",
+    "select_lambda",
+    "soft_sharing_sweep",
+]
 
 
 class SweepSoftSharing(SoftSharing):
@@ -90,9 +95,16 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     return seeds
 
 
-def soft_sharing_sweep(train: MultiTaskData, valid: MultiTaskData, test: MultiTaskData,
-                       lambdas: Sequence[float], seeds: Sequence[int], *,
-                       model_options: Mapping | None = None, **fit_kwargs) -> pd.DataFrame:
+def soft_sharing_sweep(
+    train: MultiTaskData,
+    valid: MultiTaskData,
+    test: MultiTaskData,
+    lambdas: Sequence[float],
+    seeds: Sequence[int],
+    *,
+    model_options: Mapping | None = None,
+    **fit_kwargs,
+) -> pd.DataFrame:
     """Train :class:`~mtlbook.models.SoftSharing` for every ``λ`` × seed in one population.
 
     Member ``(λ_i, seeds[j])`` starts from ``SoftSharing(..., seed=seeds[j])``: for a given
@@ -137,8 +149,9 @@ def soft_sharing_sweep(train: MultiTaskData, valid: MultiTaskData, test: MultiTa
     codes = [i * stride + s for i in range(len(lambdas)) for s in seeds]
 
     def make(code: int) -> SweepSoftSharing:
-        return SweepSoftSharing(train.schema, l2_lambda=lambdas[code // stride],
-                                seed=code % stride, **options)
+        return SweepSoftSharing(
+            train.schema, l2_lambda=lambdas[code // stride], seed=code % stride, **options
+        )
 
     result = fit_population(make, train, valid, codes, **fit_kwargs)
     scores = result.evaluate(test)
@@ -150,14 +163,27 @@ def soft_sharing_sweep(train: MultiTaskData, valid: MultiTaskData, test: MultiTa
             distance = float(model.distance()) ** 0.5
             initial = float(make(code).distance()) ** 0.5
         summary = result.summary.loc[member]
-        extra = {"l2_lambda": lambdas[code // stride], "seed": code % stride,
-                 "valid_loss": float(summary["best_score"]),
-                 "best_epoch": int(summary["best_epoch"]), "distance": distance,
-                 "initial_distance": initial}
+        extra = {
+            "l2_lambda": lambdas[code // stride],
+            "seed": code % stride,
+            "valid_loss": float(summary["best_score"]),
+            "best_epoch": int(summary["best_epoch"]),
+            "distance": distance,
+            "initial_distance": initial,
+        }
         part = scores[scores["member"] == member][["task", "metric", "value"]]
         rows.append(part.assign(**extra))
-    columns = ["l2_lambda", "seed", "task", "metric", "value", "valid_loss", "best_epoch",
-               "distance", "initial_distance"]
+    columns = [
+        "l2_lambda",
+        "seed",
+        "task",
+        "metric",
+        "value",
+        "valid_loss",
+        "best_epoch",
+        "distance",
+        "initial_distance",
+    ]
     return pd.concat(rows, ignore_index=True)[columns]
 
 
@@ -188,8 +214,12 @@ def _lambda_axis(ax: plt.Axes, lambdas: Sequence[float]) -> Callable[[np.ndarray
     return where
 
 
-def plot_lambda_sweep(sweep: pd.DataFrame, references: pd.DataFrame | None = None,
-                      metric: str = "mse", confidence: float = 0.95) -> plt.Figure:
+def plot_lambda_sweep(
+    sweep: pd.DataFrame,
+    references: pd.DataFrame | None = None,
+    metric: str = "mse",
+    confidence: float = 0.95,
+) -> plt.Figure:
     """Each task's test ``metric`` against ``λ``, mean over seeds with its Student-t interval.
 
     ``λ = 0`` sits at the left edge of the log axis (labelled ``0``). Each model in
@@ -198,14 +228,16 @@ def plot_lambda_sweep(sweep: pd.DataFrame, references: pd.DataFrame | None = Non
     """
     rows = sweep[sweep["metric"] == metric]
     if rows.empty:
-        raise ValueError(f"no rows with metric {metric!r}; metrics are "
-                         f"{sorted(sweep['metric'].unique())}")
+        raise ValueError(
+            f"no rows with metric {metric!r}; metrics are {sorted(sweep['metric'].unique())}"
+        )
     summary = mean_interval(rows, ["task", "l2_lambda"], confidence=confidence)
     tasks = list(dict.fromkeys(summary["task"]))
     ref = None
     if references is not None:
-        ref = mean_interval(references[references["metric"] == metric], ["task", "model"],
-                            confidence=confidence)
+        ref = mean_interval(
+            references[references["metric"] == metric], ["task", "model"], confidence=confidence
+        )
     models = [] if ref is None else list(dict.fromkeys(ref["model"]))
     palette = sns.color_palette("colorblind", 1 + len(models))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.8 * len(tasks), 3.7), squeeze=False)
@@ -213,8 +245,15 @@ def plot_lambda_sweep(sweep: pd.DataFrame, references: pd.DataFrame | None = Non
         s = summary[summary["task"] == task].sort_values("l2_lambda")
         where = _lambda_axis(ax, list(s["l2_lambda"]))
         x = where(s["l2_lambda"])
-        ax.errorbar(x, s["mean"], yerr=[s["mean"] - s["lo"], s["hi"] - s["mean"]], marker="o",
-                    capsize=3, color=palette[0], label="SoftSharing")
+        ax.errorbar(
+            x,
+            s["mean"],
+            yerr=[s["mean"] - s["lo"], s["hi"] - s["mean"]],
+            marker="o",
+            capsize=3,
+            color=palette[0],
+            label="SoftSharing",
+        )
         for k, model in enumerate(models, start=1):
             assert ref is not None  # models come from the references
             r = ref[(ref["task"] == task) & (ref["model"] == model)]
@@ -225,8 +264,11 @@ def plot_lambda_sweep(sweep: pd.DataFrame, references: pd.DataFrame | None = Non
             if not np.isnan(lo):
                 ax.axhspan(lo, hi, color=palette[k], alpha=0.15, linewidth=0)
         arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
-        ax.set(title=task, xlabel="penalty strength λ (log scale)",
-               ylabel=f"test {metric} ({arrow} better)")
+        ax.set(
+            title=task,
+            xlabel="penalty strength λ (log scale)",
+            ylabel=f"test {metric} ({arrow} better)",
+        )
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=9)
     fig.tight_layout()
@@ -237,19 +279,28 @@ def plot_weight_distance(sweep: pd.DataFrame, confidence: float = 0.95) -> plt.F
     """``‖θ_a − θ_b‖`` of the tied parameters against ``λ`` (log–log), after training (mean
     and interval over seeds) and, dashed, before training."""
     per_member = sweep.drop_duplicates(["l2_lambda", "seed"])
-    after = mean_interval(per_member, ["l2_lambda"], value="distance",
-                          confidence=confidence).sort_values("l2_lambda")
+    after = mean_interval(
+        per_member, ["l2_lambda"], value="distance", confidence=confidence
+    ).sort_values("l2_lambda")
     before = per_member.groupby("l2_lambda")["initial_distance"].mean()
     fig, ax = plt.subplots(figsize=(5.2, 3.7))
     where = _lambda_axis(ax, list(after["l2_lambda"]))
     x = where(after["l2_lambda"])
-    ax.errorbar(x, after["mean"], yerr=[after["mean"] - after["lo"], after["hi"] - after["mean"]],
-                marker="o", capsize=3, label="after training")
-    ax.plot(where(before.index), before.values, linestyle="--", color="grey",
-            label="at initialisation")
+    ax.errorbar(
+        x,
+        after["mean"],
+        yerr=[after["mean"] - after["lo"], after["hi"] - after["mean"]],
+        marker="o",
+        capsize=3,
+        label="after training",
+    )
+    ax.plot(
+        where(before.index), before.values, linestyle="--", color="grey", label="at initialisation"
+    )
     ax.set_yscale("log")
-    ax.set(xlabel="penalty strength λ (log scale)",
-           ylabel="distance between task networks ‖θ₁ − θ₂‖")
+    ax.set(
+        xlabel="penalty strength λ (log scale)", ylabel="distance between task networks ‖θ₁ − θ₂‖"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     fig.tight_layout()

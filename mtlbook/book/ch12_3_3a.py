@@ -76,8 +76,9 @@ SCORE_COLUMNS = ["correlation", "model", "member", "seed", "best_epoch", "task",
 CURVE_COLUMNS = ["correlation", "model", "member", "seed", "epoch", "task", "value"]
 
 
-def paper_models(n_experts: int = 8, expert_units: int = 16, tower_units: int = 8,
-                 bottom_units: int = 113) -> dict[str, Factory]:
+def paper_models(
+    n_experts: int = 8, expert_units: int = 16, tower_units: int = 8, bottom_units: int = 113
+) -> dict[str, Factory]:
     """The three models of the MMoE paper's synthetic study, at its sizes by default.
 
     Ma et al. (KDD 2018, §5.1): 8 experts, each one ReLU layer of 16 units; towers of one
@@ -89,16 +90,23 @@ def paper_models(n_experts: int = 8, expert_units: int = 16, tower_units: int = 
         ``{"SharedBottom", "OMoE", "MMoE"}`` → ``(schema, seed) -> model`` factories, as
         :func:`restart_study` and :func:`mtlbook.analysis.runs.repeat_fits` take them.
     """
-    for name, value in (("n_experts", n_experts), ("expert_units", expert_units),
-                        ("tower_units", tower_units), ("bottom_units", bottom_units)):
+    for name, value in (
+        ("n_experts", n_experts),
+        ("expert_units", expert_units),
+        ("tower_units", tower_units),
+        ("bottom_units", bottom_units),
+    ):
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    moe: dict[str, Any] = {"n_experts": int(n_experts), "expert_units": (int(expert_units),),
-                           "tower_units": (int(tower_units),)}
+    moe: dict[str, Any] = {
+        "n_experts": int(n_experts),
+        "expert_units": (int(expert_units),),
+        "tower_units": (int(tower_units),),
+    }
     return {
         "SharedBottom": lambda schema, seed: SharedBottom(
-            schema, bottom_units=(int(bottom_units),), tower_units=(int(tower_units),),
-            seed=seed),
+            schema, bottom_units=(int(bottom_units),), tower_units=(int(tower_units),), seed=seed
+        ),
         "OMoE": lambda schema, seed: OMoE(schema, seed=seed, **moe),
         "MMoE": lambda schema, seed: MMoE(schema, seed=seed, **moe),
     }
@@ -129,8 +137,7 @@ class RestartStudy:
     populations: dict[tuple[float, str], PopulationResult] = field(repr=False)
     seconds: dict[tuple[float, str], float] = field(repr=False)
 
-    def model(self, name: str, correlation: float, member: int | str = "median"
-              ) -> MultiTaskModel:
+    def model(self, name: str, correlation: float, member: int | str = "median") -> MultiTaskModel:
         """A trained member of model ``name`` at ``correlation``.
 
         ``member`` is a member index, or ``"best"`` / ``"median"`` / ``"worst"``: the member
@@ -139,23 +146,28 @@ class RestartStudy:
         """
         key = (float(correlation), name)
         if key not in self.populations:
-            raise KeyError(f"no population for model {name!r} at correlation {correlation}; "
-                           f"the study has {sorted(self.populations)}")
+            raise KeyError(
+                f"no population for model {name!r} at correlation {correlation}; "
+                f"the study has {sorted(self.populations)}"
+            )
         population = self.populations[key]
         if isinstance(member, str):
             order = population.summary.sort_values(["best_score", "member"])["member"]
             picks = {"best": 0, "median": (len(order) - 1) // 2, "worst": len(order) - 1}
             if member not in picks:
-                raise ValueError(f"member must be an index or one of {sorted(picks)}, "
-                                 f"got {member!r}")
+                raise ValueError(
+                    f"member must be an index or one of {sorted(picks)}, got {member!r}"
+                )
             member = int(order.iloc[picks[member]])
         return population.model(member)
 
 
 def _check_correlations(correlations: Sequence[float]) -> list[float]:
     if isinstance(correlations, int | float | np.number):
-        raise TypeError(f"correlations must be a sequence such as [0.5, 0.9, 1.0], got the "
-                        f"single number {correlations!r}")
+        raise TypeError(
+            f"correlations must be a sequence such as [0.5, 0.9, 1.0], got the "
+            f"single number {correlations!r}"
+        )
     values = [float(p) for p in correlations]
     if not values:
         raise ValueError("correlations is empty")
@@ -211,18 +223,25 @@ def restart_study(
             ``n_restarts``, or a ``monitor`` other than ``"loss"``.
     """
     if not isinstance(models, Mapping) or not models:
-        raise TypeError("models must be a non-empty mapping name -> (schema, seed) -> model, "
-                        "e.g. paper_models()")
+        raise TypeError(
+            "models must be a non-empty mapping name -> (schema, seed) -> model, "
+            "e.g. paper_models()"
+        )
     not_callable = [name for name, f in models.items() if not callable(f)]
     if not_callable:
         raise TypeError(f"models {not_callable} are not factories (schema, seed) -> model")
     correlations = _check_correlations(correlations)
-    if not isinstance(n_restarts, int | np.integer) or isinstance(n_restarts, bool) \
-            or n_restarts < 1:
+    if (
+        not isinstance(n_restarts, int | np.integer)
+        or isinstance(n_restarts, bool)
+        or n_restarts < 1
+    ):
         raise ValueError(f"n_restarts must be a positive integer, got {n_restarts!r}")
     if fit_kwargs.get("monitor", "loss") != "loss":
-        raise ValueError("restart_study selects each member's epoch on the summed validation "
-                         f"loss; monitor={fit_kwargs['monitor']!r} is not supported")
+        raise ValueError(
+            "restart_study selects each member's epoch on the summed validation "
+            f"loss; monitor={fit_kwargs['monitor']!r} is not supported"
+        )
     if len(fractions) != 3:
         raise ValueError(f"fractions must be (train, valid, test), got {tuple(fractions)}")
     seeds = range(int(first_seed), int(first_seed) + int(n_restarts))
@@ -230,15 +249,20 @@ def restart_study(
     scores, curves = [], []
     data, populations, seconds = {}, {}, {}
     for p in correlations:
-        full = (make_correlated_tasks(n_samples, p, seed=data_seed) if make_data is None
-                else make_data(p))
+        full = (
+            make_correlated_tasks(n_samples, p, seed=data_seed)
+            if make_data is None
+            else make_data(p)
+        )
         if not isinstance(full, MultiTaskData):
             raise TypeError(f"make_data({p}) returned {type(full).__name__}, not MultiTaskData")
         train, valid, test = full.split(tuple(fractions), seed=data_seed)
         data[p] = (train, valid, test)
         for name, factory in models.items():
-            def make_model(seed: int, f: Factory = factory, schema: Schema = train.schema
-                           ) -> MultiTaskModel:
+
+            def make_model(
+                seed: int, f: Factory = factory, schema: Schema = train.schema
+            ) -> MultiTaskModel:
                 return f(schema, seed)
 
             result = fit_population(make_model, train, valid, seeds, **fit_kwargs)
@@ -248,8 +272,11 @@ def restart_study(
             total = loss.groupby(["member", "seed"], as_index=False)["value"].sum()
             loss = pd.concat([loss, total.assign(task="all")], ignore_index=True)
             best = result.summary.set_index("member")["best_epoch"]
-            scores.append(loss.assign(correlation=p, model=name,
-                                      best_epoch=loss["member"].map(best).to_numpy()))
+            scores.append(
+                loss.assign(
+                    correlation=p, model=name, best_epoch=loss["member"].map(best).to_numpy()
+                )
+            )
             h = result.history
             h = h[(h["split"] == "valid") & (h["metric"] == "loss")]
             curves.append(h.assign(correlation=p, model=name))
@@ -258,8 +285,7 @@ def restart_study(
     return RestartStudy(scores, curves, data, populations, seconds)
 
 
-def gate_divergence(study: RestartStudy, model: str = "MMoE", split: str = "test"
-                    ) -> pd.DataFrame:
+def gate_divergence(study: RestartStudy, model: str = "MMoE", split: str = "test") -> pd.DataFrame:
     """How differently the tasks' gates mix the experts, for every restart of ``model``.
 
     For each correlation and member, the gates of the two tasks are read on every sample of
@@ -297,20 +323,31 @@ def gate_divergence(study: RestartStudy, model: str = "MMoE", split: str = "test
                         gates.setdefault(record.gate, []).append(record.weights)
             weights = [torch.cat(w).double() for w in gates.values()]  # [n, experts] each
             if len(weights) != 2:
-                raise ValueError(f"{model} has {len(weights)} gate(s); gate_divergence needs "
-                                 "one gate for each of two tasks (MMoE)")
+                raise ValueError(
+                    f"{model} has {len(weights)} gate(s); gate_divergence needs "
+                    "one gate for each of two tasks (MMoE)"
+                )
             g1, g2 = weights
-            rows.append({"correlation": p, "member": member, "seed": seed,
-                         "sample_tv": float(0.5 * (g1 - g2).abs().sum(1).mean()),
-                         "mean_tv": float(0.5 * (g1.mean(0) - g2.mean(0)).abs().sum())})
+            rows.append(
+                {
+                    "correlation": p,
+                    "member": member,
+                    "seed": seed,
+                    "sample_tv": float(0.5 * (g1 - g2).abs().sum(1).mean()),
+                    "mean_tv": float(0.5 * (g1.mean(0) - g2.mean(0)).abs().sum()),
+                }
+            )
     if not rows:
-        raise ValueError(f"model {model!r} is not in the study; it has "
-                         f"{sorted({n for _, n in study.populations})}")
+        raise ValueError(
+            f"model {model!r} is not in the study; it has "
+            f"{sorted({n for _, n in study.populations})}"
+        )
     return pd.DataFrame(rows)
 
 
-def gate_shift(model: MultiTaskModel, data: MultiTaskData, signals: Mapping[str, np.ndarray],
-               n_bins: int = 4) -> pd.DataFrame:
+def gate_shift(
+    model: MultiTaskModel, data: MultiTaskData, signals: Mapping[str, np.ndarray], n_bins: int = 4
+) -> pd.DataFrame:
     """How far each gate's mixture moves along each of several signals of the input.
 
     The samples are cut into ``n_bins`` equal-count bins of a signal (e.g. ``w_1ᵀx``, what
@@ -344,12 +381,15 @@ def gate_shift(model: MultiTaskModel, data: MultiTaskData, signals: Mapping[str,
     for name, signal in signals.items():
         signal = np.asarray(signal, dtype=float)
         if signal.shape != (len(data),):
-            raise ValueError(f"signal {name!r} has shape {signal.shape}; need one value per "
-                             f"sample ({len(data)},)")
+            raise ValueError(
+                f"signal {name!r} has shape {signal.shape}; need one value per "
+                f"sample ({len(data)},)"
+            )
         bins = pd.qcut(signal, n_bins, labels=False, duplicates="drop")
         weights = gate_weights(model, data, by=np.asarray(bins))
-        means = weights.pivot_table(index=["gate", "group"], columns="expert", values="mean",
-                                    sort=False)
+        means = weights.pivot_table(
+            index=["gate", "group"], columns="expert", values="mean", sort=False
+        )
         for gate in dict.fromkeys(weights["gate"]):
             g = means.loc[gate]
             tv = 0.5 * float(np.abs(g.loc[g.index.min()] - g.loc[g.index.max()]).sum())
@@ -360,16 +400,19 @@ def gate_shift(model: MultiTaskModel, data: MultiTaskData, signals: Mapping[str,
 def _pick_task(frame: pd.DataFrame, task: str) -> pd.DataFrame:
     missing = [c for c in ("correlation", "model", "task", "value") if c not in frame.columns]
     if missing:
-        raise ValueError(f"expected RestartStudy.scores or .curves, column(s) {missing} are "
-                         "missing")
+        raise ValueError(
+            f"expected RestartStudy.scores or .curves, column(s) {missing} are missing"
+        )
     if task not in set(frame["task"]):
-        raise ValueError(f"task {task!r} not in the results; tasks are "
-                         f"{sorted(set(frame['task']))}")
+        raise ValueError(
+            f"task {task!r} not in the results; tasks are {sorted(set(frame['task']))}"
+        )
     return frame[frame["task"] == task]
 
 
-def restart_summary(scores: pd.DataFrame, task: str = "task1", *, bad_ratio: float = 1.5,
-                    confidence: float = 0.95) -> pd.DataFrame:
+def restart_summary(
+    scores: pd.DataFrame, task: str = "task1", *, bad_ratio: float = 1.5, confidence: float = 0.95
+) -> pd.DataFrame:
     """The test losses of the restarts per correlation and model, in one row each.
 
     Args:
@@ -390,17 +433,35 @@ def restart_summary(scores: pd.DataFrame, task: str = "task1", *, bad_ratio: flo
     keys = ["correlation", "model"]
     out = mean_interval(frame, keys, confidence=confidence)
     grouped = frame.groupby(keys, sort=False)["value"]
-    stats = grouped.agg(median="median", min="min",
-                        q05=lambda v: v.quantile(0.05), q95=lambda v: v.quantile(0.95))
+    stats = grouped.agg(
+        median="median", min="min", q05=lambda v: v.quantile(0.05), q95=lambda v: v.quantile(0.95)
+    )
     out = out.merge(stats.reset_index(), on=keys)
     out["range90"] = out["q95"] - out["q05"]
     out["bad_threshold"] = bad_ratio * out.groupby("correlation")["median"].transform("min")
     threshold = frame.merge(out[[*keys, "bad_threshold"]], on=keys)
-    bad = (threshold["value"] > threshold["bad_threshold"]).groupby(
-        [threshold[k] for k in keys]).mean().rename("bad_share")
+    bad = (
+        (threshold["value"] > threshold["bad_threshold"])
+        .groupby([threshold[k] for k in keys])
+        .mean()
+        .rename("bad_share")
+    )
     out = out.merge(bad.reset_index(), on=keys)
-    columns = [*keys, "n", "mean", "lo", "hi", "std", "median", "min", "q05", "q95", "range90",
-               "bad_threshold", "bad_share"]
+    columns = [
+        *keys,
+        "n",
+        "mean",
+        "lo",
+        "hi",
+        "std",
+        "median",
+        "min",
+        "q05",
+        "q95",
+        "range90",
+        "bad_threshold",
+        "bad_share",
+    ]
     return out[columns]
 
 
@@ -412,7 +473,7 @@ def _difference(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float,
     se = np.sqrt(va + vb)
     if se == 0:
         return float(diff), float(diff), float(diff)
-    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = sps.t.ppf(0.5 + confidence / 2, dof) * se
     return float(diff), float(diff - half), float(diff + half)
 
@@ -427,10 +488,15 @@ def _agrees(lo: float, hi: float, expected: str) -> str:
     return {"positive": "yes", "negative": "no (opposite)", "inconclusive": "unclear"}[found]
 
 
-def compare_with_paper(scores: pd.DataFrame, task: str = "task1", *,
-                       single_gate: str = "OMoE", multi_gate: str = "MMoE",
-                       shared_bottom: str = "SharedBottom", confidence: float = 0.95
-                       ) -> pd.DataFrame:
+def compare_with_paper(
+    scores: pd.DataFrame,
+    task: str = "task1",
+    *,
+    single_gate: str = "OMoE",
+    multi_gate: str = "MMoE",
+    shared_bottom: str = "SharedBottom",
+    confidence: float = 0.95,
+) -> pd.DataFrame:
     """The MMoE paper's claims about its synthetic study, each checked on our restarts.
 
     Every row is one testable statement with our number, its interval where one applies,
@@ -462,16 +528,18 @@ def compare_with_paper(scores: pd.DataFrame, task: str = "task1", *,
     models = set(frame["model"])
     missing = {shared_bottom, single_gate, multi_gate} - models
     if missing:
-        raise ValueError(f"compare_with_paper needs models {sorted(missing)}; the scores have "
-                         f"{sorted(models)}")
+        raise ValueError(
+            f"compare_with_paper needs models {sorted(missing)}; the scores have {sorted(models)}"
+        )
     correlations = sorted(set(frame["correlation"]))
     if len(correlations) < 2:
         raise ValueError("compare_with_paper needs at least two correlations")
     low, high = correlations[0], correlations[-1]
 
     def values(model: str, p: float) -> np.ndarray:
-        return frame.loc[(frame["model"] == model) & (frame["correlation"] == p),
-                         "value"].to_numpy()
+        return frame.loc[
+            (frame["model"] == model) & (frame["correlation"] == p), "value"
+        ].to_numpy()
 
     rows = []
     drops = {}
@@ -479,43 +547,103 @@ def compare_with_paper(scores: pd.DataFrame, task: str = "task1", *,
         a, b = values(model, low), values(model, high)
         diff, lo, hi = _difference(a, b, confidence)
         drops[model] = (diff, a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-        rows.append(("Fig. 4", f"{model}: mean loss at p={low:g} minus at p={high:g} > 0",
-                     diff, lo, hi, _agrees(lo, hi, "positive")))
+        rows.append(
+            (
+                "Fig. 4",
+                f"{model}: mean loss at p={low:g} minus at p={high:g} > 0",
+                diff,
+                lo,
+                hi,
+                _agrees(lo, hi, "positive"),
+            )
+        )
     z = sps.norm.ppf(0.5 + confidence / 2)
     for other in (single_gate, shared_bottom):
         value = abs(drops[other][0]) - abs(drops[multi_gate][0])
         half = z * np.sqrt(drops[other][1] + drops[multi_gate][1])
-        rows.append(("Fig. 4", f"{multi_gate} less sensitive to p than {other} "
-                     f"(|change of {other}| − |change of {multi_gate}| > 0)", value,
-                     value - half, value + half, _agrees(value - half, value + half,
-                                                          "positive")))
+        rows.append(
+            (
+                "Fig. 4",
+                f"{multi_gate} less sensitive to p than {other} "
+                f"(|change of {other}| − |change of {multi_gate}| > 0)",
+                value,
+                value - half,
+                value + half,
+                _agrees(value - half, value + half, "positive"),
+            )
+        )
     for p in correlations:
         for model in (single_gate, multi_gate):
             diff, lo, hi = _difference(values(shared_bottom, p), values(model, p), confidence)
-            rows.append(("Fig. 4", f"p={p:g}: {model} beats {shared_bottom} "
-                         f"(mean {shared_bottom} − {model} > 0)", diff, lo, hi,
-                         _agrees(lo, hi, "positive")))
+            rows.append(
+                (
+                    "Fig. 4",
+                    f"p={p:g}: {model} beats {shared_bottom} (mean {shared_bottom} − {model} > 0)",
+                    diff,
+                    lo,
+                    hi,
+                    _agrees(lo, hi, "positive"),
+                )
+            )
     diff, lo, hi = _difference(values(single_gate, high), values(multi_gate, high), confidence)
-    rows.append(("Fig. 4", f"p={high:g}: {single_gate} ≈ {multi_gate} (difference ≈ 0)",
-                 diff, lo, hi, _agrees(lo, hi, "zero")))
+    rows.append(
+        (
+            "Fig. 4",
+            f"p={high:g}: {single_gate} ≈ {multi_gate} (difference ≈ 0)",
+            diff,
+            lo,
+            hi,
+            _agrees(lo, hi, "zero"),
+        )
+    )
     diff, lo, hi = _difference(values(single_gate, low), values(multi_gate, low), confidence)
-    rows.append(("Fig. 4", f"p={low:g}: {multi_gate} beats {single_gate} "
-                 f"(mean {single_gate} − {multi_gate} > 0)", diff, lo, hi,
-                 _agrees(lo, hi, "positive")))
+    rows.append(
+        (
+            "Fig. 4",
+            f"p={low:g}: {multi_gate} beats {single_gate} (mean {single_gate} − {multi_gate} > 0)",
+            diff,
+            lo,
+            hi,
+            _agrees(lo, hi, "positive"),
+        )
+    )
     for p in correlations:
         sd = {m: values(m, p).std(ddof=1) for m in (shared_bottom, single_gate, multi_gate)}
         wider = sd[shared_bottom] > max(sd[single_gate], sd[multi_gate])
-        rows.append(("Fig. 5", f"p={p:g}: std of {shared_bottom} / largest std of the "
-                     "mixtures > 1", sd[shared_bottom] / max(sd[single_gate], sd[multi_gate]),
-                     np.nan, np.nan, "yes" if wider else "no"))
-    growth = {m: values(m, low).std(ddof=1) / values(m, high).std(ddof=1)
-              for m in (single_gate, multi_gate)}
-    rows.append(("Fig. 5", f"{single_gate}: std at p={low:g} / std at p={high:g} > 1",
-                 growth[single_gate], np.nan, np.nan,
-                 "yes" if growth[single_gate] > 1 else "no"))
-    rows.append(("Fig. 5", f"{single_gate}'s spread grows more than {multi_gate}'s "
-                 f"(ratio of the two ratios > 1)", growth[single_gate] / growth[multi_gate],
-                 np.nan, np.nan, "yes" if growth[single_gate] > growth[multi_gate] else "no"))
+        rows.append(
+            (
+                "Fig. 5",
+                f"p={p:g}: std of {shared_bottom} / largest std of the mixtures > 1",
+                sd[shared_bottom] / max(sd[single_gate], sd[multi_gate]),
+                np.nan,
+                np.nan,
+                "yes" if wider else "no",
+            )
+        )
+    growth = {
+        m: values(m, low).std(ddof=1) / values(m, high).std(ddof=1)
+        for m in (single_gate, multi_gate)
+    }
+    rows.append(
+        (
+            "Fig. 5",
+            f"{single_gate}: std at p={low:g} / std at p={high:g} > 1",
+            growth[single_gate],
+            np.nan,
+            np.nan,
+            "yes" if growth[single_gate] > 1 else "no",
+        )
+    )
+    rows.append(
+        (
+            "Fig. 5",
+            f"{single_gate}'s spread grows more than {multi_gate}'s (ratio of the two ratios > 1)",
+            growth[single_gate] / growth[multi_gate],
+            np.nan,
+            np.nan,
+            "yes" if growth[single_gate] > growth[multi_gate] else "no",
+        )
+    )
     return pd.DataFrame(rows, columns=["figure", "claim", "value", "lo", "hi", "verdict"])
 
 
@@ -523,8 +651,9 @@ def _orders(frame: pd.DataFrame) -> tuple[list[str], list[float]]:
     return list(dict.fromkeys(frame["model"])), sorted(set(frame["correlation"]))
 
 
-def plot_restart_curves(curves: pd.DataFrame, task: str = "task1",
-                        confidence: float = 0.95) -> plt.Figure:
+def plot_restart_curves(
+    curves: pd.DataFrame, task: str = "task1", confidence: float = 0.95
+) -> plt.Figure:
     """Validation loss over epochs, the mean over restarts with its interval: one panel per
     model, one line per correlation (how the paper's Fig. 4 is laid out).
 
@@ -536,27 +665,28 @@ def plot_restart_curves(curves: pd.DataFrame, task: str = "task1",
     frame = _pick_task(curves, task)
     models, correlations = _orders(frame)
     stats = mean_interval(frame, ["model", "correlation", "epoch"], confidence=confidence)
-    palette = dict(zip(correlations, sns.color_palette("viridis", len(correlations)),
-                       strict=True))
-    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models) + 0.8, 3.4),
-                             sharey=True, squeeze=False)
+    palette = dict(zip(correlations, sns.color_palette("viridis", len(correlations)), strict=True))
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(3.6 * len(models) + 0.8, 3.4), sharey=True, squeeze=False
+    )
     for ax, model in zip(axes[0], models, strict=True):
         for p in correlations:
             s = stats[(stats["model"] == model) & (stats["correlation"] == p)]
             s = s.sort_values("epoch")
             ax.plot(s["epoch"], s["mean"], color=palette[p], label=f"p = {p:g}")
-            ax.fill_between(s["epoch"], s["lo"], s["hi"], color=palette[p], alpha=0.25,
-                            linewidth=0)
+            ax.fill_between(s["epoch"], s["lo"], s["hi"], color=palette[p], alpha=0.25, linewidth=0)
         ax.set(title=model, xlabel="epoch", yscale="log")
-    axes[0][0].set_ylabel(f"validation MSE of {task}" if task != "all"
-                          else "validation loss (sum of tasks)")
+    axes[0][0].set_ylabel(
+        f"validation MSE of {task}" if task != "all" else "validation loss (sum of tasks)"
+    )
     axes[0][-1].legend(title="correlation", fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def plot_restart_distributions(scores: pd.DataFrame, task: str = "task1",
-                               kind: str = "ecdf", bad_ratio: float = 1.5) -> plt.Figure:
+def plot_restart_distributions(
+    scores: pd.DataFrame, task: str = "task1", kind: str = "ecdf", bad_ratio: float = 1.5
+) -> plt.Figure:
     """The distribution of the restarts' test losses, one panel per correlation.
 
     ``kind="ecdf"`` overlays the models' empirical distribution functions; ``"hist"`` draws
@@ -574,10 +704,14 @@ def plot_restart_distributions(scores: pd.DataFrame, task: str = "task1",
     label = f"test MSE of {task}" if task != "all" else "test loss (sum of tasks)"
     rows = 1 if kind == "ecdf" else len(models)
     height = 3.2 if kind == "ecdf" else 1.7 * rows + 0.9
-    fig, axes = plt.subplots(rows, len(correlations),
-                             figsize=(3.6 * len(correlations) + 0.6, height),
-                             sharex=True, sharey=True if kind == "ecdf" else "row",
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows,
+        len(correlations),
+        figsize=(3.6 * len(correlations) + 0.6, height),
+        sharex=True,
+        sharey=True if kind == "ecdf" else "row",
+        squeeze=False,
+    )
     bins = np.geomspace(lo, hi, 40)
     for j, p in enumerate(correlations):
         at_p = frame[frame["correlation"] == p]

@@ -44,10 +44,16 @@ __all__ = [
 # ---------------------------------------------------------------------------- model line-up
 
 
-def matched_lineup(schema: Schema, *, n_shared_experts: int = 2, n_task_experts: int = 1,
-                   expert_units: int = 16, tower_units: Sequence[int] = (8,),
-                   n_levels: int = 2, single_second_layer: int = 8
-                   ) -> tuple[dict[str, Any], pd.DataFrame]:
+def matched_lineup(
+    schema: Schema,
+    *,
+    n_shared_experts: int = 2,
+    n_task_experts: int = 1,
+    expert_units: int = 16,
+    tower_units: Sequence[int] = (8,),
+    n_levels: int = 2,
+    single_second_layer: int = 8,
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Single-task, Shared-Bottom, MMoE, CGC and PLE of (about) the same size.
 
     The reference is ``CGC(n_shared_experts, n_task_experts, expert_units)``. MMoE gets the
@@ -84,39 +90,62 @@ def matched_lineup(schema: Schema, *, n_shared_experts: int = 2, n_task_experts:
     if not isinstance(schema, Schema):
         raise TypeError(f"schema must be a data schema (data.schema), got {type(schema).__name__}")
     if len(schema.tasks) < 2:
-        raise ValueError(f"a multi-task line-up needs at least two tasks, the schema has "
-                         f"{len(schema.tasks)}")
-    for name, value, least in (("n_task_experts", n_task_experts, 1),
-                               ("n_shared_experts", n_shared_experts, 1),
-                               ("expert_units", expert_units, 1), ("n_levels", n_levels, 2),
-                               ("single_second_layer", single_second_layer, 1)):
+        raise ValueError(
+            f"a multi-task line-up needs at least two tasks, the schema has {len(schema.tasks)}"
+        )
+    for name, value, least in (
+        ("n_task_experts", n_task_experts, 1),
+        ("n_shared_experts", n_shared_experts, 1),
+        ("expert_units", expert_units, 1),
+        ("n_levels", n_levels, 2),
+        ("single_second_layer", single_second_layer, 1),
+    ):
         if not isinstance(value, int | np.integer) or value < least:
             raise ValueError(f"{name} must be an integer ≥ {least}, got {value!r}")
     towers = tuple(tower_units)
     experts = (int(expert_units),)
     n_experts = len(schema.tasks) * n_task_experts + n_shared_experts
-    cgc = model_factory(CGC, n_shared_experts=n_shared_experts, n_task_experts=n_task_experts,
-                        expert_units=experts, tower_units=towers)
+    cgc = model_factory(
+        CGC,
+        n_shared_experts=n_shared_experts,
+        n_task_experts=n_task_experts,
+        expert_units=experts,
+        tower_units=towers,
+    )
     target = count_parameters(cgc(schema, 0))
+
     def single(width: int) -> SingleTask:  # one network per task, counted together
         return SingleTask(schema, hidden_units=(width, single_second_layer), seed=0)
 
     w_single = match_width(single, target)
-    w_bottom = match_width(lambda w: SharedBottom(schema, bottom_units=(w,), tower_units=towers,
-                                                  seed=0), target)
-    w_ple = match_width(lambda w: PLE(schema, n_levels=n_levels,
-                                      n_shared_experts=n_shared_experts,
-                                      n_task_experts=n_task_experts, expert_units=(w,),
-                                      tower_units=towers, seed=0), target)
+    w_bottom = match_width(
+        lambda w: SharedBottom(schema, bottom_units=(w,), tower_units=towers, seed=0), target
+    )
+    w_ple = match_width(
+        lambda w: PLE(
+            schema,
+            n_levels=n_levels,
+            n_shared_experts=n_shared_experts,
+            n_task_experts=n_task_experts,
+            expert_units=(w,),
+            tower_units=towers,
+            seed=0,
+        ),
+        target,
+    )
     models: dict[str, Any] = {
         "single": PerTask(model_factory(SingleTask, hidden_units=(w_single, single_second_layer))),
         "SharedBottom": model_factory(SharedBottom, bottom_units=(w_bottom,), tower_units=towers),
-        "MMoE": model_factory(MMoE, n_experts=n_experts, expert_units=experts,
-                              tower_units=towers),
+        "MMoE": model_factory(MMoE, n_experts=n_experts, expert_units=experts, tower_units=towers),
         "CGC": cgc,
-        "PLE": model_factory(PLE, n_levels=n_levels, n_shared_experts=n_shared_experts,
-                             n_task_experts=n_task_experts, expert_units=(w_ple,),
-                             tower_units=towers),
+        "PLE": model_factory(
+            PLE,
+            n_levels=n_levels,
+            n_shared_experts=n_shared_experts,
+            n_task_experts=n_task_experts,
+            expert_units=(w_ple,),
+            tower_units=towers,
+        ),
     }
     settings = {
         "single": f"2 networks, hidden ({w_single}, {single_second_layer})",
@@ -124,7 +153,7 @@ def matched_lineup(schema: Schema, *, n_shared_experts: int = 2, n_task_experts:
         "MMoE": f"{n_experts} experts × {expert_units} units",
         "CGC": f"{n_task_experts} per task + {n_shared_experts} shared × {expert_units} units",
         "PLE": f"{n_levels} levels × ({n_task_experts} per task + {n_shared_experts} shared) "
-               f"× {w_ple} units",
+        f"× {w_ple} units",
     }
     rows = []
     for name, spec in models.items():
@@ -156,14 +185,25 @@ def parameter_table(models: Mapping[str, MultiTaskModel]) -> pd.DataFrame:
     rows = []
     for name, model in models.items():
         if not isinstance(model, MultiTaskModel):
-            raise TypeError(f"model {name!r} must be a MultiTaskModel, got "
-                            f"{type(model).__name__}; build it first, e.g. CGC(data.schema)")
+            raise TypeError(
+                f"model {name!r} must be a MultiTaskModel, got "
+                f"{type(model).__name__}; build it first, e.g. CGC(data.schema)"
+            )
         total = count_parameters(model)
-        shared = sum(p.numel() for p in {id(p): p for p in model.shared_parameters()}.values()
-                     if p.requires_grad)
-        rows.append({"model": name, "parameters": total, "shared": shared,
-                     "task_specific": total - shared,
-                     "shared_fraction": shared / total if total else np.nan})
+        shared = sum(
+            p.numel()
+            for p in {id(p): p for p in model.shared_parameters()}.values()
+            if p.requires_grad
+        )
+        rows.append(
+            {
+                "model": name,
+                "parameters": total,
+                "shared": shared,
+                "task_specific": total - shared,
+                "shared_fraction": shared / total if total else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -203,14 +243,24 @@ def gate_split(weights: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"not a gate_weights() frame: column(s) {missing} are missing")
     extra = [c for c in weights.columns if c not in (*needed, "n", "std")]
     if extra:
-        raise ValueError(f"gate_split needs an ungrouped gate_weights() frame; this one has "
-                         f"the extra column(s) {extra} (pass one group's rows)")
-    w = weights.assign(part=np.where(weights["expert_kind"] == "shared", "shared",
-                                     np.where(weights["expert_kind"] == weights["gate"], "own",
-                                              "other_tasks")))
-    out = (w.pivot_table(index=["level", "gate"], columns="part", values="mean", aggfunc="sum",
-                         sort=False)
-           .reindex(columns=["own", "shared", "other_tasks"]).reset_index())
+        raise ValueError(
+            f"gate_split needs an ungrouped gate_weights() frame; this one has "
+            f"the extra column(s) {extra} (pass one group's rows)"
+        )
+    w = weights.assign(
+        part=np.where(
+            weights["expert_kind"] == "shared",
+            "shared",
+            np.where(weights["expert_kind"] == weights["gate"], "own", "other_tasks"),
+        )
+    )
+    out = (
+        w.pivot_table(
+            index=["level", "gate"], columns="part", values="mean", aggfunc="sum", sort=False
+        )
+        .reindex(columns=["own", "shared", "other_tasks"])
+        .reset_index()
+    )
     out.columns.name = None
     out[["shared", "other_tasks"]] = out[["shared", "other_tasks"]].fillna(0.0)
     is_shared_gate = out["gate"] == "shared"
@@ -234,8 +284,9 @@ def _seesaw_class(gains: Sequence[float]) -> str:
     return "seesaw"
 
 
-def seesaw_verdicts(frame: pd.DataFrame, baseline: str = "single",
-                    confidence: float = 0.95) -> pd.DataFrame:
+def seesaw_verdicts(
+    frame: pd.DataFrame, baseline: str = "single", confidence: float = 0.95
+) -> pd.DataFrame:
     """Paired gains of every configuration over ``baseline`` per task, and a verdict.
 
     The gain (in %, positive = better, for MSE and AUC alike) is paired by seed and averaged,
@@ -276,8 +327,7 @@ def seesaw_verdicts(frame: pd.DataFrame, baseline: str = "single",
     if baseline not in configs:
         raise ValueError(f"baseline {baseline!r} is not a configuration; they are {configs}")
     tasks = list(dict.fromkeys(frame["task"]))
-    rows = frame.assign(model=frame["configuration"])[["model", "seed", "task", "metric",
-                                                       "value"]]
+    rows = frame.assign(model=frame["configuration"])[["model", "seed", "task", "metric", "value"]]
     gains = mtl_gain(rows, baseline, confidence=confidence)
     out = pd.DataFrame({"configuration": [c for c in configs if c != baseline]})
     for task in tasks:
@@ -285,10 +335,11 @@ def seesaw_verdicts(frame: pd.DataFrame, baseline: str = "single",
         out[f"{task}_gain"] = g["mean"].to_numpy()
         out[f"{task}_lo"] = g["lo"].to_numpy()
         out[f"{task}_hi"] = g["hi"].to_numpy()
-    out["verdict"] = [_seesaw_class([row[f"{t}_gain"] for t in tasks])
-                      for _, row in out.iterrows()]
-    out["significant"] = [sum(verdict(row[f"{t}_lo"], row[f"{t}_hi"]) != "inconclusive"
-                              for t in tasks) for _, row in out.iterrows()]
+    out["verdict"] = [_seesaw_class([row[f"{t}_gain"] for t in tasks]) for _, row in out.iterrows()]
+    out["significant"] = [
+        sum(verdict(row[f"{t}_lo"], row[f"{t}_hi"]) != "inconclusive" for t in tasks)
+        for _, row in out.iterrows()
+    ]
     return out
 
 
@@ -321,8 +372,9 @@ class CorrelatedSetting:
 
     def make_data(self, seed: int) -> MultiTaskData:
         """The data of one seed (a fresh draw per seed)."""
-        return make_correlated_tasks(self.n_samples, self.correlation,
-                                     n_features=self.n_features, seed=seed)
+        return make_correlated_tasks(
+            self.n_samples, self.correlation, n_features=self.n_features, seed=seed
+        )
 
     def transform_train(self, train: MultiTaskData, seed: int) -> MultiTaskData:
         """Thin the sparse task's training labels (identity when ``label_fraction`` is 1)."""
@@ -333,14 +385,20 @@ class CorrelatedSetting:
     def seesaw(self, models: Mapping[str, Any], seeds: Any, **kwargs: Any) -> pd.DataFrame:
         """:func:`~mtlbook.analysis.seesaw.seesaw` on this setting (``kwargs``: split, fit
         options)."""
-        return seesaw(models, self.make_data, seeds=seeds, transform_train=self.transform_train,
-                      **kwargs)
+        return seesaw(
+            models, self.make_data, seeds=seeds, transform_train=self.transform_train, **kwargs
+        )
 
 
-def choose_setting(settings: Mapping[str, CorrelatedSetting], models: Mapping[str, Any],
-                   seeds: Any, *, baseline: str = "single",
-                   judged: Sequence[str] = ("SharedBottom",), **fit_kwargs: Any
-                   ) -> tuple[str, pd.DataFrame]:
+def choose_setting(
+    settings: Mapping[str, CorrelatedSetting],
+    models: Mapping[str, Any],
+    seeds: Any,
+    *,
+    baseline: str = "single",
+    judged: Sequence[str] = ("SharedBottom",),
+    **fit_kwargs: Any,
+) -> tuple[str, pd.DataFrame]:
     """Run every candidate setting on the **validation** split and pick one with a seesaw.
 
     Only the ``baseline`` and the ``judged`` models (by default Shared-Bottom, the model in
@@ -377,8 +435,9 @@ def choose_setting(settings: Mapping[str, CorrelatedSetting], models: Mapping[st
     tables = []
     for name, setting in settings.items():
         if not isinstance(setting, CorrelatedSetting):
-            raise TypeError(f"setting {name!r} must be a CorrelatedSetting, got "
-                            f"{type(setting).__name__}")
+            raise TypeError(
+                f"setting {name!r} must be a CorrelatedSetting, got {type(setting).__name__}"
+            )
         frame = setting.seesaw(subset, seeds, baseline=baseline, split="valid", **fit_kwargs)
         tables.append(seesaw_verdicts(frame, baseline).assign(setting=name))
     table = pd.concat(tables, ignore_index=True)
@@ -387,6 +446,9 @@ def choose_setting(settings: Mapping[str, CorrelatedSetting], models: Mapping[st
     table["score"] = np.where(table["verdict"] == "seesaw", closest, -closest)
     chosen = str(table.groupby("setting", sort=False)["score"].max().idxmax())
     table["chosen"] = table["setting"] == chosen
-    columns = ["setting", "configuration", *[c for c in table.columns
-                                             if c not in ("setting", "configuration")]]
+    columns = [
+        "setting",
+        "configuration",
+        *[c for c in table.columns if c not in ("setting", "configuration")],
+    ]
     return chosen, table[columns]

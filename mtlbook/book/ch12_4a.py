@@ -75,8 +75,9 @@ _OFFSET = 1_000_000
 
 
 @torch.no_grad()
-def initial_losses(model: MultiTaskModel, data: MultiTaskData, max_rows: int = 20_000,
-                   seed: int = 0) -> dict[str, float]:
+def initial_losses(
+    model: MultiTaskModel, data: MultiTaskData, max_rows: int = 20_000, seed: int = 0
+) -> dict[str, float]:
     """Each task's mean loss (log-loss or MSE) at the model's current weights.
 
     Computed in evaluation mode on ``data`` (a random sample of ``max_rows`` rows drawn with
@@ -96,8 +97,9 @@ def initial_losses(model: MultiTaskModel, data: MultiTaskData, max_rows: int = 2
     if not isinstance(data, MultiTaskData):
         raise TypeError(f"expected a MultiTaskData, got {type(data).__name__}")
     if data.schema.tasks != model.schema.tasks:
-        raise ValueError(f"the data's tasks {list(data.task_names)} are not the model's "
-                         f"{list(model.task_names)}")
+        raise ValueError(
+            f"the data's tasks {list(data.task_names)} are not the model's {list(model.task_names)}"
+        )
     if len(data) > max_rows:
         rows = np.sort(np.random.default_rng(seed).choice(len(data), max_rows, replace=False))
         data = data.subset(rows)
@@ -134,10 +136,14 @@ def inverse_loss_weights(losses: Mapping[str, float]) -> dict[str, float]:
     return {k: v * scale for k, v in inverse.items()}
 
 
-def transfer_by_weighting(baseline_raw: pd.DataFrame, mtl_raw: pd.DataFrame,
-                          metrics: Mapping[str, str] | None = None, model: str | None = None,
-                          baseline: str | None = None, confidence: float = 0.95
-                          ) -> pd.DataFrame:
+def transfer_by_weighting(
+    baseline_raw: pd.DataFrame,
+    mtl_raw: pd.DataFrame,
+    metrics: Mapping[str, str] | None = None,
+    model: str | None = None,
+    baseline: str | None = None,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
     """Negative-transfer verdicts of a multi-task model under each of its weightings.
 
     The baseline (single-task models: nothing to weight) is trained once; the multi-task
@@ -166,20 +172,26 @@ def transfer_by_weighting(baseline_raw: pd.DataFrame, mtl_raw: pd.DataFrame,
             raise ValueError(f"{what} has no model {name!r}; it has {names}")
         return name
 
-    model, baseline = only(mtl_raw, model, "mtl_raw"), only(baseline_raw, baseline,
-                                                          "baseline_raw")
+    model, baseline = only(mtl_raw, model, "mtl_raw"), only(baseline_raw, baseline, "baseline_raw")
     base = baseline_raw[baseline_raw["model"] == baseline]
     frames = []
     for weighting, rows in mtl_raw[mtl_raw["model"] == model].groupby("weighting", sort=False):
         pair = pd.concat([base.assign(weighting=weighting), rows], ignore_index=True)
-        frames.append(summarise_transfer(pair, model, baseline, metrics=None if metrics is None
-                                         else dict(metrics), confidence=confidence)
-                      .assign(weighting=weighting))
+        frames.append(
+            summarise_transfer(
+                pair,
+                model,
+                baseline,
+                metrics=None if metrics is None else dict(metrics),
+                confidence=confidence,
+            ).assign(weighting=weighting)
+        )
     return pd.concat(frames, ignore_index=True)
 
 
-def weight_frame(histories: Mapping[tuple[str, str, int], pd.DataFrame] | pd.DataFrame
-                 ) -> pd.DataFrame:
+def weight_frame(
+    histories: Mapping[tuple[str, str, int], pd.DataFrame] | pd.DataFrame,
+) -> pd.DataFrame:
     """The per-epoch task weights of fit histories as one tidy frame.
 
     Args:
@@ -196,17 +208,26 @@ def weight_frame(histories: Mapping[tuple[str, str, int], pd.DataFrame] | pd.Dat
     frames = []
     for (model, weighting, seed), history in histories.items():
         rows = history[(history["split"] == "train") & (history["metric"] == "weight")]
-        frames.append(pd.DataFrame({"model": model, "weighting": weighting, "seed": seed,
-                                    "epoch": rows["epoch"].to_numpy(),
-                                    "task": rows["task"].to_numpy(),
-                                    "weight": rows["value"].to_numpy()}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": model,
+                    "weighting": weighting,
+                    "seed": seed,
+                    "epoch": rows["epoch"].to_numpy(),
+                    "task": rows["task"].to_numpy(),
+                    "weight": rows["value"].to_numpy(),
+                }
+            )
+        )
     if not frames:
         raise ValueError("no history given")
     return pd.concat(frames, ignore_index=True)
 
 
-def plot_weight_history(weights: pd.DataFrame, weightings: Sequence[str] | None = None,
-                        col_wrap: int = 4) -> plt.Figure:
+def plot_weight_history(
+    weights: pd.DataFrame, weightings: Sequence[str] | None = None, col_wrap: int = 4
+) -> plt.Figure:
     """Task weights against the epoch, one panel per strategy (log scale), one line per task
     (mean over seeds, with their range shaded when there are several).
 
@@ -220,27 +241,41 @@ def plot_weight_history(weights: pd.DataFrame, weightings: Sequence[str] | None 
     names = list(dict.fromkeys(weights["weighting"])) if weightings is None else list(weightings)
     unknown = sorted(set(names) - set(weights["weighting"]))
     if unknown:
-        raise ValueError(f"no weights recorded for {unknown}; have "
-                         f"{sorted(set(weights['weighting']))}")
+        raise ValueError(
+            f"no weights recorded for {unknown}; have {sorted(set(weights['weighting']))}"
+        )
     tasks = list(dict.fromkeys(weights["task"]))
     palette = dict(zip(tasks, sns.color_palette("colorblind", len(tasks)), strict=True))
     n_cols = min(col_wrap, len(names))
     n_rows = -(-len(names) // n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.3 * n_cols, 2.7 * n_rows),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(3.3 * n_cols, 2.7 * n_rows), squeeze=False, sharex=True
+    )
     for ax, name in zip(axes.flat, names, strict=False):
         rows = weights[weights["weighting"] == name]
         for task in tasks:
             g = rows[rows["task"] == task].groupby("epoch")["weight"]
             mean, lo, hi = g.mean(), g.min(), g.max()
-            ax.plot(mean.index, mean.to_numpy(), marker="o", markersize=3, color=palette[task],
-                    label=task)
+            ax.plot(
+                mean.index,
+                mean.to_numpy(),
+                marker="o",
+                markersize=3,
+                color=palette[task],
+                label=task,
+            )
             if rows["seed"].nunique() > 1:
-                ax.fill_between(mean.index, lo.to_numpy(), hi.to_numpy(), color=palette[task],
-                                alpha=0.2, linewidth=0)
+                ax.fill_between(
+                    mean.index,
+                    lo.to_numpy(),
+                    hi.to_numpy(),
+                    color=palette[task],
+                    alpha=0.2,
+                    linewidth=0,
+                )
         ax.set(yscale="log", title=name, xlabel="epoch")
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
     for row in axes:
         row[0].set_ylabel("task weight")
@@ -249,10 +284,14 @@ def plot_weight_history(weights: pd.DataFrame, weightings: Sequence[str] | None 
     return fig
 
 
-def plot_metric_history(histories: Mapping[tuple[str, str, int], pd.DataFrame], task: str,
-                        metric: str, weightings: Sequence[str] | None = None,
-                        reference: float | None = None, ax: plt.Axes | None = None
-                        ) -> Figure | SubFigure:
+def plot_metric_history(
+    histories: Mapping[tuple[str, str, int], pd.DataFrame],
+    task: str,
+    metric: str,
+    weightings: Sequence[str] | None = None,
+    reference: float | None = None,
+    ax: plt.Axes | None = None,
+) -> Figure | SubFigure:
     """A validation metric against the epoch for several strategies (mean over the recorded
     seeds, their range shaded), with an optional horizontal reference line (e.g. the
     single-task model's test value).
@@ -264,8 +303,12 @@ def plot_metric_history(histories: Mapping[tuple[str, str, int], pd.DataFrame], 
         reference: the value of the reference line (``None``: none).
         ax: axes to draw on (default: a new figure).
     """
-    frames = [h[(h["split"] == "valid") & (h["task"] == task) & (h["metric"] == metric)]
-              .assign(weighting=w, seed=s) for (_, w, s), h in histories.items()]
+    frames = [
+        h[(h["split"] == "valid") & (h["task"] == task) & (h["metric"] == metric)].assign(
+            weighting=w, seed=s
+        )
+        for (_, w, s), h in histories.items()
+    ]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if rows.empty:
         raise ValueError(f"no validation rows for {task}:{metric} in the histories")
@@ -279,10 +322,17 @@ def plot_metric_history(histories: Mapping[tuple[str, str, int], pd.DataFrame], 
     for name in names:
         g = rows[rows["weighting"] == name].groupby("epoch")["value"]
         mean = g.mean()
-        ax.plot(mean.index, mean.to_numpy(), marker="o", markersize=3, color=palette[name],
-                label=name)
-        ax.fill_between(mean.index, g.min().to_numpy(), g.max().to_numpy(),
-                        color=palette[name], alpha=0.15, linewidth=0)
+        ax.plot(
+            mean.index, mean.to_numpy(), marker="o", markersize=3, color=palette[name], label=name
+        )
+        ax.fill_between(
+            mean.index,
+            g.min().to_numpy(),
+            g.max().to_numpy(),
+            color=palette[name],
+            alpha=0.15,
+            linewidth=0,
+        )
     if reference is not None:
         ax.axhline(reference, color="black", linestyle="--", linewidth=1, label="single-task")
     ax.set(xlabel="epoch", ylabel=f"validation {task} {metric.upper()}")
@@ -301,30 +351,38 @@ def plot_scale_mismatch(history: pd.DataFrame, norms: pd.DataFrame) -> plt.Figur
         history: a :attr:`~mtlbook.training.FitResult.history`.
         norms: :meth:`~mtlbook.analysis.gradients.GradientConflict.norms` of the same run.
     """
-    losses = history[(history["split"] == "train") & (history["metric"] == "loss")
-                     & (history["task"] != "all")]
+    losses = history[
+        (history["split"] == "train") & (history["metric"] == "loss") & (history["task"] != "all")
+    ]
     if losses.empty or norms.empty:
         raise ValueError("need a fit history with training losses and a non-empty norm frame")
     tasks = list(dict.fromkeys(losses["task"]))
     palette = dict(zip(tasks, sns.color_palette("colorblind", len(tasks)), strict=True))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    sns.lineplot(losses, x="epoch", y="value", hue="task", palette=palette, marker="o",
-                 ax=axes[0])
-    axes[0].set(yscale="log", ylabel="training loss (log-loss or MSE)",
-                title="loss per task (equal weights)")
-    sns.lineplot(norms, x="step", y="norm", hue="task", palette=palette, marker="o",
-                 markersize=3, ax=axes[1])
-    axes[1].set(yscale="log", ylabel="||grad of L_k|| on shared params",
-                title="gradient norm per task")
+    sns.lineplot(losses, x="epoch", y="value", hue="task", palette=palette, marker="o", ax=axes[0])
+    axes[0].set(
+        yscale="log",
+        ylabel="training loss (log-loss or MSE)",
+        title="loss per task (equal weights)",
+    )
+    sns.lineplot(
+        norms, x="step", y="norm", hue="task", palette=palette, marker="o", markersize=3, ax=axes[1]
+    )
+    axes[1].set(
+        yscale="log", ylabel="||grad of L_k|| on shared params", title="gradient norm per task"
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
-def plot_strategy_run(history: pd.DataFrame, test: pd.DataFrame,
-                      reference: Mapping[str, float] | None = None, title: str = ""
-                      ) -> plt.Figure:
+def plot_strategy_run(
+    history: pd.DataFrame,
+    test: pd.DataFrame,
+    reference: Mapping[str, float] | None = None,
+    title: str = "",
+) -> plt.Figure:
     """One run of one strategy: task weights over training, and its test metrics.
 
     Args:
@@ -337,8 +395,12 @@ def plot_strategy_run(history: pd.DataFrame, test: pd.DataFrame,
     weights = weight_frame(history)
     tasks = list(dict.fromkeys(weights["task"]))
     palette = dict(zip(tasks, sns.color_palette("colorblind", len(tasks)), strict=True))
-    fig, axes = plt.subplots(1, 1 + len(test), figsize=(3.6 + 2.2 * len(test), 3.2),
-                             gridspec_kw={"width_ratios": [2.2] + [1] * len(test)})
+    fig, axes = plt.subplots(
+        1,
+        1 + len(test),
+        figsize=(3.6 + 2.2 * len(test), 3.2),
+        gridspec_kw={"width_ratios": [2.2] + [1] * len(test)},
+    )
     for task in tasks:
         rows = weights[weights["task"] == task]
         axes[0].plot(rows["epoch"], rows["weight"], marker="o", color=palette[task], label=task)
@@ -348,15 +410,17 @@ def plot_strategy_run(history: pd.DataFrame, test: pd.DataFrame,
     for ax, (_, row) in zip(axes[1:], test.iterrows(), strict=True):
         ax.bar([0], [row["value"]], color=palette.get(row["task"], "#777777"), width=0.6)
         if reference is not None and row["task"] in reference:
-            ax.scatter([0], [reference[row["task"]]], marker="_", s=900, color="black",
-                       zorder=3)
+            ax.scatter([0], [reference[row["task"]]], marker="_", s=900, color="black", zorder=3)
         ax.set(xticks=[], title=f"{row['task']} {row['metric'].upper()}")
         if row["metric"] == "auc":
             ax.set_ylim(0.4, max(0.8, row["value"] + 0.05))
         ax.grid(axis="y", alpha=0.3)
     if reference is not None:
-        title = f"{title}\n(black line: single-task reference)" if title else \
-            "black line: single-task reference"
+        title = (
+            f"{title}\n(black line: single-task reference)"
+            if title
+            else "black line: single-task reference"
+        )
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -470,8 +534,10 @@ def relatedness_study(
         if not isinstance(data, MultiTaskData):
             raise TypeError(f"case {case!r} returned {type(data).__name__}, not a MultiTaskData")
         if len(data.task_names) != 2:
-            raise ValueError(f"case {case!r} has tasks {list(data.task_names)}; a relatedness "
-                             "study compares pairs of tasks (use data.select_tasks)")
+            raise ValueError(
+                f"case {case!r} has tasks {list(data.task_names)}; a relatedness "
+                "study compares pairs of tasks (use data.select_tasks)"
+            )
         first[case] = data
 
     def make_data(seed: int) -> MultiTaskData:
@@ -480,44 +546,80 @@ def relatedness_study(
 
     transform = None
     if transform_train is not None:
+
         def transform(train: MultiTaskData, seed: int) -> MultiTaskData:
             return transform_train(train, seed % _OFFSET)
 
     fit_kwargs.setdefault("progress", False)
     all_seeds = [i * _OFFSET + s for i in range(len(names)) for s in seeds]
-    raw = repeat_fits(make_data, models, all_seeds, fractions=fractions, transform_train=transform,
-                      trainer=fit_kwargs.pop("trainer", population_trainer), **fit_kwargs)
+    raw = repeat_fits(
+        make_data,
+        models,
+        all_seeds,
+        fractions=fractions,
+        transform_train=transform,
+        trainer=fit_kwargs.pop("trainer", population_trainer),
+        **fit_kwargs,
+    )
     raw.insert(0, "case", [names[s // _OFFSET] for s in raw["seed"]])
     raw["seed"] = raw["seed"] % _OFFSET
 
     rows, conflicts = [], []
     for case in names:
-        verdicts = summarise_transfer(raw[raw["case"] == case], name, base_name,
-                                      confidence=confidence)
-        corr = pd.DataFrame({"value": [_label_corr(first[case] if s == seeds[0]
-                                                   else cases[case](s)) for s in seeds]})
+        verdicts = summarise_transfer(
+            raw[raw["case"] == case], name, base_name, confidence=confidence
+        )
+        corr = pd.DataFrame(
+            {
+                "value": [
+                    _label_corr(first[case] if s == seeds[0] else cases[case](s)) for s in seeds
+                ]
+            }
+        )
         corr = mean_interval(corr.assign(k=0), ["k"], confidence=confidence).iloc[0]
         train, valid, _ = first[case].split(fractions, seed=seeds[0])
         if transform_train is not None:
             train = transform_train(train, seeds[0])
-        recorder = GradientConflict(valid, every=conflict_every, probe_size=probe_size,
-                                    seed=seeds[0])
+        recorder = GradientConflict(
+            valid, every=conflict_every, probe_size=probe_size, seed=seeds[0]
+        )
         make_model = cast(Factory, models[name])  # callable: _model_and_baseline checks it
-        fit(make_model(train.schema, seeds[0]), train, valid, seed=seeds[0],
-            callbacks=[recorder], **fit_kwargs)
+        fit(
+            make_model(train.schema, seeds[0]),
+            train,
+            valid,
+            seed=seeds[0],
+            callbacks=[recorder],
+            **fit_kwargs,
+        )
         frame = recorder.frame().assign(case=case)
         conflicts.append(frame)
         cosine = frame["cosine"].dropna()
         for _, v in verdicts.iterrows():
-            rows.append({"case": case, "task": v["task"], "metric": v["metric"],
-                         "label_corr": corr["mean"], "label_corr_lo": corr["lo"],
-                         "label_corr_hi": corr["hi"], "grad_cosine": cosine.mean(),
-                         "grad_cosine_sd": cosine.std(),
-                         "gain_mean": v["gain_mean"], "gain_lo": v["gain_lo"],
-                         "gain_hi": v["gain_hi"], "n": v["n"], "verdict": v["verdict"]})
-    return RelatednessStudy(summary=pd.DataFrame(rows), raw=raw,
-                            conflict=pd.concat(conflicts, ignore_index=True),
-                            model=name, baseline=base_name)
+            rows.append(
+                {
+                    "case": case,
+                    "task": v["task"],
+                    "metric": v["metric"],
+                    "label_corr": corr["mean"],
+                    "label_corr_lo": corr["lo"],
+                    "label_corr_hi": corr["hi"],
+                    "grad_cosine": cosine.mean(),
+                    "grad_cosine_sd": cosine.std(),
+                    "gain_mean": v["gain_mean"],
+                    "gain_lo": v["gain_lo"],
+                    "gain_hi": v["gain_hi"],
+                    "n": v["n"],
+                    "verdict": v["verdict"],
+                }
+            )
+    return RelatednessStudy(
+        summary=pd.DataFrame(rows),
+        raw=raw,
+        conflict=pd.concat(conflicts, ignore_index=True),
+        model=name,
+        baseline=base_name,
+    )
 
 
 def _model_and_baseline(model: Any, baseline: Any) -> tuple[dict[str, ModelSpec], str, str]:
@@ -527,9 +629,11 @@ def _model_and_baseline(model: Any, baseline: Any) -> tuple[dict[str, ModelSpec]
         raise ValueError(f"give one multi-task model, got {list(models)}")
     name = next(iter(models))
     if not callable(models[name]):
-        raise TypeError(f"model must be a multi-task (schema, seed) → model factory with shared "
-                        f"parameters, got {type(models[name]).__name__} (a per-task baseline "
-                        "belongs in baseline=)")
+        raise TypeError(
+            f"model must be a multi-task (schema, seed) → model factory with shared "
+            f"parameters, got {type(models[name]).__name__} (a per-task baseline "
+            "belongs in baseline=)"
+        )
     if isinstance(baseline, Mapping):
         if len(baseline) != 1:
             raise ValueError(f"give one baseline, got {list(baseline)}")
@@ -547,8 +651,9 @@ def _label_corr(data: MultiTaskData) -> float:
     return float(task_relatedness(data)["pearson"].iloc[0])
 
 
-def plot_relatedness_gain(summary: pd.DataFrame, axes: Sequence[plt.Axes] | None = None
-                          ) -> Figure | SubFigure:
+def plot_relatedness_gain(
+    summary: pd.DataFrame, axes: Sequence[plt.Axes] | None = None
+) -> Figure | SubFigure:
     """Measured gain (with its interval over seeds) against label correlation and against
     gradient cosine: one point per case and task.
 
@@ -568,8 +673,18 @@ def plot_relatedness_gain(summary: pd.DataFrame, axes: Sequence[plt.Axes] | None
         ...     "gain_mean": [5.0, -3.0], "gain_lo": [1.0, -6.0], "gain_hi": [9.0, 0.0]})
         >>> fig = plot_relatedness_gain(summary)
     """
-    needed = ["case", "task", "label_corr", "label_corr_lo", "label_corr_hi", "grad_cosine",
-              "grad_cosine_sd", "gain_mean", "gain_lo", "gain_hi"]
+    needed = [
+        "case",
+        "task",
+        "label_corr",
+        "label_corr_lo",
+        "label_corr_hi",
+        "grad_cosine",
+        "grad_cosine_sd",
+        "gain_mean",
+        "gain_lo",
+        "gain_hi",
+    ]
     missing = [c for c in needed if c not in summary.columns]
     if missing:
         raise ValueError(f"column(s) {missing} missing; pass RelatednessStudy.summary")
@@ -581,21 +696,42 @@ def plot_relatedness_gain(summary: pd.DataFrame, axes: Sequence[plt.Axes] | None
     colors = dict(zip(cases, sns.color_palette("colorblind", len(cases)), strict=True))
     markers = ["o", "s", "^", "D"]
     spread = summary["grad_cosine_sd"]
-    summary = summary.assign(cos_lo=summary["grad_cosine"] - spread,
-                             cos_hi=summary["grad_cosine"] + spread)
-    for ax, (x, lo, hi, label) in zip(axes, [
-            ("label_corr", "label_corr_lo", "label_corr_hi",
-             "label correlation\n(Pearson; 95% interval over seeds)"),
-            ("grad_cosine", "cos_lo", "cos_hi",
-             "gradient cosine on shared parameters\n(mean ± sd over training)")], strict=True):
+    summary = summary.assign(
+        cos_lo=summary["grad_cosine"] - spread, cos_hi=summary["grad_cosine"] + spread
+    )
+    for ax, (x, lo, hi, label) in zip(
+        axes,
+        [
+            (
+                "label_corr",
+                "label_corr_lo",
+                "label_corr_hi",
+                "label correlation\n(Pearson; 95% interval over seeds)",
+            ),
+            (
+                "grad_cosine",
+                "cos_lo",
+                "cos_hi",
+                "gradient cosine on shared parameters\n(mean ± sd over training)",
+            ),
+        ],
+        strict=True,
+    ):
         for _, r in summary.iterrows():
             order = list(summary.loc[summary["case"] == r["case"], "task"]).index(r["task"])
             xerr = np.nan_to_num([[r[x] - r[lo]], [r[hi] - r[x]]])
-            yerr = np.nan_to_num([[r["gain_mean"] - r["gain_lo"]],
-                                  [r["gain_hi"] - r["gain_mean"]]])
-            ax.errorbar(r[x], r["gain_mean"], xerr=xerr, yerr=yerr, fmt=markers[order % 4],
-                        color=colors[r["case"]], capsize=3, markersize=7,
-                        label=f"{r['case']}: {r['task']}")
+            yerr = np.nan_to_num([[r["gain_mean"] - r["gain_lo"]], [r["gain_hi"] - r["gain_mean"]]])
+            ax.errorbar(
+                r[x],
+                r["gain_mean"],
+                xerr=xerr,
+                yerr=yerr,
+                fmt=markers[order % 4],
+                color=colors[r["case"]],
+                capsize=3,
+                markersize=7,
+                label=f"{r['case']}: {r['task']}",
+            )
         ax.axhline(0, color="#333333", linewidth=1)
         ax.set(xlabel=label)
         ax.grid(alpha=0.3)
@@ -603,4 +739,3 @@ def plot_relatedness_gain(summary: pd.DataFrame, axes: Sequence[plt.Axes] | None
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     tidy_layout(fig)
     return fig
-

@@ -46,12 +46,19 @@ from ..analysis.runs import ModelSpec, PerTask
 from ..data import MultiTaskData, Schema
 from ..metrics import LOWER_IS_BETTER
 
-__all__ = ["Selection", "leaderboard", "parameter_counts", "plot_selection", "select_and_test",
-           "train_seconds_per_seed"]
+__all__ = [
+    "Selection",
+    "leaderboard",
+    "parameter_counts",
+    "plot_selection",
+    "select_and_test",
+    "train_seconds_per_seed",
+]
 
 
-def parameter_counts(models: Mapping[str, ModelSpec | str] | Iterable[str] | str,
-                     schema: Schema) -> pd.Series:
+def parameter_counts(
+    models: Mapping[str, ModelSpec | str] | Iterable[str] | str, schema: Schema
+) -> pd.Series:
     """Trainable parameters of every model built for ``schema`` (name → count).
 
     A :class:`~mtlbook.analysis.runs.PerTask` baseline counts all its per-task models together.
@@ -73,9 +80,9 @@ def _task_schema(schema: Schema, task: str) -> Schema:
     return replace(schema, tasks=(schema.task(task),))
 
 
-def train_seconds_per_seed(result: CompareResult,
-                           models: Mapping[str, ModelSpec | str] | Iterable[str] | str | None = None
-                           ) -> pd.Series:
+def train_seconds_per_seed(
+    result: CompareResult, models: Mapping[str, ModelSpec | str] | Iterable[str] | str | None = None
+) -> pd.Series:
     """Mean training time per seed of every model (name → seconds), validation included.
 
     A :class:`~mtlbook.analysis.runs.PerTask` baseline trains one model per task, so its time is
@@ -88,8 +95,11 @@ def train_seconds_per_seed(result: CompareResult,
         models: the models it was run with (names or a mapping), to tell which ones are
             per-task baselines; ``None`` treats the model named ``"single"`` as one.
     """
-    per_task = ({"single"} if models is None else
-                {n for n, s in resolve_models(models).items() if isinstance(s, PerTask)})
+    per_task = (
+        {"single"}
+        if models is None
+        else {n for n, s in resolve_models(models).items() if isinstance(s, PerTask)}
+    )
     fits = result.raw.drop_duplicates(["model", "weighting", "seed", "task"])
     out = {}
     for model, rows in fits.groupby("model", sort=False):
@@ -118,11 +128,15 @@ def _score(result: CompareResult, weights: Mapping[str, float] | None) -> pd.Dat
     return (per_seed["signed"] / per_seed["w"]).rename("score").reset_index()
 
 
-def leaderboard(result: CompareResult, *, baseline: str | None = "single",
-                weights: Mapping[str, float] | None = None,
-                schema: Schema | None = None,
-                models: Mapping[str, ModelSpec | str] | Iterable[str] | str | None = None,
-                digits: int = 4) -> pd.DataFrame:
+def leaderboard(
+    result: CompareResult,
+    *,
+    baseline: str | None = "single",
+    weights: Mapping[str, float] | None = None,
+    schema: Schema | None = None,
+    models: Mapping[str, ModelSpec | str] | Iterable[str] | str | None = None,
+    digits: int = 4,
+) -> pd.DataFrame:
     """Rank the models of a :func:`~mtlbook.analysis.compare.compare` run by one score.
 
     The score of a model on one seed is the weighted mean over tasks of each task's headline
@@ -148,11 +162,13 @@ def leaderboard(result: CompareResult, *, baseline: str | None = "single",
     if not isinstance(result, CompareResult):
         raise TypeError(f"result must be a CompareResult, got {type(result).__name__}")
     if result.raw["weighting"].nunique() > 1:
-        raise ValueError("the result mixes several weightings; rank one weighting at a time "
-                         "(filter result.raw)")
+        raise ValueError(
+            "the result mixes several weightings; rank one weighting at a time (filter result.raw)"
+        )
     score = mean_interval(_score(result, weights), ["model"], value="score")
     board = score.set_index("model")[["mean", "lo", "hi"]].set_axis(
-        ["score", "score_lo", "score_hi"], axis=1)
+        ["score", "score_lo", "score_hi"], axis=1
+    )
     table = result.table()
     primary = _primary_metrics(result.raw)
     for task, metric in primary.items():
@@ -160,15 +176,15 @@ def leaderboard(result: CompareResult, *, baseline: str | None = "single",
         board[f"{task} {metric}"] = rows["formatted"]
     if baseline is not None:
         if baseline not in board.index:
-            raise ValueError(f"baseline {baseline!r} is not among the models "
-                             f"{list(board.index)}")
+            raise ValueError(f"baseline {baseline!r} is not among the models {list(board.index)}")
         gains = result.gains(baseline)
         for task, metric in primary.items():
             rows = gains[(gains["task"] == task) & (gains["metric"] == metric)].set_index("model")
             board[f"gain {task} %"] = rows["formatted"].reindex(board.index).fillna("—")
     if (schema is None) != (models is None):
-        raise ValueError("give schema and models together (both are needed to count "
-                         "parameters), or neither")
+        raise ValueError(
+            "give schema and models together (both are needed to count parameters), or neither"
+        )
     if schema is not None:
         assert models is not None  # given together (checked above)
         board["parameters"] = parameter_counts(models, schema).reindex(board.index)
@@ -198,11 +214,16 @@ class Selection:
     reproduced: bool
 
 
-def select_and_test(models: Mapping[str, ModelSpec | str] | Iterable[str] | str,
-                    data: MultiTaskData | Callable[[int], MultiTaskData] | str, *,
-                    seeds: int | Iterable[int] = 5, baseline: str | None = "single",
-                    weights: Mapping[str, float] | None = None,
-                    n_samples: int | None = None, **compare_kwargs: Any) -> Selection:
+def select_and_test(
+    models: Mapping[str, ModelSpec | str] | Iterable[str] | str,
+    data: MultiTaskData | Callable[[int], MultiTaskData] | str,
+    *,
+    seeds: int | Iterable[int] = 5,
+    baseline: str | None = "single",
+    weights: Mapping[str, float] | None = None,
+    n_samples: int | None = None,
+    **compare_kwargs: Any,
+) -> Selection:
     """Choose an architecture on the validation split, then report it once on the test split.
 
     Step 1 runs :func:`~mtlbook.analysis.compare.compare` on every model with ``split="valid"`` and
@@ -226,23 +247,23 @@ def select_and_test(models: Mapping[str, ModelSpec | str] | Iterable[str] | str,
         ValueError: if ``split`` is passed, or ``baseline`` is not among the models.
     """
     if "split" in compare_kwargs:
-        raise ValueError("select_and_test sets the split itself (valid to choose, test to "
-                         "report); do not pass split=")
+        raise ValueError(
+            "select_and_test sets the split itself (valid to choose, test to "
+            "report); do not pass split="
+        )
     resolved = resolve_models(models)
     if baseline is not None and baseline not in resolved:
         raise ValueError(f"baseline {baseline!r} must be one of the models {list(resolved)}")
-    valid = compare(resolved, data, seeds=seeds, n_samples=n_samples, split="valid",
-                    **compare_kwargs)
-    schema = data.schema if isinstance(data, MultiTaskData) else _schema_of(data, n_samples,
-                                                                             seeds)
-    board = leaderboard(valid, baseline=baseline, weights=weights, schema=schema,
-                        models=resolved)
+    valid = compare(
+        resolved, data, seeds=seeds, n_samples=n_samples, split="valid", **compare_kwargs
+    )
+    schema = data.schema if isinstance(data, MultiTaskData) else _schema_of(data, n_samples, seeds)
+    board = leaderboard(valid, baseline=baseline, weights=weights, schema=schema, models=resolved)
     chosen = str(board.index[0])
     final = {chosen: resolved[chosen]}
     if baseline is not None and baseline != chosen:
         final[baseline] = resolved[baseline]
-    test = compare(final, data, seeds=seeds, n_samples=n_samples, split="test",
-                   **compare_kwargs)
+    test = compare(final, data, seeds=seeds, n_samples=n_samples, split="test", **compare_kwargs)
     keys = ["model", "seed", "task"]
     epochs_valid = valid.raw.drop_duplicates(keys).set_index(keys)["best_epoch"]
     epochs_test = test.raw.drop_duplicates(keys).set_index(keys)["best_epoch"]
@@ -280,16 +301,29 @@ def plot_selection(selection: Selection, baseline: str = "single"):
     chosen = board.index == selection.chosen
     err = np.vstack([board["score"] - board["score_lo"], board["score_hi"] - board["score"]])
     for mask, color, label in ((~chosen, "#777777", "candidate"), (chosen, colors[0], "chosen")):
-        ax.errorbar(board["score"][mask], y[mask], xerr=err[:, mask], fmt="o", color=color,
-                    capsize=3, label=label)
+        ax.errorbar(
+            board["score"][mask],
+            y[mask],
+            xerr=err[:, mask],
+            fmt="o",
+            color=color,
+            capsize=3,
+            label=label,
+        )
     ax.set_yticks(y, board.index)
     ax.set(xlabel="validation score (mean over tasks), 95% CI", title="leaderboard (valid)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     ax = axes[1]
     if selection.chosen == baseline or baseline not in set(selection.test.raw["model"]):
-        ax.text(0.5, 0.5, f"the baseline {baseline!r} was chosen:\nno gain to report",
-                ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            f"the baseline {baseline!r} was chosen:\nno gain to report",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
         ax.set_axis_off()
     else:
         primary = _primary_metrics(selection.test.raw)
@@ -299,20 +333,29 @@ def plot_selection(selection: Selection, baseline: str = "single"):
             gains = gains[gains["model"] == selection.chosen]
             for task, metric in primary.items():
                 g = gains[(gains["task"] == task) & (gains["metric"] == metric)].iloc[0]
-                rows.append({"split": split, "task": task, "mean": g["mean"], "lo": g["lo"],
-                             "hi": g["hi"]})
+                rows.append(
+                    {"split": split, "task": task, "mean": g["mean"], "lo": g["lo"], "hi": g["hi"]}
+                )
         frame = pd.DataFrame(rows)
         tasks = list(primary)
         for k, (split, color) in enumerate(zip(("valid", "test"), colors, strict=True)):
             part = frame[frame["split"] == split].set_index("task").loc[tasks]
             x = np.arange(len(tasks)) + (k - 0.5) * 0.25
-            ax.errorbar(x, part["mean"], yerr=[part["mean"] - part["lo"],
-                                                part["hi"] - part["mean"]],
-                        fmt="o", color=color, capsize=3, label=split)
+            ax.errorbar(
+                x,
+                part["mean"],
+                yerr=[part["mean"] - part["lo"], part["hi"] - part["mean"]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=split,
+            )
         ax.axhline(0.0, color="#333333", linewidth=0.8)
         ax.set_xticks(np.arange(len(tasks)), [f"{t} ({primary[t]})" for t in tasks])
-        ax.set(ylabel=f"paired gain over {baseline} (%), 95% CI",
-               title=f"chosen: {selection.chosen}, valid vs test")
+        ax.set(
+            ylabel=f"paired gain over {baseline} (%), 95% CI",
+            title=f"chosen: {selection.chosen}, valid vs test",
+        )
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

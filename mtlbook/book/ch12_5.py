@@ -55,8 +55,16 @@ from ..training.population import fit_population
 if TYPE_CHECKING:
     from matplotlib.figure import SubFigure
 
-__all__ = ["FunnelRun", "NaiveCVR", "fit_funnel_models", "plot_tradeoff", "rank_tradeoff",
-           "selection_shift", "top_k_mask", "tradeoff_by_seed"]
+__all__ = [
+    "FunnelRun",
+    "NaiveCVR",
+    "fit_funnel_models",
+    "plot_tradeoff",
+    "rank_tradeoff",
+    "selection_shift",
+    "top_k_mask",
+    "tradeoff_by_seed",
+]
 
 
 @dataclass(frozen=True)
@@ -99,28 +107,39 @@ class FunnelRun:
 def _check_worlds(worlds, seeds, ctr_task: str, ctcvr_task: str) -> list[tuple]:
     worlds = [tuple(w) for w in worlds]
     if len(worlds) != len(seeds):
-        raise ValueError(f"{len(worlds)} worlds for {len(seeds)} seeds; give one "
-                         "(train, valid, test) per seed")
+        raise ValueError(
+            f"{len(worlds)} worlds for {len(seeds)} seeds; give one (train, valid, test) per seed"
+        )
     for i, world in enumerate(worlds):
         if len(world) != 3 or not all(isinstance(d, MultiTaskData) for d in world):
-            raise TypeError(f"worlds[{i}] must be a (train, valid, test) triple of "
-                            "MultiTaskData, e.g. simulate_funnel(...).split((0.5, 0.2, 0.3))")
+            raise TypeError(
+                f"worlds[{i}] must be a (train, valid, test) triple of "
+                "MultiTaskData, e.g. simulate_funnel(...).split((0.5, 0.2, 0.3))"
+            )
         for d in world:
             missing = [t for t in (ctr_task, ctcvr_task) if t not in d.task_names]
             if missing:
-                raise ValueError(f"worlds[{i}] has no task(s) {missing}; its tasks are "
-                                 f"{list(d.task_names)}")
+                raise ValueError(
+                    f"worlds[{i}] has no task(s) {missing}; its tasks are {list(d.task_names)}"
+                )
         test = world[2]
         if test.truth is None or not set(QUANTITIES) <= set(test.truth.columns):
-            raise ValueError(f"worlds[{i}]'s test split has no truth columns {QUANTITIES}; "
-                             "use data made by simulate_funnel")
+            raise ValueError(
+                f"worlds[{i}]'s test split has no truth columns {QUANTITIES}; "
+                "use data made by simulate_funnel"
+            )
     return worlds
 
 
-def fit_funnel_models(worlds: Sequence[tuple[MultiTaskData, MultiTaskData, MultiTaskData]],
-                      seeds: Sequence[int], models: Mapping[str, Factory | NaiveCVR], *,
-                      ctr_task: str = "click", ctcvr_task: str = "purchase",
-                      **fit_kwargs) -> FunnelRun:
+def fit_funnel_models(
+    worlds: Sequence[tuple[MultiTaskData, MultiTaskData, MultiTaskData]],
+    seeds: Sequence[int],
+    models: Mapping[str, Factory | NaiveCVR],
+    *,
+    ctr_task: str = "click",
+    ctcvr_task: str = "purchase",
+    **fit_kwargs,
+) -> FunnelRun:
     """Train funnel models on several simulated worlds; predict every test impression.
 
     Seed ``seeds[i]`` owns ``worlds[i]`` (its own simulation and split) and the models' initial
@@ -157,13 +176,20 @@ def fit_funnel_models(worlds: Sequence[tuple[MultiTaskData, MultiTaskData, Multi
         train = [p[0].select_tasks(tasks) for p in parts]
         valid = [p[1].select_tasks(tasks) for p in parts]
         start = time.perf_counter()
-        result = fit_population(lambda s: factory(train[0].schema, s), train, valid, seeds,
-                                **fit_kwargs)
+        result = fit_population(
+            lambda s: factory(train[0].schema, s), train, valid, seeds, **fit_kwargs
+        )
         seconds = time.perf_counter() - start
         for k, seed in enumerate(seeds):
-            summary.append({"model": label, "part": part, "seed": seed,
-                            "best_epoch": int(result.summary.loc[k, "best_epoch"]),
-                            "seconds": seconds / len(seeds)})
+            summary.append(
+                {
+                    "model": label,
+                    "part": part,
+                    "seed": seed,
+                    "best_epoch": int(result.summary.loc[k, "best_epoch"]),
+                    "seconds": seconds / len(seeds),
+                }
+            )
         return [result.model(k) for k in range(len(seeds))]
 
     for name, spec in models.items():
@@ -174,19 +200,29 @@ def fit_funnel_models(worlds: Sequence[tuple[MultiTaskData, MultiTaskData, Multi
                 tr = train.subset(train.labels[ctr_task] == 1).select_tasks([ctcvr_task])
                 va = valid.subset(valid.labels[ctr_task] == 1).select_tasks([ctcvr_task])
                 model = spec.factory(tr.schema, seed)
-                epochs = spec.cvr_epochs or min(spec.max_cvr_epochs, math.ceil(
-                    fit_kwargs.get("epochs", 10) * len(train) / max(len(tr), 1)))
+                epochs = spec.cvr_epochs or min(
+                    spec.max_cvr_epochs,
+                    math.ceil(fit_kwargs.get("epochs", 10) * len(train) / max(len(tr), 1)),
+                )
                 result = fit(model, tr, va, seed=seed, **{**fit_kwargs, "epochs": epochs})
-                summary.append({"model": name, "part": "cvr (clicked only)", "seed": seed,
-                                "best_epoch": result.best_epoch,
-                                "seconds": result.train_seconds})
+                summary.append(
+                    {
+                        "model": name,
+                        "part": "cvr (clicked only)",
+                        "seed": seed,
+                        "best_epoch": result.best_epoch,
+                        "seconds": result.train_seconds,
+                    }
+                )
                 cvr_models.append(model.eval())
             trained[name] = list(zip(ctr_models, cvr_models, strict=True))
         elif callable(spec):
             trained[name] = population(spec, pair, name, "ctr + ctcvr")
         else:
-            raise TypeError(f"models[{name!r}] must be a factory (schema, seed) -> model or a "
-                            f"NaiveCVR, got {type(spec).__name__}")
+            raise TypeError(
+                f"models[{name!r}] must be a factory (schema, seed) -> model or a "
+                f"NaiveCVR, got {type(spec).__name__}"
+            )
 
     frames = []
     for i, (seed, world) in enumerate(zip(seeds, worlds, strict=True)):
@@ -194,12 +230,28 @@ def fit_funnel_models(worlds: Sequence[tuple[MultiTaskData, MultiTaskData, Multi
         truth = test.truth[list(QUANTITIES)].add_prefix("true_").reset_index(drop=True)
         users = test.groups if test.groups is not None else np.zeros(len(test), dtype=int)
         for name, per_seed in trained.items():
-            pred = funnel_predictions(per_seed[i], parts[i][2], ctr_task=ctr_task,
-                                      ctcvr_task=ctcvr_task)
-            frames.append(pd.concat([pd.DataFrame({
-                "model": name, "seed": seed, "row": np.arange(len(test)), "user": users,
-                "clicked": test.labels[ctr_task].astype(bool),
-                "purchase": test.labels[ctcvr_task]}), pred, truth], axis=1))
+            pred = funnel_predictions(
+                per_seed[i], parts[i][2], ctr_task=ctr_task, ctcvr_task=ctcvr_task
+            )
+            frames.append(
+                pd.concat(
+                    [
+                        pd.DataFrame(
+                            {
+                                "model": name,
+                                "seed": seed,
+                                "row": np.arange(len(test)),
+                                "user": users,
+                                "clicked": test.labels[ctr_task].astype(bool),
+                                "purchase": test.labels[ctcvr_task],
+                            }
+                        ),
+                        pred,
+                        truth,
+                    ],
+                    axis=1,
+                )
+            )
     predictions = pd.concat(frames, ignore_index=True)
     return FunnelRun(predictions, trained, pd.DataFrame(summary))
 
@@ -212,8 +264,9 @@ def selection_shift(data: MultiTaskData, *, ctr_task: str = "click") -> pd.DataF
     dense feature (standardised over all impressions, so a mean far from 0 is a shift).
     """
     if data.truth is None or not set(QUANTITIES) <= set(data.truth.columns):
-        raise ValueError(f"data has no truth columns {QUANTITIES}; use data made by "
-                         "simulate_funnel")
+        raise ValueError(
+            f"data has no truth columns {QUANTITIES}; use data made by simulate_funnel"
+        )
     if ctr_task not in data.task_names:
         raise ValueError(f"no task {ctr_task!r}; the data's tasks are {list(data.task_names)}")
     clicked = data.labels[ctr_task].astype(bool)
@@ -222,8 +275,11 @@ def selection_shift(data: MultiTaskData, *, ctr_task: str = "click") -> pd.DataF
         dense = (data.dense - data.dense.mean(0)) / (data.dense.std(0) + 1e-12)
         frame = frame.join(pd.DataFrame(dense, columns=data.schema.dense))
     rows = {}
-    for name, mask in [("all", np.ones_like(clicked)), ("clicked", clicked),
-                       ("not clicked", ~clicked)]:
+    for name, mask in [
+        ("all", np.ones_like(clicked)),
+        ("clicked", clicked),
+        ("not clicked", ~clicked),
+    ]:
         rows[name] = {"impressions": int(mask.sum()), **frame[mask].mean().to_dict()}
     return pd.DataFrame(rows).T
 
@@ -258,8 +314,17 @@ def top_k_mask(score, k: int, groups=None) -> np.ndarray:
     return mask
 
 
-def rank_tradeoff(pctr, pcvr, true_pctr, true_pctcvr, *, alphas: Sequence[float],
-                  betas: Sequence[float], k: int, groups=None) -> pd.DataFrame:
+def rank_tradeoff(
+    pctr,
+    pcvr,
+    true_pctr,
+    true_pctcvr,
+    *,
+    alphas: Sequence[float],
+    betas: Sequence[float],
+    k: int,
+    groups=None,
+) -> pd.DataFrame:
     """Expected clicks and purchases when ranking by ``pCTR^α · pCVR^β``.
 
     For every ``(α, β)`` of the grid, the top ``k`` impressions (per group, e.g. per user, or
@@ -298,25 +363,37 @@ def rank_tradeoff(pctr, pcvr, true_pctr, true_pctcvr, *, alphas: Sequence[float]
     if groups is None:
         share = np.full(n, min(k, n) / n)
     else:
-        _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True,
-                                       return_counts=True)
+        _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
         share = np.minimum(k, counts)[inverse] / counts[inverse]  # P(row is picked at random)
     random_clicks, random_purchases = (share * t_ctr).sum(), (share * t_ctcvr).sum()
     rows = []
     for a, b in grid:
         chosen = top_k_mask(a * log_ctr + b * log_cvr, k, groups)
         clicks, purchases = t_ctr[chosen].sum(), t_ctcvr[chosen].sum()
-        rows.append({"alpha": a, "beta": b, "clicks": clicks, "purchases": purchases,
-                     "clicks_vs_best": clicks / best_clicks,
-                     "purchases_vs_best": purchases / best_purchases,
-                     "clicks_vs_random": clicks / random_clicks,
-                     "purchases_vs_random": purchases / random_purchases})
+        rows.append(
+            {
+                "alpha": a,
+                "beta": b,
+                "clicks": clicks,
+                "purchases": purchases,
+                "clicks_vs_best": clicks / best_clicks,
+                "purchases_vs_best": purchases / best_purchases,
+                "clicks_vs_random": clicks / random_clicks,
+                "purchases_vs_random": purchases / random_purchases,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def tradeoff_by_seed(predictions: pd.DataFrame, *, alphas: Sequence[float],
-                     betas: Sequence[float], k: int, per_user: bool = True,
-                     oracle: bool = True) -> pd.DataFrame:
+def tradeoff_by_seed(
+    predictions: pd.DataFrame,
+    *,
+    alphas: Sequence[float],
+    betas: Sequence[float],
+    k: int,
+    per_user: bool = True,
+    oracle: bool = True,
+) -> pd.DataFrame:
     """:func:`rank_tradeoff` for every model and seed of :attr:`FunnelRun.predictions`.
 
     Args:
@@ -331,28 +408,41 @@ def tradeoff_by_seed(predictions: pd.DataFrame, *, alphas: Sequence[float],
     Returns:
         :func:`rank_tradeoff`'s columns plus ``model`` and ``seed``.
     """
-    _check_columns(predictions, ["model", "seed", "user", "pctr", "pcvr", "true_pctr",
-                                 "true_pcvr", "true_pctcvr"], "predictions")
+    _check_columns(
+        predictions,
+        ["model", "seed", "user", "pctr", "pcvr", "true_pctr", "true_pcvr", "true_pctcvr"],
+        "predictions",
+    )
     frames = []
     for (model, seed), part in predictions.groupby(["model", "seed"], sort=False):
         sources = [(model, part["pctr"], part["pcvr"])]
         if oracle and model == predictions["model"].iloc[0]:  # once per seed
             sources.append(("oracle", part["true_pctr"], part["true_pcvr"]))
         for name, pctr, pcvr in sources:
-            frame = rank_tradeoff(pctr, pcvr, part["true_pctr"], part["true_pctcvr"],
-                                  alphas=alphas, betas=betas, k=k,
-                                  groups=part["user"].to_numpy() if per_user else None)
+            frame = rank_tradeoff(
+                pctr,
+                pcvr,
+                part["true_pctr"],
+                part["true_pctcvr"],
+                alphas=alphas,
+                betas=betas,
+                k=k,
+                groups=part["user"].to_numpy() if per_user else None,
+            )
             frames.append(frame.assign(model=name, seed=seed))
     columns = ["model", "seed", *frames[0].columns[:-2]]
     return pd.concat(frames, ignore_index=True)[columns]
 
 
-def plot_tradeoff(tradeoff: pd.DataFrame, *, models: Sequence[str] | None = None,
-                  label_points: Sequence[tuple[float, float]] = ((1, 0), (1, 0.5), (1, 1),
-                                                                 (1, 2), (0, 1)),
-                  label_model: str | None = None,
-                  highlight: tuple[float, float] | None = None,
-                  ax: plt.Axes | None = None) -> plt.Figure | SubFigure:
+def plot_tradeoff(
+    tradeoff: pd.DataFrame,
+    *,
+    models: Sequence[str] | None = None,
+    label_points: Sequence[tuple[float, float]] = ((1, 0), (1, 0.5), (1, 1), (1, 2), (0, 1)),
+    label_model: str | None = None,
+    highlight: tuple[float, float] | None = None,
+    ax: plt.Axes | None = None,
+) -> plt.Figure | SubFigure:
     """Expected purchases against expected clicks, each as a fraction of its best possible
     value, along the ``(α, β)`` grid: one curve per model, averaged over seeds.
 
@@ -366,44 +456,58 @@ def plot_tradeoff(tradeoff: pd.DataFrame, *, models: Sequence[str] | None = None
         models: the models to draw, in order (default: all).
         ax: the axes to draw on (default: a new figure).
     """
-    _check_columns(tradeoff, ["model", "alpha", "beta", "clicks_vs_best", "purchases_vs_best"],
-                   "tradeoff")
+    _check_columns(
+        tradeoff, ["model", "alpha", "beta", "clicks_vs_best", "purchases_vs_best"], "tradeoff"
+    )
     models = list(tradeoff["model"].unique()) if models is None else list(models)
     unknown = [m for m in models if m not in set(tradeoff["model"])]
     if unknown or not models:
-        raise ValueError(f"model(s) {unknown or models} not in tradeoff; it has "
-                         f"{sorted(set(tradeoff['model']))}")
+        raise ValueError(
+            f"model(s) {unknown or models} not in tradeoff; it has {sorted(set(tradeoff['model']))}"
+        )
     label_model = models[0] if label_model is None else label_model
-    fig, ax = (plt.subplots(figsize=(6.5, 5)) if ax is None else (ax.figure, ax))
+    fig, ax = plt.subplots(figsize=(6.5, 5)) if ax is None else (ax.figure, ax)
     data = tradeoff[(tradeoff["alpha"] != 0) | (tradeoff["beta"] != 0)]
     for name in models:
-        df = (data[data["model"] == name]
-              .groupby(["alpha", "beta"], as_index=False)[["clicks_vs_best", "purchases_vs_best"]]
-              .mean())
+        df = (
+            data[data["model"] == name]
+            .groupby(["alpha", "beta"], as_index=False)[["clicks_vs_best", "purchases_vs_best"]]
+            .mean()
+        )
         df = df.assign(angle=np.arctan2(df["beta"], df["alpha"])).sort_values("angle")
         df = df.drop_duplicates("angle")
-        line, = ax.plot(df["clicks_vs_best"], df["purchases_vs_best"], marker=".", label=name)
+        (line,) = ax.plot(df["clicks_vs_best"], df["purchases_vs_best"], marker=".", label=name)
         if name == label_model:
             for a, b in label_points:
                 hit = df[np.isclose(df["angle"], np.arctan2(b, a))]
                 if len(hit):
                     x, y = hit.iloc[0][["clicks_vs_best", "purchases_vs_best"]]
                     right = x > (df["clicks_vs_best"].min() + df["clicks_vs_best"].max()) / 2
-                    ax.annotate(f"α={a:g}, β={b:g}", (x, y), textcoords="offset points",
-                                xytext=(-6, 6) if right else (6, -12), fontsize=8,
-                                ha="right" if right else "left")
+                    ax.annotate(
+                        f"α={a:g}, β={b:g}",
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(-6, 6) if right else (6, -12),
+                        fontsize=8,
+                        ha="right" if right else "left",
+                    )
                     ax.plot(x, y, "o", color=line.get_color(), ms=5)
         if highlight is not None:
             hit = df[np.isclose(df["angle"], np.arctan2(highlight[1], highlight[0]))]
             if len(hit):
-                ax.plot(hit["clicks_vs_best"].iloc[:1], hit["purchases_vs_best"].iloc[:1], "*",
-                        ms=16, color=line.get_color(), markeredgecolor="black", zorder=5)
+                ax.plot(
+                    hit["clicks_vs_best"].iloc[:1],
+                    hit["purchases_vs_best"].iloc[:1],
+                    "*",
+                    ms=16,
+                    color=line.get_color(),
+                    markeredgecolor="black",
+                    zorder=5,
+                )
     ax.margins(0.08)
-    ax.set(xlabel="expected clicks / best possible",
-           ylabel="expected purchases / best possible")
+    ax.set(xlabel="expected clicks / best possible", ylabel="expected purchases / best possible")
     ax.legend(fontsize=8, loc="upper left")
     return fig
-
 
 
 # ------------------------------------------------------------------------------- predictions

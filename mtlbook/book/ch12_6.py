@@ -83,32 +83,43 @@ class Study:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _weighting_groups(study: Study, name: str, baseline: str
-                      ) -> list[tuple[str, WeightingSpec | None, list[str]]]:
+def _weighting_groups(
+    study: Study, name: str, baseline: str
+) -> list[tuple[str, WeightingSpec | None, list[str]]]:
     """``(weighting name, strategy, models)`` per weighting, checked against the study."""
     models = list(study.models)
     if baseline not in models:
-        raise ValueError(f"study {name!r} has no baseline model {baseline!r}; its models are "
-                         f"{models}")
+        raise ValueError(
+            f"study {name!r} has no baseline model {baseline!r}; its models are {models}"
+        )
     weightings = dict(study.weightings) if study.weightings else {"equal": None}
     unknown = sorted(set(study.only) - set(weightings))
     if unknown:
-        raise ValueError(f"study {name!r}: 'only' names weighting(s) {unknown} that are not in "
-                         f"its weightings {list(weightings)}")
+        raise ValueError(
+            f"study {name!r}: 'only' names weighting(s) {unknown} that are not in "
+            f"its weightings {list(weightings)}"
+        )
     groups = []
     for label, strategy in weightings.items():
         chosen = list(study.only.get(label, models))
         missing = sorted(set(chosen) - set(models))
         if missing:
-            raise ValueError(f"study {name!r}: 'only[{label!r}]' names model(s) {missing} that "
-                             f"are not in its models {models}")
+            raise ValueError(
+                f"study {name!r}: 'only[{label!r}]' names model(s) {missing} that "
+                f"are not in its models {models}"
+            )
         groups.append((label, strategy, [m for m in chosen if m != baseline]))
     return groups
 
 
-def run_leaderboard(studies: Mapping[str, Study], *, seeds: int | Sequence[int] = 5,
-                    baseline: str = "single", confidence: float = 0.95,
-                    progress: bool = False) -> Leaderboard:
+def run_leaderboard(
+    studies: Mapping[str, Study],
+    *,
+    seeds: int | Sequence[int] = 5,
+    baseline: str = "single",
+    confidence: float = 0.95,
+    progress: bool = False,
+) -> Leaderboard:
     """Run every study with :func:`~mtlbook.analysis.compare.compare` and collect a
     :class:`Leaderboard`.
 
@@ -145,17 +156,25 @@ def run_leaderboard(studies: Mapping[str, Study], *, seeds: int | Sequence[int] 
             if base_rows is None:
                 chosen = {baseline: study.models[baseline], **chosen}
             weightings = None if strategy is None else {label: _factory(strategy)}
-            result = compare(chosen, study.data, weightings=weightings, seeds=seeds,
-                             metrics=study.metrics, confidence=confidence, progress=progress,
-                             **dict(study.settings))
+            result = compare(
+                chosen,
+                study.data,
+                weightings=weightings,
+                seeds=seeds,
+                metrics=study.metrics,
+                confidence=confidence,
+                progress=progress,
+                **dict(study.settings),
+            )
             raw = result.raw.assign(weighting=label)
             if base_rows is None:
                 base_rows = raw[raw["model"] == baseline]
             else:
                 raw = pd.concat([base_rows.assign(weighting=label), raw], ignore_index=True)
             frames.append(raw)
-        results[name] = CompareResult(raw=pd.concat(frames, ignore_index=True),
-                                      confidence=confidence, metrics=study.metrics)
+        results[name] = CompareResult(
+            raw=pd.concat(frames, ignore_index=True), confidence=confidence, metrics=study.metrics
+        )
     return Leaderboard(results=results, baseline=baseline, confidence=confidence)
 
 
@@ -165,8 +184,10 @@ def _factory(strategy: WeightingSpec) -> Callable[[], Weighting]:
 
         return next(iter(resolve_weightings([strategy]).values()))
     if isinstance(strategy, Weighting) or not callable(strategy):
-        raise TypeError("a weighting must be a strategy name or a () → Weighting factory "
-                        f"(strategies keep state), got {strategy!r}")
+        raise TypeError(
+            "a weighting must be a strategy name or a () → Weighting factory "
+            f"(strategies keep state), got {strategy!r}"
+        )
     return strategy
 
 
@@ -188,8 +209,9 @@ class Leaderboard:
     @property
     def raw(self) -> pd.DataFrame:
         """Every run of every data set, with a ``dataset`` column first."""
-        return pd.concat([r.raw.assign(dataset=name) for name, r in self.results.items()],
-                         ignore_index=True)[["dataset", *self._raw_columns()]]
+        return pd.concat(
+            [r.raw.assign(dataset=name) for name, r in self.results.items()], ignore_index=True
+        )[["dataset", *self._raw_columns()]]
 
     def _raw_columns(self) -> list[str]:
         return list(next(iter(self.results.values())).raw.columns)
@@ -202,15 +224,20 @@ class Leaderboard:
         """The rows of each data set's chosen metrics, with a ``configuration`` label
         ``"model (weighting)"``; the baseline's repeated rows are kept once, labelled by its
         name alone."""
-        frames = [_select_metrics(r.raw, self._metrics(r)).assign(dataset=name)
-                  for name, r in self.results.items()]
+        frames = [
+            _select_metrics(r.raw, self._metrics(r)).assign(dataset=name)
+            for name, r in self.results.items()
+        ]
         rows = pd.concat(frames, ignore_index=True)
         is_base = rows["model"] == self.baseline
         base = rows[is_base].drop_duplicates(["dataset", "seed", "task", "metric"])
-        rows = pd.concat([base.assign(configuration=self.baseline),
-                          rows[~is_base].assign(configuration=rows["model"] + " ("
-                                                + rows["weighting"] + ")")],
-                         ignore_index=True)
+        rows = pd.concat(
+            [
+                base.assign(configuration=self.baseline),
+                rows[~is_base].assign(configuration=rows["model"] + " (" + rows["weighting"] + ")"),
+            ],
+            ignore_index=True,
+        )
         return rows
 
     def table(self, *, wide: bool = False, digits: int = 3) -> pd.DataFrame:
@@ -219,8 +246,9 @@ class Leaderboard:
         ``(dataset, task, metric)``, cells ``"mean [lo, hi]"``."""
         frames = []
         for name, result in self.results.items():
-            table = CompareResult(raw=result.raw, confidence=self.confidence,
-                                  metrics=self._metrics(result)).table(digits=digits)
+            table = CompareResult(
+                raw=result.raw, confidence=self.confidence, metrics=self._metrics(result)
+            ).table(digits=digits)
             frames.append(table.assign(dataset=name))
         out = pd.concat(frames, ignore_index=True)
         out = out[["dataset", *[c for c in out.columns if c != "dataset"]]]
@@ -232,13 +260,25 @@ class Leaderboard:
         :meth:`~mtlbook.analysis.compare.CompareResult.gains`. ``wide`` as in :meth:`table`."""
         frames = []
         for name, result in self.results.items():
-            gains = CompareResult(raw=result.raw, confidence=self.confidence,
-                                  metrics=self._metrics(result)).gains(self.baseline,
-                                                                       digits=digits)
+            gains = CompareResult(
+                raw=result.raw, confidence=self.confidence, metrics=self._metrics(result)
+            ).gains(self.baseline, digits=digits)
             frames.append(gains.assign(dataset=name))
         out = pd.concat(frames, ignore_index=True)
-        out = out[["dataset", "model", "weighting", "task", "metric", "mean", "lo", "hi", "n",
-                   "formatted"]]
+        out = out[
+            [
+                "dataset",
+                "model",
+                "weighting",
+                "task",
+                "metric",
+                "mean",
+                "lo",
+                "hi",
+                "n",
+                "formatted",
+            ]
+        ]
         return _widen(out, "formatted") if wide else out
 
     def best(self, *, overall: bool = False) -> pd.DataFrame:
@@ -258,8 +298,9 @@ class Leaderboard:
         if overall:
             rows = self._overall_scores(rows)
         out = []
-        for (dataset, task, metric), group in rows.groupby(["dataset", "task", "metric"],
-                                                           sort=False):
+        for (dataset, task, metric), group in rows.groupby(
+            ["dataset", "task", "metric"], sort=False
+        ):
             wide = group.pivot_table(index="seed", columns="configuration", values="value")
             wide = wide.dropna(axis=1, how="all")
             means = wide.mean()
@@ -270,17 +311,27 @@ class Leaderboard:
             tidy = tidy.dropna()
             tied: list[str] = []
             if len(tidy):
-                ci = mean_interval(tidy.reset_index(), ["configuration"], value="diff",
-                                   confidence=self.confidence)
+                ci = mean_interval(
+                    tidy.reset_index(), ["configuration"], value="diff", confidence=self.confidence
+                )
                 contains_zero = (ci["lo"] <= 0) & (ci["hi"] >= 0)
                 ci = ci[contains_zero.to_numpy()]
                 ci = ci.assign(order=ci["configuration"].map(means))
                 ci = ci.sort_values("order", ascending=lower)
                 tied = ci["configuration"].tolist()
             summary = best + ("" if not tied else f"; tied: {', '.join(tied)}")
-            out.append({"dataset": dataset, "task": task, "metric": metric, "best": best,
-                        "best_mean": float(means[best]), "tied": tied, "n_tied": len(tied),
-                        "summary": summary})
+            out.append(
+                {
+                    "dataset": dataset,
+                    "task": task,
+                    "metric": metric,
+                    "best": best,
+                    "best_mean": float(means[best]),
+                    "tied": tied,
+                    "n_tied": len(tied),
+                    "summary": summary,
+                }
+            )
         return pd.DataFrame(out)
 
     def _overall_scores(self, rows: pd.DataFrame) -> pd.DataFrame:
@@ -304,15 +355,20 @@ class Leaderboard:
 
 def _widen(out: pd.DataFrame, value: str) -> pd.DataFrame:
     """Rows ``(model, weighting)``, columns ``(dataset, task, metric)``, in first-seen order."""
-    wide = out.pivot_table(index=["model", "weighting"], columns=["dataset", "task", "metric"],
-                           values=value, aggfunc="first")
+    wide = out.pivot_table(
+        index=["model", "weighting"],
+        columns=["dataset", "task", "metric"],
+        values=value,
+        aggfunc="first",
+    )
     rows = pd.MultiIndex.from_frame(out[["model", "weighting"]].drop_duplicates())
     cols = pd.MultiIndex.from_frame(out[["dataset", "task", "metric"]].drop_duplicates())
     return wide.reindex(index=rows, columns=cols)
 
 
-def plot_gain_heatmap(gains: pd.DataFrame, *, limit: float | None = None,
-                      ax: plt.Axes | None = None) -> Figure | SubFigure:
+def plot_gain_heatmap(
+    gains: pd.DataFrame, *, limit: float | None = None, ax: plt.Axes | None = None
+) -> Figure | SubFigure:
     """The paired gains over the baseline as a heatmap: one row per configuration, one column
     per data set and task; each cell shows the mean gain in %, with ``*`` when its interval
     excludes 0. Colours are clipped to ``±limit`` (default: the 90th percentile of ``|gain|``)
@@ -339,15 +395,18 @@ def plot_gain_heatmap(gains: pd.DataFrame, *, limit: float | None = None,
     missing = [c for c in needed if c not in gains.columns]
     if missing:
         raise ValueError(f"column(s) {missing} missing; pass Leaderboard.gains()")
-    g = gains.assign(row=gains["model"] + " / " + gains["weighting"],
-                     col=gains["dataset"] + "\n" + gains["task"])
+    g = gains.assign(
+        row=gains["model"] + " / " + gains["weighting"], col=gains["dataset"] + "\n" + gains["task"]
+    )
     rows = list(dict.fromkeys(g["row"]))
     cols = list(dict.fromkeys(g["col"]))
-    means = g.pivot_table(index="row", columns="col", values="mean").reindex(index=rows,
-                                                                            columns=cols)
+    means = g.pivot_table(index="row", columns="col", values="mean").reindex(
+        index=rows, columns=cols
+    )
     sig = (g["lo"] > 0) | (g["hi"] < 0)
-    text = g.assign(text=[f"{m:+.0f}{'*' if s else ''}" for m, s in zip(g["mean"], sig,
-                                                                        strict=True)])
+    text = g.assign(
+        text=[f"{m:+.0f}{'*' if s else ''}" for m, s in zip(g["mean"], sig, strict=True)]
+    )
     labels = text.pivot_table(index="row", columns="col", values="text", aggfunc="first")
     labels = labels.reindex(index=rows, columns=cols).fillna("")
     if limit is None:
@@ -359,16 +418,29 @@ def plot_gain_heatmap(gains: pd.DataFrame, *, limit: float | None = None,
         fig, ax = plt.subplots(figsize=(2.5 + 1.0 * len(cols), 1.0 + 0.42 * len(rows)))
     else:
         fig = ax.figure
-    sns.heatmap(means, annot=labels.to_numpy(), fmt="", cmap="RdBu", center=0.0, vmin=-limit,
-                vmax=limit, linewidths=0.5, linecolor="white", ax=ax, annot_kws={"fontsize": 8},
-                cbar_kws={"label": "gain over baseline, % (positive = better)"})
+    sns.heatmap(
+        means,
+        annot=labels.to_numpy(),
+        fmt="",
+        cmap="RdBu",
+        center=0.0,
+        vmin=-limit,
+        vmax=limit,
+        linewidths=0.5,
+        linecolor="white",
+        ax=ax,
+        annot_kws={"fontsize": 8},
+        cbar_kws={"label": "gain over baseline, % (positive = better)"},
+    )
     ax.set_facecolor("#f2f2f2")  # cells of configurations not run on that data set
     ax.grid(False)
     ax.set_xlabel("")
     ax.set_ylabel("")
     ax.tick_params(axis="x", labelsize=8, labelrotation=0)
     ax.tick_params(axis="y", labelsize=8)
-    ax.set_title("Paired gain over the single-task baseline (mean over seeds; "
-                 "* = interval excludes 0)", fontsize=9)
+    ax.set_title(
+        "Paired gain over the single-task baseline (mean over seeds; * = interval excludes 0)",
+        fontsize=9,
+    )
     tidy_layout(fig)
     return fig

@@ -119,7 +119,8 @@ def parse_task_spec(name: str, spec: Any) -> tuple[str, str | None]:
         return spec, None
     if isinstance(spec, Mapping):
         if set(spec) - {"kind", "mask"} or "kind" not in spec:
-            raise ValueError(f"task {name!r}: expected {{'kind': ..., 'mask': ...}}, "
-                             f"got {dict(spec)!r}")
+            raise ValueError(
+                f"task {name!r}: expected {{'kind': ..., 'mask': ...}}, got {dict(spec)!r}"
+            )
         return spec["kind"], spec.get("mask")
     raise ValueError(f"task {name!r}: expected a kind string or a dict, got {spec!r}")

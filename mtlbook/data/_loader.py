@@ -34,8 +34,10 @@ def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
             raise TypeError(f"{name} must be an integer, got {value!r}")
     if world_size < 1 or not 0 <= rank < world_size or n < 0:
-        raise ValueError(f"need n >= 0, world_size >= 1 and 0 <= rank < world_size, got "
-                         f"n={n}, rank={rank}, world_size={world_size}")
+        raise ValueError(
+            f"need n >= 0, world_size >= 1 and 0 <= rank < world_size, got "
+            f"n={n}, rank={rank}, world_size={world_size}"
+        )
     return int(n * rank // world_size), int(n * (rank + 1) // world_size)
 
 
@@ -54,8 +56,15 @@ class BatchLoader:
     (what :func:`mtlbook.fit` does under ``torchrun``). ``len()`` counts global batches.
     """
 
-    def __init__(self, data: MultiTaskData, batch_size: int, shuffle: bool, seed: int,
-                 drop_last: bool = False, shard: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        data: MultiTaskData,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool = False,
+        shard: tuple[int, int] | None = None,
+    ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if shard is not None:
@@ -88,9 +97,13 @@ class BatchLoader:
             >>> bool((next(iter(a)).dense == next(iter(b)).dense).all())
             True
         """
-        return {"generator": self._generator.get_state(), "n_samples": len(self.data),
-                "batch_size": self.batch_size, "shuffle": self.shuffle,
-                "drop_last": self.drop_last}
+        return {
+            "generator": self._generator.get_state(),
+            "n_samples": len(self.data),
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` of a loader over data of the same size with the same
@@ -101,15 +114,20 @@ class BatchLoader:
         """
         keys = ("generator", "n_samples", "batch_size", "shuffle", "drop_last")
         if not isinstance(state, Mapping) or any(k not in state for k in keys):
-            raise ValueError(f"state must be a BatchLoader.state_dict() with keys {keys}, "
-                             f"got {state!r:.200}")
-        mine = {"n_samples": len(self.data), "batch_size": self.batch_size,
-                "shuffle": self.shuffle, "drop_last": self.drop_last}
-        differ = [f"{k}: state {state[k]!r}, loader {v!r}" for k, v in mine.items()
-                  if state[k] != v]
+            raise ValueError(
+                f"state must be a BatchLoader.state_dict() with keys {keys}, got {state!r:.200}"
+            )
+        mine = {
+            "n_samples": len(self.data),
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+        }
+        differ = [
+            f"{k}: state {state[k]!r}, loader {v!r}" for k, v in mine.items() if state[k] != v
+        ]
         if differ:
-            raise ValueError("the loader state was saved with other settings: "
-                             + "; ".join(differ))
+            raise ValueError("the loader state was saved with other settings: " + "; ".join(differ))
         self._generator.set_state(state["generator"].cpu())
 
     def __iter__(self) -> Iterator[Batch]:

@@ -78,8 +78,9 @@ class MultiTaskData:
     ) -> None:
         masks = dict(masks or {})
         tasks = _task_tuple(tasks)
-        dense_arr, cat_arr, n = _feature_blocks(dense, categorical, dense_names,
-                                                categorical_names, [t.name for t in tasks])
+        dense_arr, cat_arr, n = _feature_blocks(
+            dense, categorical, dense_names, categorical_names, [t.name for t in tasks]
+        )
         cardinalities = _cardinalities(cat_arr, categorical_names, cardinalities)
         clean_labels, clean_masks = _labels_and_masks(tasks, labels, masks, n)
         groups = _group_ids(groups, n)
@@ -152,10 +153,18 @@ class MultiTaskData:
 
         dense_arr = None
         if dense:
-            dense_arr = np.stack([_numeric_column(df, col, "dense feature",
-                                                  "dense features must be numbers; declare "
-                                                  "the column as categorical instead")
-                                  for col in dense], axis=1)
+            dense_arr = np.stack(
+                [
+                    _numeric_column(
+                        df,
+                        col,
+                        "dense feature",
+                        "dense features must be numbers; declare the column as categorical instead",
+                    )
+                    for col in dense
+                ],
+                axis=1,
+            )
         cat_arr, cards, categories = _encode_categorical(df, categorical)
         return cls(
             dense=dense_arr,
@@ -176,10 +185,14 @@ class MultiTaskData:
         return self._n
 
     def __repr__(self) -> str:
-        tasks = ", ".join(f"{t.name}:{t.kind}{'(masked)' if t.name in self.masks else ''}"
-                          for t in self.schema.tasks)
-        return (f"MultiTaskData(n={self._n}, dense={self.schema.n_dense}, "
-                f"categorical={len(self.schema.categorical)}, tasks=[{tasks}])")
+        tasks = ", ".join(
+            f"{t.name}:{t.kind}{'(masked)' if t.name in self.masks else ''}"
+            for t in self.schema.tasks
+        )
+        return (
+            f"MultiTaskData(n={self._n}, dense={self.schema.n_dense}, "
+            f"categorical={len(self.schema.categorical)}, tasks=[{tasks}])"
+        )
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -189,8 +202,10 @@ class MultiTaskData:
     def weights(self) -> np.ndarray:
         """The generator's task weight vectors ``[n_tasks, n_features]`` (synthetic data only)."""
         if "weights" not in self.meta:
-            raise AttributeError("this data set has no generator weights (only data made by "
-                                 "make_correlated_tasks have them)")
+            raise AttributeError(
+                "this data set has no generator weights (only data made by "
+                "make_correlated_tasks have them)"
+            )
         return self.meta["weights"]
 
     def mask(self, task: str) -> np.ndarray:
@@ -219,24 +234,27 @@ class MultiTaskData:
         out._tensor_cache = None
         return out
 
-    def split(self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-              ) -> tuple[MultiTaskData, ...]:
+    def split(
+        self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+    ) -> tuple[MultiTaskData, ...]:
         """Randomly split into parts of the given fractions (e.g. train, valid, test).
 
         Fractions must be positive and sum to 1; the split is fixed by ``seed``.
         """
         fractions = [float(f) for f in fractions]
         if len(fractions) < 2 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-            raise ValueError("fractions must be ≥ 2 positive numbers summing to 1, "
-                             f"got {fractions}")
+            raise ValueError(
+                f"fractions must be ≥ 2 positive numbers summing to 1, got {fractions}"
+            )
         order = np.random.default_rng(seed).permutation(self._n)
         bounds = np.round(np.cumsum(fractions) * self._n).astype(int)
         bounds[-1] = self._n
         parts, start = [], 0
         for stop in bounds:
             if stop <= start:
-                raise ValueError(f"split fractions {fractions} leave an empty part for "
-                                 f"{self._n} samples")
+                raise ValueError(
+                    f"split fractions {fractions} leave an empty part for {self._n} samples"
+                )
             parts.append(self.subset(np.sort(order[start:stop])))
             start = stop
         return tuple(parts)
@@ -265,8 +283,12 @@ class MultiTaskData:
         out = self.subset(np.arange(self._n))
         out.labels = {name: self.labels[name] for name in tasks}
         out.masks = {name: self.masks[name] for name in tasks if name in self.masks}
-        out.schema = Schema(dense=self.schema.dense, categorical=self.schema.categorical,
-                            cardinalities=self.schema.cardinalities, tasks=specs)
+        out.schema = Schema(
+            dense=self.schema.dense,
+            categorical=self.schema.categorical,
+            cardinalities=self.schema.cardinalities,
+            tasks=specs,
+        )
         return out
 
     def subsample_labels(self, task: str, fraction: float, seed: int = 0) -> MultiTaskData:
@@ -302,8 +324,9 @@ class MultiTaskData:
             )
         return self._tensor_cache
 
-    def loader(self, batch_size: int = 256, shuffle: bool = True, seed: int = 0,
-               drop_last: bool = False) -> BatchLoader:
+    def loader(
+        self, batch_size: int = 256, shuffle: bool = True, seed: int = 0, drop_last: bool = False
+    ) -> BatchLoader:
         """Mini-batches of :class:`Batch` that go straight into ``model(batch)``."""
         return BatchLoader(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
 

@@ -29,8 +29,9 @@ def _truthy(column: pd.Series) -> pd.Series:
     return pd.to_numeric(column, errors="coerce").fillna(0).astype(bool)
 
 
-def _numeric_column(df: pd.DataFrame, column: str, role: str, hint: str,
-                    rows: pd.Series | None = None) -> np.ndarray:
+def _numeric_column(
+    df: pd.DataFrame, column: str, role: str, hint: str, rows: pd.Series | None = None
+) -> np.ndarray:
     """Column ``column`` of ``df`` as float64 (missing values as NaN), or a ``ValueError`` that
     names the column and shows a value that is not a number (only ``rows`` are checked)."""
     raw = df[column]
@@ -39,8 +40,10 @@ def _numeric_column(df: pd.DataFrame, column: str, role: str, hint: str,
     if rows is not None:
         bad &= rows
     if bad.any():
-        raise ValueError(f"{role} column {column!r} has non-numeric values such as "
-                         f"{raw[bad].iloc[0]!r} ({int(bad.sum())} of {len(raw)} rows); {hint}")
+        raise ValueError(
+            f"{role} column {column!r} has non-numeric values such as "
+            f"{raw[bad].iloc[0]!r} ({int(bad.sum())} of {len(raw)} rows); {hint}"
+        )
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
@@ -51,8 +54,9 @@ def _as_2d(name: str, values: Any, dtype: Any, n_columns: int) -> np.ndarray | N
         return None
     arr = np.asarray(values)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array [n_samples, n_columns], "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a 2-D array [n_samples, n_columns], got shape {arr.shape}"
+        )
     if arr.shape[1] != n_columns:
         raise ValueError(
             f"{name} has {arr.shape[1]} columns but {n_columns} column names were given"
@@ -78,9 +82,13 @@ def _task_tuple(tasks: Sequence[TaskSpec] | Mapping[str, str]) -> tuple[TaskSpec
     return tasks
 
 
-def _feature_blocks(dense: Any, categorical: Any, dense_names: Sequence[str],
-                    categorical_names: Sequence[str], task_names: Sequence[str]
-                    ) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+def _feature_blocks(
+    dense: Any,
+    categorical: Any,
+    dense_names: Sequence[str],
+    categorical_names: Sequence[str],
+    task_names: Sequence[str],
+) -> tuple[np.ndarray | None, np.ndarray | None, int]:
     """Check and convert the two feature blocks.
 
     Returns:
@@ -96,8 +104,9 @@ def _feature_blocks(dense: Any, categorical: Any, dense_names: Sequence[str],
     if dense_arr is None and cat_arr is None:
         raise ValueError("a data set needs at least one feature: give dense or categorical")
     if dense_arr is not None and cat_arr is not None and len(dense_arr) != len(cat_arr):
-        raise ValueError(f"length mismatch: dense has {len(dense_arr)} rows, "
-                         f"categorical has {len(cat_arr)}")
+        raise ValueError(
+            f"length mismatch: dense has {len(dense_arr)} rows, categorical has {len(cat_arr)}"
+        )
     if dense_arr is not None:
         n = len(dense_arr)
     else:
@@ -120,13 +129,18 @@ def _feature_blocks(dense: Any, categorical: Any, dense_names: Sequence[str],
         if bad.any():
             counts = bad.sum(axis=0)
             where = {dense_names[j]: int(c) for j, c in enumerate(counts) if c}
-            raise ValueError(f"dense features contain NaN or inf values: {where} "
-                             "(column: count); impute or drop them first")
+            raise ValueError(
+                f"dense features contain NaN or inf values: {where} "
+                "(column: count); impute or drop them first"
+            )
     return dense_arr, cat_arr, n
 
 
-def _cardinalities(cat_arr: np.ndarray | None, categorical_names: Sequence[str],
-                   cardinalities: Sequence[int] | None) -> tuple[int, ...]:
+def _cardinalities(
+    cat_arr: np.ndarray | None,
+    categorical_names: Sequence[str],
+    cardinalities: Sequence[int] | None,
+) -> tuple[int, ...]:
     """The cardinality of each categorical column (default: max index + 1; ``()`` without
     categorical features).
 
@@ -139,8 +153,9 @@ def _cardinalities(cat_arr: np.ndarray | None, categorical_names: Sequence[str],
         cardinalities = [int(c.max()) + 1 if len(c) else 1 for c in cat_arr.T]
     cardinalities = tuple(int(c) for c in cardinalities)
     if len(cardinalities) != cat_arr.shape[1]:
-        raise ValueError(f"{len(cardinalities)} cardinalities given for "
-                         f"{cat_arr.shape[1]} categorical columns")
+        raise ValueError(
+            f"{len(cardinalities)} cardinalities given for {cat_arr.shape[1]} categorical columns"
+        )
     for j, (col, card) in enumerate(zip(categorical_names, cardinalities, strict=True)):
         column = cat_arr[:, j]
         if len(column) and (column.min() < 0 or column.max() >= card):
@@ -162,12 +177,16 @@ def _label_vector(task: TaskSpec, values: Any, n: int) -> np.ndarray:
         y = y.astype(np.float64)
     except (TypeError, ValueError):
         example = next(v for v in y.tolist() if not _is_number(v))
-        raise ValueError(f"task {task.name!r} has non-numeric labels such as "
-                         f"{example!r}; labels must be numbers (0/1 for a binary "
-                         "task)") from None
+        raise ValueError(
+            f"task {task.name!r} has non-numeric labels such as "
+            f"{example!r}; labels must be numbers (0/1 for a binary "
+            "task)"
+        ) from None
     if len(y) != n:
-        raise ValueError(f"length mismatch: task {task.name!r} has {len(y)} labels "
-                         f"but the features have {n} rows")
+        raise ValueError(
+            f"length mismatch: task {task.name!r} has {len(y)} labels "
+            f"but the features have {n} rows"
+        )
     return y
 
 
@@ -181,8 +200,10 @@ def _mask_vector(task: TaskSpec, values: Any, n: int) -> np.ndarray | None:
         return None
     mask = np.asarray(values).reshape(-1)
     if len(mask) != n:
-        raise ValueError(f"length mismatch: mask of task {task.name!r} has "
-                         f"{len(mask)} entries but the features have {n} rows")
+        raise ValueError(
+            f"length mismatch: mask of task {task.name!r} has "
+            f"{len(mask)} entries but the features have {n} rows"
+        )
     if mask.dtype != bool:
         if not np.isin(mask, (0, 1)).all():
             raise ValueError(f"mask of task {task.name!r} must be boolean or 0/1")
@@ -190,9 +211,9 @@ def _mask_vector(task: TaskSpec, values: Any, n: int) -> np.ndarray | None:
     return mask
 
 
-def _labels_and_masks(tasks: tuple[TaskSpec, ...], labels: Mapping[str, Any],
-                      masks: dict[str, Any], n: int
-                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _labels_and_masks(
+    tasks: tuple[TaskSpec, ...], labels: Mapping[str, Any], masks: dict[str, Any], n: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Check and convert the labels (float32, 0 outside a mask) and masks (bool) per task.
 
     Raises:
@@ -217,14 +238,18 @@ def _labels_and_masks(tasks: tuple[TaskSpec, ...], labels: Mapping[str, Any],
         bad = int((~np.isfinite(inside)).sum())
         if bad:
             where = "" if mask is None else " inside its mask"
-            raise ValueError(f"task {task.name!r} has {bad} NaN or inf labels{where}; "
-                             "drop those rows or give the task a mask")
+            raise ValueError(
+                f"task {task.name!r} has {bad} NaN or inf labels{where}; "
+                "drop those rows or give the task a mask"
+            )
         if task.kind == "binary":
             values = np.unique(inside)
             if not np.isin(values, (0.0, 1.0)).all():
                 shown = values[~np.isin(values, (0.0, 1.0))][:5].tolist()
-                raise ValueError(f"binary task {task.name!r} must have labels 0/1, found "
-                                 f"other values such as {shown}")
+                raise ValueError(
+                    f"binary task {task.name!r} must have labels 0/1, found "
+                    f"other values such as {shown}"
+                )
         if mask is not None:
             y = np.where(mask, y, 0.0)
             clean_masks[task.name] = mask
@@ -243,11 +268,14 @@ def _group_ids(groups: Any, n: int) -> np.ndarray | None:
     groups = np.asarray(groups).reshape(-1)
     n_missing = int(pd.isna(groups).sum())
     if n_missing:
-        raise ValueError(f"groups has {n_missing} missing values; every sample needs "
-                         "a group id (for example its user id)")
+        raise ValueError(
+            f"groups has {n_missing} missing values; every sample needs "
+            "a group id (for example its user id)"
+        )
     if len(groups) != n:
-        raise ValueError(f"length mismatch: groups has {len(groups)} entries "
-                         f"but the features have {n} rows")
+        raise ValueError(
+            f"length mismatch: groups has {len(groups)} entries but the features have {n} rows"
+        )
     if not np.issubdtype(groups.dtype, np.integer):
         groups = pd.factorize(groups)[0]
     return groups.astype(np.int64)
@@ -264,15 +292,21 @@ def _truth_frame(truth: pd.DataFrame | None, n: int) -> pd.DataFrame | None:
     if not isinstance(truth, pd.DataFrame):
         raise ValueError(f"truth must be a pandas DataFrame, got {type(truth).__name__}")
     if len(truth) != n:
-        raise ValueError(f"length mismatch: truth has {len(truth)} rows "
-                         f"but the features have {n} rows")
+        raise ValueError(
+            f"length mismatch: truth has {len(truth)} rows but the features have {n} rows"
+        )
     return truth.reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------- from_frame helpers
-def _frame_columns(df: pd.DataFrame, dense: Sequence[str], categorical: Sequence[str],
-                   tasks: Mapping[str, Any], group: str | None, truth: Sequence[str]
-                   ) -> tuple[list[str], list[str], list[str]]:
+def _frame_columns(
+    df: pd.DataFrame,
+    dense: Sequence[str],
+    categorical: Sequence[str],
+    tasks: Mapping[str, Any],
+    group: str | None,
+    truth: Sequence[str],
+) -> tuple[list[str], list[str], list[str]]:
     """Check the arguments of :meth:`~mtlbook.data.MultiTaskData.from_frame` against the DataFrame.
 
     Returns:
@@ -286,20 +320,23 @@ def _frame_columns(df: pd.DataFrame, dense: Sequence[str], categorical: Sequence
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"df must be a pandas DataFrame, got {type(df).__name__}")
     if len(df) == 0:
-        raise ValueError(f"df has no rows (columns {list(df.columns)}); a data set needs "
-                         "at least one sample")
+        raise ValueError(
+            f"df has no rows (columns {list(df.columns)}); a data set needs at least one sample"
+        )
     dense, categorical, truth = list(dense), list(categorical), list(truth)
     if not isinstance(tasks, Mapping) or not tasks:
-        raise ValueError("tasks must be a non-empty mapping of label column -> kind, "
-                         f"got {tasks!r}")
+        raise ValueError(
+            f"tasks must be a non-empty mapping of label column -> kind, got {tasks!r}"
+        )
     wanted = dense + categorical + list(tasks) + truth + ([group] if group else [])
     missing = [c for c in wanted if c not in df.columns]
     for spec in tasks.values():
         if isinstance(spec, Mapping) and spec.get("mask") and spec["mask"] not in df.columns:
             missing.append(spec["mask"])
     if missing:
-        raise ValueError(f"column(s) {missing} not found in the DataFrame; "
-                         f"it has {list(df.columns)}")
+        raise ValueError(
+            f"column(s) {missing} not found in the DataFrame; it has {list(df.columns)}"
+        )
     leaked = [c for c in tasks if c in dense or c in categorical]
     if leaked:
         raise ValueError(
@@ -308,13 +345,16 @@ def _frame_columns(df: pd.DataFrame, dense: Sequence[str], categorical: Sequence
         )
     leaked_truth = [c for c in truth if c in dense or c in categorical]
     if leaked_truth:
-        raise ValueError(f"truth column(s) {leaked_truth} are also listed as features; "
-                         "ground truth must never be fed to a model")
+        raise ValueError(
+            f"truth column(s) {leaked_truth} are also listed as features; "
+            "ground truth must never be fed to a model"
+        )
     return dense, categorical, truth
 
 
-def _encode_categorical(df: pd.DataFrame, categorical: list[str]
-                        ) -> tuple[np.ndarray | None, list[int] | None, dict[str, pd.Index]]:
+def _encode_categorical(
+    df: pd.DataFrame, categorical: list[str]
+) -> tuple[np.ndarray | None, list[int] | None, dict[str, pd.Index]]:
     """Encode the categorical columns as indices ``0 .. k-1`` in sorted order.
 
     Returns:
@@ -330,8 +370,10 @@ def _encode_categorical(df: pd.DataFrame, categorical: list[str]
         for col in categorical:
             n_missing = int(df[col].isna().sum())
             if n_missing:
-                raise ValueError(f"categorical column {col!r} has {n_missing} missing "
-                                 "values; fill them with an explicit category first")
+                raise ValueError(
+                    f"categorical column {col!r} has {n_missing} missing "
+                    "values; fill them with an explicit category first"
+                )
             code, uniques = pd.factorize(df[col], sort=True)
             codes.append(code)
             categories[col] = pd.Index(uniques)

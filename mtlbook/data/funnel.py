@@ -104,8 +104,9 @@ def simulate_funnel(
     if not 0.0 < click_rate < 1.0:
         raise ValueError(f"click_rate must lie in (0, 1), got {click_rate!r}")
     if not 0.0 < purchase_rate < click_rate:
-        raise ValueError(f"purchase_rate must lie in (0, click_rate={click_rate}), "
-                         f"got {purchase_rate!r}")
+        raise ValueError(
+            f"purchase_rate must lie in (0, click_rate={click_rate}), got {purchase_rate!r}"
+        )
     if context_noise < 0:
         raise ValueError(f"context_noise must be ≥ 0, got {context_noise!r}")
 
@@ -138,10 +139,19 @@ def simulate_funnel(
     position = rng.integers(n_positions, size=n)
 
     affinity = np.einsum("nk,nk->n", user_taste[user], item_taste[item]) / (2.0 * np.sqrt(k))
-    click_base = (1.5 * affinity + activity[user] + 0.5 * quality[item]
-                  - 0.4 * np.log1p(position) + context_noise * rng.standard_normal(n))
-    buy_base = (1.0 * affinity + 0.8 * quality[item] - sensitivity[user] * log_price_std[item]
-                + context_noise * rng.standard_normal(n))
+    click_base = (
+        1.5 * affinity
+        + activity[user]
+        + 0.5 * quality[item]
+        - 0.4 * np.log1p(position)
+        + context_noise * rng.standard_normal(n)
+    )
+    buy_base = (
+        1.0 * affinity
+        + 0.8 * quality[item]
+        - sensitivity[user] * log_price_std[item]
+        + context_noise * rng.standard_normal(n)
+    )
 
     b_click = _solve_offset(click_rate, lambda b: _sigmoid(click_base + b).mean())
     pctr = _sigmoid(click_base + b_click)
@@ -157,13 +167,17 @@ def simulate_funnel(
 
     user_activity_obs = activity + 0.3 * rng.standard_normal(n_users)
     item_popularity_obs = quality + 0.3 * rng.standard_normal(n_items)
-    dense = np.stack([
-        standardise(log_price_item[item]),
-        standardise(user_activity_obs[user]),
-        standardise(item_popularity_obs[item]),
-    ], axis=1)
-    categorical = np.stack([user, item, segment[user], category[item], price_band[item],
-                            position], axis=1)
+    dense = np.stack(
+        [
+            standardise(log_price_item[item]),
+            standardise(user_activity_obs[user]),
+            standardise(item_popularity_obs[item]),
+        ],
+        axis=1,
+    )
+    categorical = np.stack(
+        [user, item, segment[user], category[item], price_band[item], position], axis=1
+    )
 
     labels = {"click": click.astype(float), "purchase": purchase.astype(float)}
     tasks = [TaskSpec("click", "binary"), TaskSpec("purchase", "binary")]

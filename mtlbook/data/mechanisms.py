@@ -75,14 +75,16 @@ class _Teacher:
     """A random one-hidden-layer function ``tanh(x W + b) A`` with ``n_out`` outputs, each
     standardised to mean 0 and variance 1 under ``x ~ N(0, I)``."""
 
-    def __init__(self, rng: np.random.Generator, n_in: int, n_hidden: int, scale: float = 2.0,
-                 n_out: int = 1) -> None:
+    def __init__(
+        self, rng: np.random.Generator, n_in: int, n_hidden: int, scale: float = 2.0, n_out: int = 1
+    ) -> None:
         self.w = rng.standard_normal((n_in, n_hidden)) * scale / np.sqrt(n_in)  # [in, hidden]
         self.b = rng.standard_normal(n_hidden) * 0.5
         self.a = rng.standard_normal((n_hidden, n_out))  # [hidden, out]
         self.n_out = n_out
         reference = np.random.default_rng(rng.integers(2**32)).standard_normal(
-            (_REFERENCE_SIZE, n_in))
+            (_REFERENCE_SIZE, n_in)
+        )
         raw = self._raw(reference)  # [ref, out]
         self.mean, self.std = raw.mean(0), raw.std(0)
 
@@ -97,8 +99,9 @@ class _Teacher:
         return out[:, 0] if self.n_out == 1 else out
 
 
-def _regression_data(x: np.ndarray, labels: dict[str, np.ndarray], truth: dict[str, np.ndarray],
-                     meta: dict) -> MultiTaskData:
+def _regression_data(
+    x: np.ndarray, labels: dict[str, np.ndarray], truth: dict[str, np.ndarray], meta: dict
+) -> MultiTaskData:
     return MultiTaskData(
         dense=x,
         labels=labels,
@@ -159,9 +162,18 @@ def make_noisy_copies(
     names = [f"task{k + 1}" for k in range(n_tasks)]
     noise = rng.standard_normal((n_tasks, n_samples)) * noise_std  # [tasks, n]
     labels = {name: f + noise[k] for k, name in enumerate(names)}
-    return _regression_data(x, labels, {name: f for name in names}, {
-        "generator": "make_noisy_copies", "noise_std": noise_std, "n_hidden": n_hidden,
-        "nonlinearity": nonlinearity, "seed": seed})
+    return _regression_data(
+        x,
+        labels,
+        {name: f for name in names},
+        {
+            "generator": "make_noisy_copies",
+            "noise_std": noise_std,
+            "n_hidden": n_hidden,
+            "nonlinearity": nonlinearity,
+            "seed": seed,
+        },
+    )
 
 
 def make_sparse_relevance_tasks(
@@ -223,10 +235,20 @@ def make_sparse_relevance_tasks(
     targets = np.column_stack([t(x[:, :n_relevant]) for t in teachers])  # [n, tasks]
     truth = {name: targets[:, k] for k, name in enumerate(names)}
     labels = {name: truth[name] + noise_std * rng.standard_normal(n_samples) for name in names}
-    return _regression_data(x, labels, truth, {
-        "generator": "make_sparse_relevance_tasks", "relevant": np.arange(n_relevant),
-        "noise_std": noise_std, "n_hidden": n_hidden, "nonlinearity": nonlinearity,
-        "shared_hidden": bool(shared_hidden), "seed": seed})
+    return _regression_data(
+        x,
+        labels,
+        truth,
+        {
+            "generator": "make_sparse_relevance_tasks",
+            "relevant": np.arange(n_relevant),
+            "noise_std": noise_std,
+            "n_hidden": n_hidden,
+            "nonlinearity": nonlinearity,
+            "shared_hidden": bool(shared_hidden),
+            "seed": seed,
+        },
+    )
 
 
 def make_eavesdropping_tasks(
@@ -297,12 +319,25 @@ def make_eavesdropping_tasks(
     a = g if a_uses_g else other_teacher(x)
     g_term = g if b_form == "weak" else x[:, -1] * g
     b = h + g_weight * g_term
-    labels = {"A": a + noise_a * rng.standard_normal(n_samples),
-              "B": b + noise_b * rng.standard_normal(n_samples)}
-    return _regression_data(x, labels, {"A": a, "B": b, "G": g, "h": h}, {
-        "generator": "make_eavesdropping_tasks", "g_weight": g_weight, "b_form": b_form,
-        "a_uses_g": bool(a_uses_g), "noise_a": noise_a, "noise_b": noise_b,
-        "nonlinearity": nonlinearity, "seed": seed})
+    labels = {
+        "A": a + noise_a * rng.standard_normal(n_samples),
+        "B": b + noise_b * rng.standard_normal(n_samples),
+    }
+    return _regression_data(
+        x,
+        labels,
+        {"A": a, "B": b, "G": g, "h": h},
+        {
+            "generator": "make_eavesdropping_tasks",
+            "g_weight": g_weight,
+            "b_form": b_form,
+            "a_uses_g": bool(a_uses_g),
+            "noise_a": noise_a,
+            "noise_b": noise_b,
+            "nonlinearity": nonlinearity,
+            "seed": seed,
+        },
+    )
 
 
 def make_task_family(
@@ -357,9 +392,18 @@ def make_task_family(
     labels = {name: targets[:, t] + noise[:, t] for t, name in enumerate(names)}
     truth = {name: targets[:, t] for t, name in enumerate(names)}
     truth.update({f"latent{j}": latent[:, j] for j in range(n_latent)})
-    return _regression_data(x, labels, truth, {
-        "generator": "make_task_family", "n_latent": n_latent, "noise_std": noise_std,
-        "readouts": readouts, "seed": seed})
+    return _regression_data(
+        x,
+        labels,
+        truth,
+        {
+            "generator": "make_task_family",
+            "n_latent": n_latent,
+            "noise_std": noise_std,
+            "readouts": readouts,
+            "seed": seed,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------- utilities
@@ -388,13 +432,15 @@ def clean_targets(data: MultiTaskData, tasks: Sequence[str] | None = None) -> Mu
     for name in tasks:
         data.schema.task(name)
     if data.truth is None:
-        raise ValueError("this data set has no ground truth (data.truth is None); only "
-                         "synthetic data know their noise-free targets")
+        raise ValueError(
+            "this data set has no ground truth (data.truth is None); only "
+            "synthetic data know their noise-free targets"
+        )
     missing = [name for name in tasks if name not in data.truth.columns]
     if missing:
-        raise ValueError(f"data.truth has no column for task(s) {missing}; it has "
-                         f"{list(data.truth.columns)}")
+        raise ValueError(
+            f"data.truth has no column for task(s) {missing}; it has {list(data.truth.columns)}"
+        )
     out = data.subset(np.arange(len(data)))
-    out.labels = {**data.labels, **{name: data.truth[name].to_numpy(np.float32)
-                                    for name in tasks}}
+    out.labels = {**data.labels, **{name: data.truth[name].to_numpy(np.float32) for name in tasks}}
     return out

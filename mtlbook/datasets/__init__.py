@@ -93,8 +93,9 @@ def _entry(name: str, registry: Registry) -> DatasetEntry:
     return entries[name]
 
 
-def available(*, cache_dir: str | os.PathLike[str] | None = None,
-              registry: Registry = None) -> pd.DataFrame:
+def available(
+    *, cache_dir: str | os.PathLike[str] | None = None, registry: Registry = None
+) -> pd.DataFrame:
     """The datasets of the registry, one row each.
 
     Columns: ``name``, ``description``, ``licence``, ``cached`` (every file present in the
@@ -112,13 +113,26 @@ def available(*, cache_dir: str | os.PathLike[str] | None = None,
             cached = all(check_cached(root / name / f.name, f, name) for f in entry.files)
         except (ChecksumMismatchError, UnverifiedFileError):
             cached = False
-        rows.append({"name": name, "description": entry.description, "licence": entry.licence,
-                     "cached": cached, "loader": name in _LOADERS})
+        rows.append(
+            {
+                "name": name,
+                "description": entry.description,
+                "licence": entry.licence,
+                "cached": cached,
+                "loader": name in _LOADERS,
+            }
+        )
     return pd.DataFrame(rows, columns=["name", "description", "licence", "cached", "loader"])
 
 
-def fetch(name: str, *, cache_dir: str | os.PathLike[str] | None = None, timeout: float = 30,
-          registry: Registry = None, trust_unverified: bool = False) -> dict[str, Path]:
+def fetch(
+    name: str,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    timeout: float = 30,
+    registry: Registry = None,
+    trust_unverified: bool = False,
+) -> dict[str, Path]:
     """Make the raw files of dataset ``name`` available locally, verified, and return them.
 
     Each file already in the cache is re-verified by sha256 and used. A missing file is taken
@@ -158,13 +172,20 @@ def fetch(name: str, *, cache_dir: str | os.PathLike[str] | None = None, timeout
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, got {timeout!r}")
     entry = _entry(name, registry)
-    return fetch_files(entry, resolve_cache_dir(cache_dir), timeout,
-                       trust_unverified=bool(trust_unverified))
+    return fetch_files(
+        entry, resolve_cache_dir(cache_dir), timeout, trust_unverified=bool(trust_unverified)
+    )
 
 
-def load(name: str, *, cache_dir: str | os.PathLike[str] | None = None, timeout: float = 30,
-         registry: Registry = None, trust_unverified: bool = False,
-         **options: Any) -> MultiTaskData:
+def load(
+    name: str,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    timeout: float = 30,
+    registry: Registry = None,
+    trust_unverified: bool = False,
+    **options: Any,
+) -> MultiTaskData:
     """Fetch (if needed) and build dataset ``name`` as a :class:`MultiTaskData`.
 
     ``adult`` — UCI Adult, 48,842 people (``part="all"``; ``"train"`` is adult.data with
@@ -255,16 +276,18 @@ def load(name: str, *, cache_dir: str | os.PathLike[str] | None = None, timeout:
     """
     entry = _entry(name, registry)  # raises for an unknown name
     if name not in _LOADERS:
-        raise ValueError(f"dataset {entry.name!r} is in the registry but has no loader yet; "
-                         "fetch() gives its raw files")
+        raise ValueError(
+            f"dataset {entry.name!r} is in the registry but has no loader yet; "
+            "fetch() gives its raw files"
+        )
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, got {timeout!r}")
     if name in _FILES_READ:  # fetch only the files these options read
         needed = set(_FILES_READ[name](**options))
-        entry = dataclasses.replace(entry, files=tuple(f for f in entry.files
-                                                       if f.name in needed))
-    paths = fetch_files(entry, resolve_cache_dir(cache_dir), timeout,
-                        trust_unverified=bool(trust_unverified))
+        entry = dataclasses.replace(entry, files=tuple(f for f in entry.files if f.name in needed))
+    paths = fetch_files(
+        entry, resolve_cache_dir(cache_dir), timeout, trust_unverified=bool(trust_unverified)
+    )
     try:
         return _LOADERS[name](paths, **options)
     except TypeError as err:

@@ -34,8 +34,14 @@ from ._tianchi import (
     _RowSampler,
 )
 
-__all__ = ["ALICCP_DEFAULT_FIELDS", "ALICCP_FIELDS", "ALICCP_FILES", "ALICCP_FORBIDDEN",
-           "ali_ccp_files", "load_ali_ccp"]
+__all__ = [
+    "ALICCP_DEFAULT_FIELDS",
+    "ALICCP_FIELDS",
+    "ALICCP_FILES",
+    "ALICCP_FORBIDDEN",
+    "ali_ccp_files",
+    "load_ali_ccp",
+]
 
 #: Feature fields of Ali-CCP: field id -> (column name, meaning), as described with the data
 #: (Tianchi dataset 408) and in the ESMM paper. Fields ending in ``_14`` are multi-valued
@@ -66,8 +72,26 @@ ALICCP_FIELDS: dict[str, tuple[str, str]] = {
     "301": ("position", "categorical expression of the display position"),
 }
 #: The 18 single-valued fields used by the public ESMM/AITM preprocessing (the default).
-ALICCP_DEFAULT_FIELDS = ("101", "121", "122", "124", "125", "126", "127", "128", "129", "205",
-                         "206", "207", "216", "508", "509", "702", "853", "301")
+ALICCP_DEFAULT_FIELDS = (
+    "101",
+    "121",
+    "122",
+    "124",
+    "125",
+    "126",
+    "127",
+    "128",
+    "129",
+    "205",
+    "206",
+    "207",
+    "216",
+    "508",
+    "509",
+    "702",
+    "853",
+    "301",
+)
 #: Labels and what reveals them: never features.
 ALICCP_FORBIDDEN = frozenset({"click", "conversion", "buy", "purchase"})
 ALICCP_FILES = {"train": "sample_train.tar.gz", "test": "sample_test.tar.gz"}
@@ -87,8 +111,9 @@ def _check_fields(fields: Any) -> list[str]:
     if fields is None:
         return list(ALICCP_DEFAULT_FIELDS)
     if isinstance(fields, str | bytes) or not isinstance(fields, Sequence):
-        raise ValueError(f"fields must be a sequence of Ali-CCP field ids such as ['101', "
-                         f"'205'], got {fields!r}")
+        raise ValueError(
+            f"fields must be a sequence of Ali-CCP field ids such as ['101', '205'], got {fields!r}"
+        )
     out = [str(f) for f in fields]
     unknown = [f for f in out if f not in ALICCP_FIELDS]
     if unknown:
@@ -103,8 +128,9 @@ def _needles(field_ids: Sequence[str]) -> list[tuple[bytes, int]]:
     return [(b"\x01" + f.encode() + b"\x02", j) for j, f in enumerate(field_ids)]
 
 
-def _fill_first_ids(blob: bytes, needles: Sequence[tuple[bytes, int]], row: list[int],
-                    where: str) -> None:
+def _fill_first_ids(
+    blob: bytes, needles: Sequence[tuple[bytes, int]], row: list[int], where: str
+) -> None:
     """Write the first feature id of every wanted field of a feature list into ``row``.
 
     A feature list is ``field \\x02 feature_id \\x03 value`` entries joined by ``\\x01``;
@@ -125,14 +151,20 @@ def _fill_first_ids(blob: bytes, needles: Sequence[tuple[bytes, int]], row: list
                 raise ValueError("no \\x03")
             row[j] = int(text[start:stop])
         except ValueError as err:
-            entry = text[at + 1:at + 41]
-            raise ValueError(f"{where}: malformed feature entry {entry!r} (expected "
-                             "field\\x02id\\x03value)") from err
+            entry = text[at + 1 : at + 41]
+            raise ValueError(
+                f"{where}: malformed feature entry {entry!r} (expected field\\x02id\\x03value)"
+            ) from err
 
 
-def _read_skeleton(stream: IO[bytes], name: str, needles: Sequence[tuple[bytes, int]],
-                   max_rows: int | None, sampler: _RowSampler, drop_unclicked: bool
-                   ) -> dict[str, Any]:
+def _read_skeleton(
+    stream: IO[bytes],
+    name: str,
+    needles: Sequence[tuple[bytes, int]],
+    max_rows: int | None,
+    sampler: _RowSampler,
+    drop_unclicked: bool,
+) -> dict[str, Any]:
     n_fields = len(needles)
     md5_index: dict[bytes, int] = {}
     blocks, rows = [], []
@@ -143,13 +175,16 @@ def _read_skeleton(stream: IO[bytes], name: str, needles: Sequence[tuple[bytes, 
             continue
         parts = line.rstrip(b"\r\n").split(b",", 5)
         if len(parts) != 6:
-            raise ValueError(f"{name} line {lineno}: expected 6 comma-separated columns "
-                             "(sample id, click, conversion, common feature index, feature "
-                             f"count, feature list), got {len(parts)}")
+            raise ValueError(
+                f"{name} line {lineno}: expected 6 comma-separated columns "
+                "(sample id, click, conversion, common feature index, feature "
+                f"count, feature list), got {len(parts)}"
+            )
         c, v = parts[1], parts[2]
         if c not in (b"0", b"1") or v not in (b"0", b"1"):
-            raise ValueError(f"{name} line {lineno}: click and conversion must be 0/1, got "
-                             f"{c!r}, {v!r}")
+            raise ValueError(
+                f"{name} line {lineno}: click and conversion must be 0/1, got {c!r}, {v!r}"
+            )
         if drop_unclicked and c == b"0" and v == b"1":
             n_dropped += 1
             continue
@@ -159,8 +194,9 @@ def _read_skeleton(stream: IO[bytes], name: str, needles: Sequence[tuple[bytes, 
         try:
             sample_id.append(int(parts[0]))
         except ValueError as err:
-            raise ValueError(f"{name} line {lineno}: sample id {parts[0]!r} is not an "
-                             "integer") from err
+            raise ValueError(
+                f"{name} line {lineno}: sample id {parts[0]!r} is not an integer"
+            ) from err
         click.append(c == b"1")
         conv.append(v == b"1")
         md5_of.append(md5_index.setdefault(parts[3], len(md5_index)))
@@ -171,14 +207,23 @@ def _read_skeleton(stream: IO[bytes], name: str, needles: Sequence[tuple[bytes, 
         if max_rows is not None and n_kept >= max_rows:
             break
     blocks.append(np.array(rows, dtype=np.int64).reshape(-1, n_fields))
-    return {"raw": np.concatenate(blocks), "sample_id": np.array(sample_id, dtype=np.int64),
-            "click": np.array(click, dtype=bool), "conversion": np.array(conv, dtype=bool),
-            "md5_of": np.array(md5_of, dtype=np.int64), "md5_index": md5_index,
-            "n_dropped": n_dropped}
+    return {
+        "raw": np.concatenate(blocks),
+        "sample_id": np.array(sample_id, dtype=np.int64),
+        "click": np.array(click, dtype=bool),
+        "conversion": np.array(conv, dtype=bool),
+        "md5_of": np.array(md5_of, dtype=np.int64),
+        "md5_index": md5_index,
+        "n_dropped": n_dropped,
+    }
 
 
-def _read_common(stream: IO[bytes], name: str, md5_index: Mapping[bytes, int],
-                 needles: Sequence[tuple[bytes, int]]) -> tuple[np.ndarray, np.ndarray]:
+def _read_common(
+    stream: IO[bytes],
+    name: str,
+    md5_index: Mapping[bytes, int],
+    needles: Sequence[tuple[bytes, int]],
+) -> tuple[np.ndarray, np.ndarray]:
     """Parse only the lines whose common feature index is needed: memory is bounded by the
     number of distinct indexes among the rows read, not by the size of the table."""
     table = np.full((len(md5_index), len(needles)), MISSING, dtype=np.int64)
@@ -193,9 +238,11 @@ def _read_common(stream: IO[bytes], name: str, md5_index: Mapping[bytes, int],
             continue
         parts = line.rstrip(b"\r\n").split(b",", 2)
         if len(parts) != 3:
-            raise ValueError(f"{name} line {lineno}: expected 3 comma-separated columns "
-                             "(common feature index, feature count, feature list), got "
-                             f"{len(parts)}")
+            raise ValueError(
+                f"{name} line {lineno}: expected 3 comma-separated columns "
+                "(common feature index, feature count, feature list), got "
+                f"{len(parts)}"
+            )
         row = [MISSING] * len(needles)
         _fill_first_ids(parts[2], needles, row, f"{name} line {lineno}")
         table[k] = row
@@ -208,9 +255,14 @@ def _member_base(member: tarfile.TarInfo) -> str:
     return member.name.rsplit("/", 1)[-1]
 
 
-def _read_aliccp_part(path: Path, part: str, needles: Sequence[tuple[bytes, int]],
-                      max_rows: int | None, sampler: _RowSampler, drop_unclicked: bool
-                      ) -> dict[str, Any]:
+def _read_aliccp_part(
+    path: Path,
+    part: str,
+    needles: Sequence[tuple[bytes, int]],
+    max_rows: int | None,
+    sampler: _RowSampler,
+    drop_unclicked: bool,
+) -> dict[str, Any]:
     skeleton_name = f"sample_skeleton_{part}.csv"
     common_name = f"common_features_{part}.csv"
     sk = common = None
@@ -227,16 +279,18 @@ def _read_aliccp_part(path: Path, part: str, needles: Sequence[tuple[bytes, int]
                 if base == skeleton_name and sk is None:
                     stream = tf.extractfile(member)
                     assert stream is not None  # a regular file (checked above)
-                    sk = _read_skeleton(stream, skeleton_name, needles, max_rows, sampler,
-                                        drop_unclicked)
+                    sk = _read_skeleton(
+                        stream, skeleton_name, needles, max_rows, sampler, drop_unclicked
+                    )
                 elif base == common_name and sk is not None:
                     stream = tf.extractfile(member)
                     assert stream is not None  # a regular file (checked above)
                     common = _read_common(stream, common_name, sk["md5_index"], needles)
                     break
         if sk is None:
-            raise ValueError(f"{path.name} has no member {skeleton_name}; its members are "
-                             f"{seen[:10]}")
+            raise ValueError(
+                f"{path.name} has no member {skeleton_name}; its members are {seen[:10]}"
+            )
         if common is None:
             with tarfile.open(path, mode="r|*") as tf:
                 for member in tf:
@@ -246,8 +300,9 @@ def _read_aliccp_part(path: Path, part: str, needles: Sequence[tuple[bytes, int]
                         common = _read_common(stream, common_name, sk["md5_index"], needles)
                         break
         if common is None:
-            raise ValueError(f"{path.name} has no member {common_name}; its members are "
-                             f"{seen[:10]}")
+            raise ValueError(
+                f"{path.name} has no member {common_name}; its members are {seen[:10]}"
+            )
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise ValueError(f"{path} is not a readable tar archive: {err}") from err
     table, found = common
@@ -257,12 +312,19 @@ def _read_aliccp_part(path: Path, part: str, needles: Sequence[tuple[bytes, int]
     return sk
 
 
-def load_ali_ccp(paths: Mapping[str, Path], *, part: str = "train",
-                 max_rows: int | None = None, sample_rate: float = 1.0, seed: int = 0,
-                 fields: Sequence[str] | None = None,
-                 hash_buckets: int | Mapping[str, int] | None = None,
-                 vocabulary: Mapping[str, Any] | None = None, min_count: int = 1,
-                 drop_unclicked_conversions: bool = True) -> MultiTaskData:
+def load_ali_ccp(
+    paths: Mapping[str, Path],
+    *,
+    part: str = "train",
+    max_rows: int | None = None,
+    sample_rate: float = 1.0,
+    seed: int = 0,
+    fields: Sequence[str] | None = None,
+    hash_buckets: int | Mapping[str, int] | None = None,
+    vocabulary: Mapping[str, Any] | None = None,
+    min_count: int = 1,
+    drop_unclicked_conversions: bool = True,
+) -> MultiTaskData:
     """Build click/purchase impressions from the published Ali-CCP archives.
 
     ``sample_train.tar.gz`` and ``sample_test.tar.gz`` each hold two comma-separated files
@@ -323,8 +385,9 @@ def load_ali_ccp(paths: Mapping[str, Path], *, part: str = "train",
     _check_common(max_rows, sample_rate, seed, min_count)
     field_ids = _check_fields(fields)
     if not isinstance(drop_unclicked_conversions, bool):
-        raise ValueError(f"drop_unclicked_conversions must be True or False, got "
-                         f"{drop_unclicked_conversions!r}")
+        raise ValueError(
+            f"drop_unclicked_conversions must be True or False, got {drop_unclicked_conversions!r}"
+        )
     names = [ALICCP_FIELDS[f][0] for f in field_ids]
     check_no_leak(names, ALICCP_FORBIDDEN, "ali-ccp")
     parse_ids = field_ids + ([] if "101" in field_ids else ["101"])
@@ -333,36 +396,58 @@ def load_ali_ccp(paths: Mapping[str, Path], *, part: str = "train",
     for k, p in enumerate(parts):
         fname = ALICCP_FILES[p]
         if fname not in paths:
-            raise ValueError(f"ali-ccp part {p!r} needs the file {fname!r}, which was not "
-                             f"given; given: {sorted(paths)}")
-        reads.append(_read_aliccp_part(Path(paths[fname]), p, needles, max_rows,
-                                       _RowSampler(float(sample_rate), (int(seed), k)),
-                                       drop_unclicked_conversions))
+            raise ValueError(
+                f"ali-ccp part {p!r} needs the file {fname!r}, which was not "
+                f"given; given: {sorted(paths)}"
+            )
+        reads.append(
+            _read_aliccp_part(
+                Path(paths[fname]),
+                p,
+                needles,
+                max_rows,
+                _RowSampler(float(sample_rate), (int(seed), k)),
+                drop_unclicked_conversions,
+            )
+        )
     raw = np.concatenate([r["raw"] for r in reads])
     if not len(raw):
-        raise ValueError(f"ali-ccp: no impression was kept (part={part!r}, "
-                         f"sample_rate={sample_rate!r})")
-    codes, cards, enc = _encode_categoricals(names, raw[:, :len(names)], hash_buckets,
-                                             vocabulary, int(min_count))
+        raise ValueError(
+            f"ali-ccp: no impression was kept (part={part!r}, sample_rate={sample_rate!r})"
+        )
+    codes, cards, enc = _encode_categoricals(
+        names, raw[:, : len(names)], hash_buckets, vocabulary, int(min_count)
+    )
     click = np.concatenate([r["click"] for r in reads])
     conversion = np.concatenate([r["conversion"] for r in reads])
     user = raw[:, parse_ids.index("101")]
     return MultiTaskData(
         categorical=codes,
-        labels={"click": click.astype(np.float64),
-                "purchase": (click & conversion).astype(np.float64)},
+        labels={
+            "click": click.astype(np.float64),
+            "purchase": (click & conversion).astype(np.float64),
+        },
         tasks=[TaskSpec("click", "binary"), TaskSpec("purchase", "binary")],
         categorical_names=names,
         cardinalities=cards,
         groups=np.where(user == MISSING, -1, user),
-        truth=pd.DataFrame({
-            "part": np.repeat(parts, [len(r["raw"]) for r in reads]),
-            "sample_id": np.concatenate([r["sample_id"] for r in reads])}),
-        meta={"dataset": "ali-ccp", "part": part, "fields": dict(zip(names, field_ids,
-                                                                      strict=True)),
-              **enc, "min_count": int(min_count), "max_rows": max_rows,
-              "sample_rate": float(sample_rate), "seed": int(seed),
-              "drop_unclicked_conversions": drop_unclicked_conversions,
-              "n_dropped_unclicked_conversions": sum(r["n_dropped"] for r in reads),
-              "n_missing_common": sum(r["n_missing_common"] for r in reads)},
+        truth=pd.DataFrame(
+            {
+                "part": np.repeat(parts, [len(r["raw"]) for r in reads]),
+                "sample_id": np.concatenate([r["sample_id"] for r in reads]),
+            }
+        ),
+        meta={
+            "dataset": "ali-ccp",
+            "part": part,
+            "fields": dict(zip(names, field_ids, strict=True)),
+            **enc,
+            "min_count": int(min_count),
+            "max_rows": max_rows,
+            "sample_rate": float(sample_rate),
+            "seed": int(seed),
+            "drop_unclicked_conversions": drop_unclicked_conversions,
+            "n_dropped_unclicked_conversions": sum(r["n_dropped"] for r in reads),
+            "n_missing_common": sum(r["n_missing_common"] for r in reads),
+        },
     )

@@ -39,8 +39,14 @@ from ._tianchi import (
     _RowSampler,
 )
 
-__all__ = ["ALIEXPRESS_COLUMNS", "ALIEXPRESS_COUNTRIES", "ALIEXPRESS_FILE",
-           "ALIEXPRESS_FORBIDDEN", "aliexpress_files", "load_aliexpress"]
+__all__ = [
+    "ALIEXPRESS_COLUMNS",
+    "ALIEXPRESS_COUNTRIES",
+    "ALIEXPRESS_FILE",
+    "ALIEXPRESS_FORBIDDEN",
+    "aliexpress_files",
+    "load_aliexpress",
+]
 
 ALIEXPRESS_COUNTRIES = ("NL", "ES", "FR", "US")
 ALIEXPRESS_FILE = "aliexpress_{country}_datasets.zip"
@@ -76,8 +82,7 @@ def aliexpress_files(*, country: str = "NL", **_: Any) -> list[str]:
 def _check_country(country: Any) -> str:
     code = country.upper() if isinstance(country, str) else country
     if code not in ALIEXPRESS_COUNTRIES:
-        raise ValueError(f"country must be one of {list(ALIEXPRESS_COUNTRIES)}, got "
-                         f"{country!r}")
+        raise ValueError(f"country must be one of {list(ALIEXPRESS_COUNTRIES)}, got {country!r}")
     return code
 
 
@@ -99,18 +104,23 @@ class _ZipMemberStream(io.RawIOBase):
             if signature != b"PK\x03\x04":
                 raise ValueError(f"{where}: no member {wanted!r} in the nested zip archive")
             (_, flags, method, _, _, _, csize, _, nlen, elen) = struct.unpack(
-                "<HHHHHIIIHH", self._read_exact(26))
+                "<HHHHHIIIHH", self._read_exact(26)
+            )
             name = self._read_exact(nlen).decode("utf-8" if flags & 0x800 else "cp437")
             extra = self._read_exact(elen)
             zip64, csize = self._zip64(extra, csize)
             if flags & 0x1:
                 raise ValueError(f"{where}: member {name!r} is encrypted")
             if method not in (0, 8):
-                raise ValueError(f"{where}: member {name!r} uses compression method "
-                                 f"{method}; only stored (0) and deflated (8) are supported")
+                raise ValueError(
+                    f"{where}: member {name!r} uses compression method "
+                    f"{method}; only stored (0) and deflated (8) are supported"
+                )
             if method == 0 and flags & 0x8:
-                raise ValueError(f"{where}: stored member {name!r} has no size in its header "
-                                 "and cannot be read as a stream")
+                raise ValueError(
+                    f"{where}: stored member {name!r} has no size in its header "
+                    "and cannot be read as a stream"
+                )
             if name.rsplit("/", 1)[-1].lower() == wanted.lower():
                 self._method, self._left = method, csize
                 self._inflate = zlib.decompressobj(-15) if method == 8 else None
@@ -121,9 +131,9 @@ class _ZipMemberStream(io.RawIOBase):
     def _zip64(extra: bytes, csize: int) -> tuple[bool, int]:
         pos = 0
         while pos + 4 <= len(extra):
-            tag, size = struct.unpack("<HH", extra[pos:pos + 4])
+            tag, size = struct.unpack("<HH", extra[pos : pos + 4])
             if tag == 0x0001:
-                values = extra[pos + 4:pos + 4 + size]
+                values = extra[pos + 4 : pos + 4 + size]
                 # order: uncompressed size, compressed size (each only if 0xFFFFFFFF in
                 # the fixed header); the local header of a large member carries both.
                 if csize == 0xFFFFFFFF and len(values) >= 16:
@@ -182,7 +192,7 @@ class _ZipMemberStream(io.RawIOBase):
             if not data:
                 raise ValueError(f"{self._where}: the nested zip archive is truncated")
             self._left -= len(data)
-            buffer[:len(data)] = data
+            buffer[: len(data)] = data
             return len(data)
         while not len(self._out):
             if self._inflate.eof:
@@ -206,8 +216,9 @@ def _aliexpress_csv(path: Path, country: str, kind: str, part: str) -> Iterator[
             names = outer.namelist()
             match = [n for n in names if n.rsplit("/", 1)[-1].lower() == stem + ".zip"]
             if not match:
-                raise ValueError(f"{path.name} has no member {stem}.zip; its members are "
-                                 f"{names[:10]}")
+                raise ValueError(
+                    f"{path.name} has no member {stem}.zip; its members are {names[:10]}"
+                )
             with outer.open(match[0]) as inner:
                 member = _ZipMemberStream(inner, stem + ".csv", f"{path.name}/{match[0]}")
                 with io.BufferedReader(member, buffer_size=1 << 20) as stream:
@@ -216,15 +227,19 @@ def _aliexpress_csv(path: Path, country: str, kind: str, part: str) -> Iterator[
         raise ValueError(f"{path} is not a readable zip archive: {err}") from err
 
 
-def _csv_chunks(stream: IO[bytes], n_columns: int, where: str
-                ) -> Generator[pd.DataFrame, None, None]:
+def _csv_chunks(
+    stream: IO[bytes], n_columns: int, where: str
+) -> Generator[pd.DataFrame, None, None]:
     try:
-        with pd.read_csv(stream, header=None, dtype={0: str}, chunksize=_BLOCK,
-                         skip_blank_lines=True) as reader:
+        with pd.read_csv(
+            stream, header=None, dtype={0: str}, chunksize=_BLOCK, skip_blank_lines=True
+        ) as reader:
             for chunk in reader:
                 if chunk.shape[1] != n_columns:
-                    raise ValueError(f"{where}: expected {n_columns} columns without header, "
-                                     f"got {chunk.shape[1]}")
+                    raise ValueError(
+                        f"{where}: expected {n_columns} columns without header, "
+                        f"got {chunk.shape[1]}"
+                    )
                 yield chunk
     except pd.errors.EmptyDataError:
         return
@@ -236,8 +251,7 @@ def _numbers(chunk: pd.DataFrame, columns: Sequence[int], dtype: Any, where: str
     try:
         return chunk[[c - 1 for c in columns]].to_numpy(dtype=dtype)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: non-numeric values in columns {list(columns)}: "
-                         f"{err}") from err
+        raise ValueError(f"{where}: non-numeric values in columns {list(columns)}: {err}") from err
 
 
 def _keys(chunk: pd.DataFrame, where: str) -> np.ndarray:
@@ -247,22 +261,27 @@ def _keys(chunk: pd.DataFrame, where: str) -> np.ndarray:
     return pd.util.hash_array(ids.to_numpy(dtype=object))
 
 
-def _read_aliexpress_part(path: Path, country: str, part: str, max_rows: int | None,
-                          sampler: _RowSampler) -> dict[str, Any]:
+def _read_aliexpress_part(
+    path: Path, country: str, part: str, max_rows: int | None, sampler: _RowSampler
+) -> dict[str, Any]:
     where = f"{path.name}/{country.lower()}_item_{part}.csv"
     keys, cats, nums, labels = [], [], [], []
     kept = 0
-    with (_aliexpress_csv(path, country, "item", part) as stream,
-          closing(_csv_chunks(stream, _ITEM_COLUMNS, where)) as chunks):
+    with (
+        _aliexpress_csv(path, country, "item", part) as stream,
+        closing(_csv_chunks(stream, _ITEM_COLUMNS, where)) as chunks,
+    ):
         for chunk in chunks:
             chunk = chunk[sampler.mask(len(chunk))]
             if max_rows is not None:
-                chunk = chunk.iloc[:max_rows - kept]
+                chunk = chunk.iloc[: max_rows - kept]
             label = _numbers(chunk, (_ITEM_COLUMNS,), np.float64, where)[:, 0]
             bad = ~np.isin(label, (0.0, 1.0, 2.0))
             if bad.any():
-                raise ValueError(f"{where}: the label (column 49) must be 0 (impression), 1 "
-                                 f"(click) or 2 (purchase); found {label[bad][:5].tolist()}")
+                raise ValueError(
+                    f"{where}: the label (column 49) must be 0 (impression), 1 "
+                    f"(click) or 2 (purchase); found {label[bad][:5].tolist()}"
+                )
             keys.append(_keys(chunk, where))
             cats.append(_numbers(chunk, _ITEM_CAT, np.float64, where))
             nums.append(_numbers(chunk, _ITEM_NUM, np.float32, where))
@@ -276,8 +295,10 @@ def _read_aliexpress_part(path: Path, country: str, part: str, max_rows: int | N
     u_keys, u_cats, u_nums = [], [], []
     where = f"{path.name}/{country.lower()}_user_{part}.csv"
     if len(needed):
-        with (_aliexpress_csv(path, country, "user", part) as stream,
-              closing(_csv_chunks(stream, _USER_COLUMNS, where)) as chunks):
+        with (
+            _aliexpress_csv(path, country, "user", part) as stream,
+            closing(_csv_chunks(stream, _USER_COLUMNS, where)) as chunks,
+        ):
             for chunk in chunks:
                 k = _keys(chunk, where)
                 sel = np.isin(k, needed)
@@ -303,19 +324,28 @@ def _read_aliexpress_part(path: Path, country: str, part: str, max_rows: int | N
     return {
         "keys": item_keys[has_user],
         "cats": np.concatenate([page_cats[pos], np.concatenate(cats)[has_user]], axis=1)
-        if cats else np.zeros((0, len(_USER_CAT) + len(_ITEM_CAT))),
+        if cats
+        else np.zeros((0, len(_USER_CAT) + len(_ITEM_CAT))),
         "nums": np.concatenate([page_nums[pos], np.concatenate(nums)[has_user]], axis=1)
-        if nums else np.zeros((0, len(_USER_NUM) + len(_ITEM_NUM)), np.float32),
+        if nums
+        else np.zeros((0, len(_USER_NUM) + len(_ITEM_NUM)), np.float32),
         "label": np.concatenate(labels)[has_user] if labels else np.zeros(0, np.int8),
         "n_without_user_row": int((~has_user).sum()),
     }
 
 
-def load_aliexpress(paths: Mapping[str, Path], *, country: str = "NL", part: str = "train",
-                    max_rows: int | None = None, sample_rate: float = 1.0, seed: int = 0,
-                    hash_buckets: int | Mapping[str, int] | None = None,
-                    vocabulary: Mapping[str, Any] | None = None,
-                    min_count: int = 1) -> MultiTaskData:
+def load_aliexpress(
+    paths: Mapping[str, Path],
+    *,
+    country: str = "NL",
+    part: str = "train",
+    max_rows: int | None = None,
+    sample_rate: float = 1.0,
+    seed: int = 0,
+    hash_buckets: int | Mapping[str, int] | None = None,
+    vocabulary: Mapping[str, Any] | None = None,
+    min_count: int = 1,
+) -> MultiTaskData:
     """Build click/purchase impressions of one AliExpress country, as MTReclib does.
 
     The published ``aliexpress_{CC}_datasets.zip`` holds four zip archives
@@ -365,27 +395,37 @@ def load_aliexpress(paths: Mapping[str, Path], *, country: str = "NL", part: str
     _check_common(max_rows, sample_rate, seed, min_count)
     fname = ALIEXPRESS_FILE.format(country=code)
     if fname not in paths:
-        raise ValueError(f"aliexpress country {code!r} needs the file {fname!r}, which was "
-                         f"not given; given: {sorted(paths)}")
+        raise ValueError(
+            f"aliexpress country {code!r} needs the file {fname!r}, which was "
+            f"not given; given: {sorted(paths)}"
+        )
     cat_names = [n for n in ALIEXPRESS_COLUMNS if n.startswith("categorical_")]
     num_names = [n for n in ALIEXPRESS_COLUMNS if n.startswith("numerical_")]
     check_no_leak(cat_names + num_names, ALIEXPRESS_FORBIDDEN, "aliexpress")
-    reads = [_read_aliexpress_part(Path(paths[fname]), code, p, max_rows,
-                                   _RowSampler(float(sample_rate), (int(seed), k)))
-             for k, p in enumerate(parts)]
+    reads = [
+        _read_aliexpress_part(
+            Path(paths[fname]), code, p, max_rows, _RowSampler(float(sample_rate), (int(seed), k))
+        )
+        for k, p in enumerate(parts)
+    ]
     n = sum(len(r["label"]) for r in reads)
     if not n:
-        raise ValueError(f"aliexpress: no impression was kept (country={code!r}, "
-                         f"part={part!r}, sample_rate={sample_rate!r})")
+        raise ValueError(
+            f"aliexpress: no impression was kept (country={code!r}, "
+            f"part={part!r}, sample_rate={sample_rate!r})"
+        )
     cats = np.concatenate([r["cats"] for r in reads])
     whole = np.isnan(cats) | (np.floor(cats) == cats)
     if not whole.all():
         j = int(np.flatnonzero(~whole.all(axis=0))[0])
-        raise ValueError(f"aliexpress: categorical column {cat_names[j]} "
-                         f"({ALIEXPRESS_COLUMNS[cat_names[j]]}) has non-integer values")
+        raise ValueError(
+            f"aliexpress: categorical column {cat_names[j]} "
+            f"({ALIEXPRESS_COLUMNS[cat_names[j]]}) has non-integer values"
+        )
     raw = np.where(np.isnan(cats), MISSING, np.nan_to_num(cats).astype(np.int64))
-    codes, cards, enc = _encode_categoricals(cat_names, raw, hash_buckets, vocabulary,
-                                             int(min_count))
+    codes, cards, enc = _encode_categoricals(
+        cat_names, raw, hash_buckets, vocabulary, int(min_count)
+    )
     dense = np.concatenate([r["nums"] for r in reads])
     missing = ~np.isfinite(dense)
     dense[missing] = 0.0
@@ -399,17 +439,27 @@ def load_aliexpress(paths: Mapping[str, Path], *, country: str = "NL", part: str
     return MultiTaskData(
         dense=dense,
         categorical=codes,
-        labels={"click": (label >= 1).astype(np.float64),
-                "purchase": (label == 2).astype(np.float64)},
+        labels={
+            "click": (label >= 1).astype(np.float64),
+            "purchase": (label == 2).astype(np.float64),
+        },
         tasks=[TaskSpec("click", "binary"), TaskSpec("purchase", "binary")],
         dense_names=num_names,
         categorical_names=cat_names,
         cardinalities=cards,
         groups=np.concatenate(groups),
         truth=pd.DataFrame({"part": part_of}),
-        meta={"dataset": "aliexpress", "country": code, "part": part,
-              "raw_columns": dict(ALIEXPRESS_COLUMNS), **enc, "min_count": int(min_count),
-              "max_rows": max_rows, "sample_rate": float(sample_rate), "seed": int(seed),
-              "n_without_user_row": sum(r["n_without_user_row"] for r in reads),
-              "n_missing_numerical": int(missing.sum())},
+        meta={
+            "dataset": "aliexpress",
+            "country": code,
+            "part": part,
+            "raw_columns": dict(ALIEXPRESS_COLUMNS),
+            **enc,
+            "min_count": int(min_count),
+            "max_rows": max_rows,
+            "sample_rate": float(sample_rate),
+            "seed": int(seed),
+            "n_without_user_row": sum(r["n_without_user_row"] for r in reads),
+            "n_missing_numerical": int(missing.sum()),
+        },
     )

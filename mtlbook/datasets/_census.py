@@ -26,20 +26,48 @@ from ._loaders import check_no_leak
 # The raw columns in file order (the attribute names of census-income.names; the last field,
 # the income class, has no name there).
 CENSUS_COLUMNS = (
-    "age", "class of worker", "detailed industry recode", "detailed occupation recode",
-    "education", "wage per hour", "enroll in edu inst last wk", "marital stat",
-    "major industry code", "major occupation code", "race", "hispanic origin", "sex",
-    "member of a labor union", "reason for unemployment", "full or part time employment stat",
-    "capital gains", "capital losses", "dividends from stocks", "tax filer stat",
-    "region of previous residence", "state of previous residence",
-    "detailed household and family stat", "detailed household summary in household",
-    "instance weight", "migration code-change in msa", "migration code-change in reg",
-    "migration code-move within reg", "live in this house 1 year ago",
-    "migration prev res in sunbelt", "num persons worked for employer",
-    "family members under 18", "country of birth father", "country of birth mother",
-    "country of birth self", "citizenship", "own business or self employed",
-    "fill inc questionnaire for veteran's admin", "veterans benefits", "weeks worked in year",
-    "year", "income",
+    "age",
+    "class of worker",
+    "detailed industry recode",
+    "detailed occupation recode",
+    "education",
+    "wage per hour",
+    "enroll in edu inst last wk",
+    "marital stat",
+    "major industry code",
+    "major occupation code",
+    "race",
+    "hispanic origin",
+    "sex",
+    "member of a labor union",
+    "reason for unemployment",
+    "full or part time employment stat",
+    "capital gains",
+    "capital losses",
+    "dividends from stocks",
+    "tax filer stat",
+    "region of previous residence",
+    "state of previous residence",
+    "detailed household and family stat",
+    "detailed household summary in household",
+    "instance weight",
+    "migration code-change in msa",
+    "migration code-change in reg",
+    "migration code-move within reg",
+    "live in this house 1 year ago",
+    "migration prev res in sunbelt",
+    "num persons worked for employer",
+    "family members under 18",
+    "country of birth father",
+    "country of birth mother",
+    "country of birth self",
+    "citizenship",
+    "own business or self employed",
+    "fill inc questionnaire for veteran's admin",
+    "veterans benefits",
+    "weeks worked in year",
+    "year",
+    "income",
 )
 
 
@@ -49,28 +77,86 @@ def feature_name(column: str) -> str:
 
 
 _COUNTRIES = (
-    "Mexico", "United-States", "Puerto-Rico", "Dominican-Republic", "Jamaica", "Cuba",
-    "Portugal", "Nicaragua", "Peru", "Ecuador", "Guatemala", "Philippines", "Canada",
-    "Columbia", "El-Salvador", "Japan", "England", "Trinadad&Tobago", "Honduras", "Germany",
-    "Taiwan", "Outlying-U S (Guam USVI etc)", "India", "Vietnam", "China", "Hong Kong",
-    "Cambodia", "France", "Laos", "Haiti", "South Korea", "Iran", "Greece", "Italy", "Poland",
-    "Thailand", "Yugoslavia", "Holand-Netherlands", "Ireland", "Scotland", "Hungary", "Panama",
+    "Mexico",
+    "United-States",
+    "Puerto-Rico",
+    "Dominican-Republic",
+    "Jamaica",
+    "Cuba",
+    "Portugal",
+    "Nicaragua",
+    "Peru",
+    "Ecuador",
+    "Guatemala",
+    "Philippines",
+    "Canada",
+    "Columbia",
+    "El-Salvador",
+    "Japan",
+    "England",
+    "Trinadad&Tobago",
+    "Honduras",
+    "Germany",
+    "Taiwan",
+    "Outlying-U S (Guam USVI etc)",
+    "India",
+    "Vietnam",
+    "China",
+    "Hong Kong",
+    "Cambodia",
+    "France",
+    "Laos",
+    "Haiti",
+    "South Korea",
+    "Iran",
+    "Greece",
+    "Italy",
+    "Poland",
+    "Thailand",
+    "Yugoslavia",
+    "Holand-Netherlands",
+    "Ireland",
+    "Scotland",
+    "Hungary",
+    "Panama",
 )
 _EDUCATION = (
-    "Children", "Less than 1st grade", "1st 2nd 3rd or 4th grade", "5th or 6th grade",
-    "7th and 8th grade", "9th grade", "10th grade", "11th grade", "12th grade no diploma",
-    "High school graduate", "Some college but no degree", "Associates degree-occup /vocational",
-    "Associates degree-academic program", "Bachelors degree(BA AB BS)",
-    "Masters degree(MA MS MEng MEd MSW MBA)", "Prof school degree (MD DDS DVM LLB JD)",
+    "Children",
+    "Less than 1st grade",
+    "1st 2nd 3rd or 4th grade",
+    "5th or 6th grade",
+    "7th and 8th grade",
+    "9th grade",
+    "10th grade",
+    "11th grade",
+    "12th grade no diploma",
+    "High school graduate",
+    "Some college but no degree",
+    "Associates degree-occup /vocational",
+    "Associates degree-academic program",
+    "Bachelors degree(BA AB BS)",
+    "Masters degree(MA MS MEng MEd MSW MBA)",
+    "Prof school degree (MD DDS DVM LLB JD)",
     "Doctorate degree(PhD EdD)",
 )
 #: "At least college" of the MMoE paper, read as a bachelor's or higher degree.
-CENSUS_COLLEGE = frozenset({
-    "Bachelors degree(BA AB BS)", "Masters degree(MA MS MEng MEd MSW MBA)",
-    "Prof school degree (MD DDS DVM LLB JD)", "Doctorate degree(PhD EdD)",
-})
-_MARITAL = ("Never married", "Married-civilian spouse present", "Married-spouse absent",
-            "Separated", "Divorced", "Widowed", "Married-A F spouse present")
+CENSUS_COLLEGE = frozenset(
+    {
+        "Bachelors degree(BA AB BS)",
+        "Masters degree(MA MS MEng MEd MSW MBA)",
+        "Prof school degree (MD DDS DVM LLB JD)",
+        "Doctorate degree(PhD EdD)",
+    }
+)
+_MARITAL = (
+    "Never married",
+    "Married-civilian spouse present",
+    "Married-spouse absent",
+    "Separated",
+    "Divorced",
+    "Widowed",
+    "Married-A F spouse present",
+)
 _INCOME = ("- 50000", "50000+")
 
 # Fixed vocabularies of the categorical features, in the order census-income.names lists them
@@ -78,77 +164,207 @@ _INCOME = ("- 50000", "50000+")
 # outside the list.
 CENSUS_VOCAB: dict[str, tuple[str, ...]] = {
     "class of worker": (
-        "Not in universe", "Federal government", "Local government", "Never worked", "Private",
-        "Self-employed-incorporated", "Self-employed-not incorporated", "State government",
-        "Without pay"),
+        "Not in universe",
+        "Federal government",
+        "Local government",
+        "Never worked",
+        "Private",
+        "Self-employed-incorporated",
+        "Self-employed-not incorporated",
+        "State government",
+        "Without pay",
+    ),
     "detailed industry recode": tuple(str(i) for i in range(52)),
     "detailed occupation recode": tuple(str(i) for i in range(47)),
     "education": _EDUCATION,
     "enroll in edu inst last wk": ("Not in universe", "High school", "College or university"),
     "major industry code": (
-        "Not in universe or children", "Entertainment", "Social services", "Agriculture",
-        "Education", "Public administration", "Manufacturing-durable goods",
-        "Manufacturing-nondurable goods", "Wholesale trade", "Retail trade",
-        "Finance insurance and real estate", "Private household services",
-        "Business and repair services", "Personal services except private HH", "Construction",
-        "Medical except hospital", "Other professional services", "Transportation",
-        "Utilities and sanitary services", "Mining", "Communications", "Hospital services",
-        "Forestry and fisheries", "Armed Forces"),
+        "Not in universe or children",
+        "Entertainment",
+        "Social services",
+        "Agriculture",
+        "Education",
+        "Public administration",
+        "Manufacturing-durable goods",
+        "Manufacturing-nondurable goods",
+        "Wholesale trade",
+        "Retail trade",
+        "Finance insurance and real estate",
+        "Private household services",
+        "Business and repair services",
+        "Personal services except private HH",
+        "Construction",
+        "Medical except hospital",
+        "Other professional services",
+        "Transportation",
+        "Utilities and sanitary services",
+        "Mining",
+        "Communications",
+        "Hospital services",
+        "Forestry and fisheries",
+        "Armed Forces",
+    ),
     "major occupation code": (
-        "Not in universe", "Professional specialty", "Other service",
-        "Farming forestry and fishing", "Sales", "Adm support including clerical",
-        "Protective services", "Handlers equip cleaners etc",
-        "Precision production craft & repair", "Technicians and related support",
-        "Machine operators assmblrs & inspctrs", "Transportation and material moving",
-        "Executive admin and managerial", "Private household services", "Armed Forces"),
-    "race": ("White", "Black", "Other", "Amer Indian Aleut or Eskimo",
-             "Asian or Pacific Islander"),
-    "hispanic origin": ("Mexican (Mexicano)", "Mexican-American", "Puerto Rican",
-                        "Central or South American", "All other", "Other Spanish", "Chicano",
-                        "Cuban", "Do not know", "NA"),
+        "Not in universe",
+        "Professional specialty",
+        "Other service",
+        "Farming forestry and fishing",
+        "Sales",
+        "Adm support including clerical",
+        "Protective services",
+        "Handlers equip cleaners etc",
+        "Precision production craft & repair",
+        "Technicians and related support",
+        "Machine operators assmblrs & inspctrs",
+        "Transportation and material moving",
+        "Executive admin and managerial",
+        "Private household services",
+        "Armed Forces",
+    ),
+    "race": ("White", "Black", "Other", "Amer Indian Aleut or Eskimo", "Asian or Pacific Islander"),
+    "hispanic origin": (
+        "Mexican (Mexicano)",
+        "Mexican-American",
+        "Puerto Rican",
+        "Central or South American",
+        "All other",
+        "Other Spanish",
+        "Chicano",
+        "Cuban",
+        "Do not know",
+        "NA",
+    ),
     "sex": ("Female", "Male"),
     "member of a labor union": ("Not in universe", "No", "Yes"),
-    "reason for unemployment": ("Not in universe", "Re-entrant", "Job loser - on layoff",
-                                "New entrant", "Job leaver", "Other job loser"),
+    "reason for unemployment": (
+        "Not in universe",
+        "Re-entrant",
+        "Job loser - on layoff",
+        "New entrant",
+        "Job leaver",
+        "Other job loser",
+    ),
     "full or part time employment stat": (
-        "Children or Armed Forces", "Full-time schedules", "Unemployed part- time",
-        "Not in labor force", "Unemployed full-time", "PT for non-econ reasons usually FT",
-        "PT for econ reasons usually PT", "PT for econ reasons usually FT"),
-    "region of previous residence": ("Not in universe", "South", "Northeast", "West", "Midwest",
-                                     "Abroad"),
+        "Children or Armed Forces",
+        "Full-time schedules",
+        "Unemployed part- time",
+        "Not in labor force",
+        "Unemployed full-time",
+        "PT for non-econ reasons usually FT",
+        "PT for econ reasons usually PT",
+        "PT for econ reasons usually FT",
+    ),
+    "region of previous residence": (
+        "Not in universe",
+        "South",
+        "Northeast",
+        "West",
+        "Midwest",
+        "Abroad",
+    ),
     "state of previous residence": (
-        "Not in universe", "Utah", "Michigan", "North Carolina", "North Dakota", "Virginia",
-        "Vermont", "Wyoming", "West Virginia", "Pennsylvania", "Abroad", "Oregon", "California",
-        "Iowa", "Florida", "Arkansas", "Texas", "South Carolina", "Arizona", "Indiana",
-        "Tennessee", "Maine", "Alaska", "Ohio", "Montana", "Nebraska", "Mississippi",
-        "District of Columbia", "Minnesota", "Illinois", "Kentucky", "Delaware", "Colorado",
-        "Maryland", "Wisconsin", "New Hampshire", "Nevada", "New York", "Georgia", "Oklahoma",
-        "New Mexico", "South Dakota", "Missouri", "Kansas", "Connecticut", "Louisiana",
-        "Alabama", "Massachusetts", "Idaho", "New Jersey"),
+        "Not in universe",
+        "Utah",
+        "Michigan",
+        "North Carolina",
+        "North Dakota",
+        "Virginia",
+        "Vermont",
+        "Wyoming",
+        "West Virginia",
+        "Pennsylvania",
+        "Abroad",
+        "Oregon",
+        "California",
+        "Iowa",
+        "Florida",
+        "Arkansas",
+        "Texas",
+        "South Carolina",
+        "Arizona",
+        "Indiana",
+        "Tennessee",
+        "Maine",
+        "Alaska",
+        "Ohio",
+        "Montana",
+        "Nebraska",
+        "Mississippi",
+        "District of Columbia",
+        "Minnesota",
+        "Illinois",
+        "Kentucky",
+        "Delaware",
+        "Colorado",
+        "Maryland",
+        "Wisconsin",
+        "New Hampshire",
+        "Nevada",
+        "New York",
+        "Georgia",
+        "Oklahoma",
+        "New Mexico",
+        "South Dakota",
+        "Missouri",
+        "Kansas",
+        "Connecticut",
+        "Louisiana",
+        "Alabama",
+        "Massachusetts",
+        "Idaho",
+        "New Jersey",
+    ),
     "migration code-change in msa": (
-        "Not in universe", "Nonmover", "MSA to MSA", "NonMSA to nonMSA", "MSA to nonMSA",
-        "NonMSA to MSA", "Abroad to MSA", "Not identifiable", "Abroad to nonMSA"),
+        "Not in universe",
+        "Nonmover",
+        "MSA to MSA",
+        "NonMSA to nonMSA",
+        "MSA to nonMSA",
+        "NonMSA to MSA",
+        "Abroad to MSA",
+        "Not identifiable",
+        "Abroad to nonMSA",
+    ),
     "migration code-change in reg": (
-        "Not in universe", "Nonmover", "Same county", "Different county same state",
-        "Different state same division", "Abroad", "Different region",
-        "Different division same region"),
+        "Not in universe",
+        "Nonmover",
+        "Same county",
+        "Different county same state",
+        "Different state same division",
+        "Abroad",
+        "Different region",
+        "Different division same region",
+    ),
     "migration code-move within reg": (
-        "Not in universe", "Nonmover", "Same county", "Different county same state",
-        "Different state in West", "Abroad", "Different state in Midwest",
-        "Different state in South", "Different state in Northeast"),
+        "Not in universe",
+        "Nonmover",
+        "Same county",
+        "Different county same state",
+        "Different state in West",
+        "Abroad",
+        "Different state in Midwest",
+        "Different state in South",
+        "Different state in Northeast",
+    ),
     "live in this house 1 year ago": ("Not in universe under 1 year old", "Yes", "No"),
     "migration prev res in sunbelt": ("Not in universe", "Yes", "No"),
-    "family members under 18": ("Both parents present", "Neither parent present",
-                                "Mother only present", "Father only present",
-                                "Not in universe"),
+    "family members under 18": (
+        "Both parents present",
+        "Neither parent present",
+        "Mother only present",
+        "Father only present",
+        "Not in universe",
+    ),
     "country of birth father": _COUNTRIES,
     "country of birth mother": _COUNTRIES,
     "country of birth self": _COUNTRIES,
     "citizenship": (
-        "Native- Born in the United States", "Foreign born- Not a citizen of U S",
+        "Native- Born in the United States",
+        "Foreign born- Not a citizen of U S",
         "Native- Born in Puerto Rico or U S Outlying",
         "Native- Born abroad of American Parent(s)",
-        "Foreign born- U S citizen by naturalization"),
+        "Foreign born- U S citizen by naturalization",
+    ),
     "own business or self employed": ("0", "2", "1"),
     "fill inc questionnaire for veteran's admin": ("Not in universe", "Yes", "No"),
     "veterans benefits": ("0", "2", "1"),
@@ -171,11 +387,11 @@ CENSUS_EXCLUDED: dict[str, str] = {
     "marital stat": "the never-married label",
     "instance weight": "a sampling weight (census-income.names: not to be used by classifiers)",
     "tax filer stat": "joint filing implies being married, single / head of household implies "
-                      "not: a proxy of the marital label",
+    "not: a proxy of the marital label",
     "detailed household and family stat": "its codes spell out marital status ('never marr', "
-                                          "'ever marr', 'Spouse of ...')",
+    "'ever marr', 'Spouse of ...')",
     "detailed household summary in household": "its codes spell out marital status "
-                                               "('Spouse of householder', '... never married')",
+    "('Spouse of householder', '... never married')",
 }
 #: The categorical features (raw column names), in file order.
 CENSUS_CATEGORICAL = tuple(CENSUS_VOCAB)
@@ -204,8 +420,7 @@ def _check_max_rows(max_rows: object) -> int | None:
     return int(max_rows)
 
 
-def _iter_tar(fileobj: IO[bytes], wanted: set[str], where: str
-              ) -> Iterator[tuple[str, IO[bytes]]]:
+def _iter_tar(fileobj: IO[bytes], wanted: set[str], where: str) -> Iterator[tuple[str, IO[bytes]]]:
     """Stream the wanted parts out of a ``census.tar.gz`` (members found by base name)."""
     found: set[str] = set()
     names: list[str] = []
@@ -230,8 +445,9 @@ def _iter_parts(paths: Mapping[str, Path], wanted: set[str]) -> Iterator[tuple[s
         with zipfile.ZipFile(paths[_ZIP]) as zf:
             inner = [n for n in zf.namelist() if PurePosixPath(n).name == _TAR]
             if not inner:
-                raise ValueError(f"{paths[_ZIP]} has no member {_TAR}; its members are "
-                                 f"{zf.namelist()[:10]}")
+                raise ValueError(
+                    f"{paths[_ZIP]} has no member {_TAR}; its members are {zf.namelist()[:10]}"
+                )
             with zf.open(inner[0]) as raw:
                 yield from _iter_tar(raw, wanted, f"{paths[_ZIP]}:{inner[0]}")
     elif _TAR in paths:
@@ -244,8 +460,10 @@ def _iter_parts(paths: Mapping[str, Path], wanted: set[str]) -> Iterator[tuple[s
                     # A binary stream; typeshed's GzipFile is a BufferedIOBase, not an IO[bytes].
                     yield part, cast(IO[bytes], stream)
     else:
-        raise ValueError(f"census-income needs {_ZIP}, {_TAR} or {sorted(_GZ.values())}; "
-                         f"got files {sorted(paths)}")
+        raise ValueError(
+            f"census-income needs {_ZIP}, {_TAR} or {sorted(_GZ.values())}; "
+            f"got files {sorted(paths)}"
+        )
 
 
 def _factorize(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -275,22 +493,40 @@ _LABELS: dict[str, tuple[str, tuple[str, ...], frozenset[str]]] = {
 }
 
 
-def _read_part(stream: IO[bytes], part: str, limit: int | None, cat_columns: list[str],
-               task_names: tuple[str, ...], oov: dict[str, int]) -> dict[str, np.ndarray]:
+def _read_part(
+    stream: IO[bytes],
+    part: str,
+    limit: int | None,
+    cat_columns: list[str],
+    task_names: tuple[str, ...],
+    oov: dict[str, int],
+) -> dict[str, np.ndarray]:
     """Parse one part in chunks; return the encoded columns of its first ``limit`` rows."""
     n_fields = len(CENSUS_COLUMNS)
-    reader = pd.read_csv(stream, header=None, names=range(n_fields + 1), sep=",",
-                         skipinitialspace=True, dtype=str, keep_default_na=False,
-                         na_values=[], chunksize=_CHUNK_ROWS, nrows=limit, encoding="utf-8")
+    reader = pd.read_csv(
+        stream,
+        header=None,
+        names=range(n_fields + 1),
+        sep=",",
+        skipinitialspace=True,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[],
+        chunksize=_CHUNK_ROWS,
+        nrows=limit,
+        encoding="utf-8",
+    )
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("cat", "dense", "weight", *task_names)}
     pos = {c: i for i, c in enumerate(CENSUS_COLUMNS)}
     seen = 0
     for chunk in reader:
         bad = (chunk[n_fields] != "").to_numpy() | (chunk[n_fields - 1] == "").to_numpy()
         if bad.any():
-            raise ValueError(f"census-income {part} part: data line "
-                             f"{seen + int(np.flatnonzero(bad)[0]) + 1} does not have the "
-                             f"{n_fields} comma-separated fields of census-income.names")
+            raise ValueError(
+                f"census-income {part} part: data line "
+                f"{seen + int(np.flatnonzero(bad)[0]) + 1} does not have the "
+                f"{n_fields} comma-separated fields of census-income.names"
+            )
         seen += len(chunk)
 
         def col(name: str, chunk: pd.DataFrame = chunk) -> pd.Series:
@@ -303,8 +539,10 @@ def _read_part(stream: IO[bytes], part: str, limit: int | None, cat_columns: lis
                 uniques = np.array([u.removesuffix(".").strip() for u in uniques], dtype=object)
             unexpected = sorted(set(uniques) - set(allowed))
             if unexpected:
-                raise ValueError(f"census-income {part} part: unexpected {source} values "
-                                 f"{unexpected[:5]}; expected one of {list(allowed)}")
+                raise ValueError(
+                    f"census-income {part} part: unexpected {source} values "
+                    f"{unexpected[:5]}; expected one of {list(allowed)}"
+                )
             out[task].append(np.isin(uniques, list(positive))[rows])
         out["cat"].append(np.stack([_codes(col(c), c, oov) for c in cat_columns], axis=1))
         dense = []
@@ -312,8 +550,10 @@ def _read_part(stream: IO[bytes], part: str, limit: int | None, cat_columns: lis
             rows, uniques = _factorize(col(c))
             x = pd.to_numeric(pd.Series(uniques), errors="coerce").to_numpy(dtype=np.float64)
             if np.isnan(x).any():
-                raise ValueError(f"census-income {part} part: column {c!r} has non-numeric "
-                                 f"values {sorted(uniques[np.isnan(x)])[:5]}")
+                raise ValueError(
+                    f"census-income {part} part: column {c!r} has non-numeric "
+                    f"values {sorted(uniques[np.isnan(x)])[:5]}"
+                )
             dense.append(x[rows])
         out["weight"].append(dense.pop())
         out["dense"].append(np.stack(dense, axis=1))
@@ -322,8 +562,13 @@ def _read_part(stream: IO[bytes], part: str, limit: int | None, cat_columns: lis
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def load_census_income(paths: Mapping[str, Path], *, tasks: str = "income-marital",
-                       part: str = "all", max_rows: int | None = None) -> MultiTaskData:
+def load_census_income(
+    paths: Mapping[str, Path],
+    *,
+    tasks: str = "income-marital",
+    part: str = "all",
+    max_rows: int | None = None,
+) -> MultiTaskData:
     """Build the census tasks of the MMoE paper from UCI Census-Income (KDD).
 
     The raw files are read by streaming, in chunks, straight out of the published archive:
@@ -419,8 +664,14 @@ def load_census_income(paths: Mapping[str, Path], *, tasks: str = "income-marita
         categorical_names=cat_names,
         cardinalities=[len(vocabs[c]) for c in cat_names],
         truth=pd.DataFrame({"part": part_of, "instance_weight": cols["weight"]}),
-        meta={"dataset": "census-income", "tasks": tasks, "part": part, "max_rows": max_rows,
-              "categories": vocabs,
-              "dense_transforms": {feature_name(c): t for c, t in CENSUS_DENSE.items()},
-              "excluded": dict(CENSUS_EXCLUDED), "out_of_vocabulary": oov},
+        meta={
+            "dataset": "census-income",
+            "tasks": tasks,
+            "part": part,
+            "max_rows": max_rows,
+            "categories": vocabs,
+            "dense_transforms": {feature_name(c): t for c, t in CENSUS_DENSE.items()},
+            "excluded": dict(CENSUS_EXCLUDED),
+            "out_of_vocabulary": oov,
+        },
     )

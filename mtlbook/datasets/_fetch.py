@@ -89,8 +89,10 @@ def _read_sidecar(path: Path) -> str | None:
         return None
     words = sidecar.read_text(encoding="ascii", errors="replace").split()
     if not words or len(words[0]) != 64:
-        raise ChecksumMismatchError(f"{sidecar} does not hold a sha256; delete it and the file "
-                                    f"{path.name} to download it again")
+        raise ChecksumMismatchError(
+            f"{sidecar} does not hold a sha256; delete it and the file "
+            f"{path.name} to download it again"
+        )
     return words[0]
 
 
@@ -104,8 +106,9 @@ class UnverifiedFileError(DatasetError):
     """A file has no published hash and the reader has not chosen to trust it."""
 
 
-def check_cached(path: Path, entry: FileEntry, dataset: str, *,
-                 trust_unverified: bool = False) -> bool:
+def check_cached(
+    path: Path, entry: FileEntry, dataset: str, *, trust_unverified: bool = False
+) -> bool:
     """``True`` if ``path`` holds a verified copy, ``False`` if it does not exist.
 
     A file with a published hash is checked against it. A file without one is checked against
@@ -147,13 +150,17 @@ def check_cached(path: Path, entry: FileEntry, dataset: str, *,
             f"recorded in {sidecar_path(path).name} and checked on every later use."
         )
     _record_sidecar(path, sha256)
-    warnings.warn(f"{dataset}: trusting {path.name} on first use (no published hash); "
-                  f"recorded sha256 {sha256}", stacklevel=3)
+    warnings.warn(
+        f"{dataset}: trusting {path.name} on first use (no published hash); "
+        f"recorded sha256 {sha256}",
+        stacklevel=3,
+    )
     return True
 
 
-def _write_atomically(chunks: Iterator[bytes], target: Path, entry: FileEntry,
-                      source: Source) -> str:
+def _write_atomically(
+    chunks: Iterator[bytes], target: Path, entry: FileEntry, source: Source
+) -> str:
     """Stream ``chunks`` into a temporary file next to ``target``, verify, then rename.
 
     The content must match the source's own sha256, else the file's published hashes; a file
@@ -182,7 +189,8 @@ def _write_atomically(chunks: Iterator[bytes], target: Path, entry: FileEntry,
             if not ok:
                 got = md5.hexdigest() if expected.startswith("md5") else actual
                 raise ChecksumMismatchError(
-                    f"downloaded content has {expected.split()[0]} {got}, expected {expected}")
+                    f"downloaded content has {expected.split()[0]} {got}, expected {expected}"
+                )
         os.replace(tmp, target)
         return actual
     finally:
@@ -204,8 +212,19 @@ def _url_chunks(source: Source, timeout: float) -> Iterator[bytes]:
 
 def download_wheel(package: str, version: str, dest: Path, timeout: float) -> None:
     """Download one wheel of ``package==version`` into ``dest`` with pip (no dependencies)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--quiet", f"{package}=={version}", "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        f"{package}=={version}",
+        "-d",
+        str(dest),
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as err:
@@ -253,16 +272,24 @@ def fetch_files(
     return paths
 
 
-def _fetch_one(dataset: str, entry: FileEntry, target: Path, timeout: float,
-               wheel_dir: Path, trust_unverified: bool) -> None:
+def _fetch_one(
+    dataset: str,
+    entry: FileEntry,
+    target: Path,
+    timeout: float,
+    wheel_dir: Path,
+    trust_unverified: bool,
+) -> None:
     tried: list[str] = []
     for i, source in enumerate(entry.sources, 1):
         if source.kind == "manual":
             tried.append(f"  {i}. {source.describe()}")
             continue
         if source.sha256 is None and not entry.has_hash and not trust_unverified:
-            tried.append(f"  {i}. {source.describe()}: skipped, no published hash to verify it "
-                         "(pass trust_unverified=True to download it anyway and record its hash)")
+            tried.append(
+                f"  {i}. {source.describe()}: skipped, no published hash to verify it "
+                "(pass trust_unverified=True to download it anyway and record its hash)"
+            )
             continue
         try:
             if source.kind == "url":
@@ -272,9 +299,11 @@ def _fetch_one(dataset: str, entry: FileEntry, target: Path, timeout: float,
             sha256 = _write_atomically(chunks, target, entry, source)
             if not entry.has_hash:
                 _record_sidecar(target, sha256)
-                warnings.warn(f"{dataset}: downloaded {entry.name} from {source.describe()} "
-                              f"without a published hash; recorded sha256 {sha256}",
-                              stacklevel=4)
+                warnings.warn(
+                    f"{dataset}: downloaded {entry.name} from {source.describe()} "
+                    f"without a published hash; recorded sha256 {sha256}",
+                    stacklevel=4,
+                )
             return
         except Exception as err:  # every failure moves on to the next source
             tried.append(f"  {i}. {source.describe()}: {type(err).__name__}: {err}")

@@ -21,19 +21,51 @@ import pandas as pd
 from ..data import MultiTaskData, TaskSpec
 from ._loaders import check_no_leak
 
-__all__ = ["ARCHIVE", "KUAIRAND_DEFAULT_TASKS", "KUAIRAND_FORBIDDEN", "KUAIRAND_LOGS",
-           "KUAIRAND_SIGNALS", "LOG_COLUMNS", "load_kuairand", "select_logs"]
+__all__ = [
+    "ARCHIVE",
+    "KUAIRAND_DEFAULT_TASKS",
+    "KUAIRAND_FORBIDDEN",
+    "KUAIRAND_LOGS",
+    "KUAIRAND_SIGNALS",
+    "LOG_COLUMNS",
+    "load_kuairand",
+    "select_logs",
+]
 
 ARCHIVE = "KuaiRand-Pure.tar.gz"
 #: The header of every log file, in file order (KuaiRand README, "Descriptions of the fields").
 LOG_COLUMNS = (
-    "user_id", "video_id", "date", "hourmin", "time_ms", "is_click", "is_like", "is_follow",
-    "is_comment", "is_forward", "is_hate", "long_view", "play_time_ms", "duration_ms",
-    "profile_stay_time", "comment_stay_time", "is_profile_enter", "is_rand", "tab",
+    "user_id",
+    "video_id",
+    "date",
+    "hourmin",
+    "time_ms",
+    "is_click",
+    "is_like",
+    "is_follow",
+    "is_comment",
+    "is_forward",
+    "is_hate",
+    "long_view",
+    "play_time_ms",
+    "duration_ms",
+    "profile_stay_time",
+    "comment_stay_time",
+    "is_profile_enter",
+    "is_rand",
+    "tab",
 )
 #: The binary feedback signals of a log line; any of them can be a task.
-KUAIRAND_SIGNALS = ("is_click", "long_view", "is_like", "is_follow", "is_comment", "is_forward",
-                    "is_hate", "is_profile_enter")
+KUAIRAND_SIGNALS = (
+    "is_click",
+    "long_view",
+    "is_like",
+    "is_follow",
+    "is_comment",
+    "is_forward",
+    "is_hate",
+    "is_profile_enter",
+)
 KUAIRAND_DEFAULT_TASKS = ("is_click", "long_view", "is_like")
 #: log file → (exposure, period); ``max_rows`` counts rows in this order.
 KUAIRAND_LOGS: dict[str, tuple[str, str]] = {
@@ -46,26 +78,68 @@ _VIDEO_FILE = "video_features_basic_pure.csv"
 # Columns of video_features_statistic_pure.csv: averages of the outcomes (plays, likes, follows,
 # shares, ...) over a month that overlaps the logs. The file is never read.
 _STATISTIC_COLUMNS = (
-    "counts", "show_cnt", "show_user_num", "play_cnt", "play_user_num", "play_duration",
-    "complete_play_cnt", "complete_play_user_num", "valid_play_cnt", "valid_play_user_num",
-    "long_time_play_cnt", "long_time_play_user_num", "short_time_play_cnt",
-    "short_time_play_user_num", "play_progress", "comment_stay_duration", "like_cnt",
-    "like_user_num", "click_like_cnt", "double_click_cnt", "cancel_like_cnt",
-    "cancel_like_user_num", "comment_cnt", "comment_user_num", "direct_comment_cnt",
-    "reply_comment_cnt", "delete_comment_cnt", "delete_comment_user_num", "comment_like_cnt",
-    "comment_like_user_num", "follow_cnt", "cancel_follow_cnt", "cancel_follow_user_num",
-    "share_cnt", "share_user_num", "download_cnt", "download_user_num", "report_cnt",
-    "report_user_num", "reduce_similar_cnt", "reduce_similar_user_num", "collect_cnt",
-    "collect_user_num", "cancel_collect_cnt", "cancel_collect_user_num",
-    "direct_comment_user_num", "reply_comment_user_num", "share_all_cnt", "share_all_user_num",
+    "counts",
+    "show_cnt",
+    "show_user_num",
+    "play_cnt",
+    "play_user_num",
+    "play_duration",
+    "complete_play_cnt",
+    "complete_play_user_num",
+    "valid_play_cnt",
+    "valid_play_user_num",
+    "long_time_play_cnt",
+    "long_time_play_user_num",
+    "short_time_play_cnt",
+    "short_time_play_user_num",
+    "play_progress",
+    "comment_stay_duration",
+    "like_cnt",
+    "like_user_num",
+    "click_like_cnt",
+    "double_click_cnt",
+    "cancel_like_cnt",
+    "cancel_like_user_num",
+    "comment_cnt",
+    "comment_user_num",
+    "direct_comment_cnt",
+    "reply_comment_cnt",
+    "delete_comment_cnt",
+    "delete_comment_user_num",
+    "comment_like_cnt",
+    "comment_like_user_num",
+    "follow_cnt",
+    "cancel_follow_cnt",
+    "cancel_follow_user_num",
+    "share_cnt",
+    "share_user_num",
+    "download_cnt",
+    "download_user_num",
+    "report_cnt",
+    "report_user_num",
+    "reduce_similar_cnt",
+    "reduce_similar_user_num",
+    "collect_cnt",
+    "collect_user_num",
+    "cancel_collect_cnt",
+    "cancel_collect_user_num",
+    "direct_comment_user_num",
+    "reply_comment_user_num",
+    "share_all_cnt",
+    "share_all_user_num",
     "outsite_share_all_cnt",
 )
 #: Labels and everything observed only after (or because of) the exposure: never features.
 #: (The statistic file's ``follow_user_num`` is left out of this set: the user feature of the
 #: same name, the number of accounts the user follows, is known before the exposure.)
 KUAIRAND_FORBIDDEN = frozenset(
-    {*KUAIRAND_SIGNALS, "play_time_ms", "profile_stay_time", "comment_stay_time",
-     *_STATISTIC_COLUMNS}
+    {
+        *KUAIRAND_SIGNALS,
+        "play_time_ms",
+        "profile_stay_time",
+        "comment_stay_time",
+        *_STATISTIC_COLUMNS,
+    }
 )
 
 _MISSING = "<missing>"
@@ -73,20 +147,38 @@ _MISSING = "<missing>"
 # an empty cell, or a value outside the list).
 _USER_VOCAB: dict[str, tuple[str, ...]] = {
     "user_active_degree": ("high_active", "full_active", "middle_active", "UNKNOWN"),
-    "follow_user_num_range": ("0", "(0,10]", "(10,50]", "(50,100]", "(100,150]", "(150,250]",
-                              "(250,500]", "500+"),
-    "fans_user_num_range": ("0", "[1,10)", "[10,100)", "[100,1k)", "[1k,5k)", "[5k,1w)",
-                            "[1w,10w)"),
-    "friend_user_num_range": ("0", "[1,5)", "[5,30)", "[30,60)", "[60,120)", "[120,250)",
-                              "250+"),
+    "follow_user_num_range": (
+        "0",
+        "(0,10]",
+        "(10,50]",
+        "(50,100]",
+        "(100,150]",
+        "(150,250]",
+        "(250,500]",
+        "500+",
+    ),
+    "fans_user_num_range": (
+        "0",
+        "[1,10)",
+        "[10,100)",
+        "[100,1k)",
+        "[1k,5k)",
+        "[5k,1w)",
+        "[1w,10w)",
+    ),
+    "friend_user_num_range": ("0", "[1,5)", "[5,30)", "[30,60)", "[60,120)", "[120,250)", "250+"),
     "register_days_range": ("15-30", "31-60", "61-90", "91-180", "181-365", "366-730", "730+"),
 }
 _USER_BINARY = ("is_lowactive_period", "is_live_streamer", "is_video_author")
 # onehot_featK takes the values 0 .. size-1 (README ranges).
 _ONEHOT_SIZES = (2, 7, 50, 1471, 15, 34, 3, 118, 454, 7, 5, 5, 2, 2, 2, 2, 2, 2)
 # Dense user counts: log1p(x) / scale, fixed; missing → 0.
-_USER_DENSE = {"follow_user_num": 7.0, "fans_user_num": 10.0, "friend_user_num": 6.0,
-               "register_days": 8.0}
+_USER_DENSE = {
+    "follow_user_num": 7.0,
+    "fans_user_num": 10.0,
+    "friend_user_num": 6.0,
+    "register_days": 8.0,
+}
 # Video columns whose vocabulary is read from video_features_basic_pure.csv.
 _VIDEO_FILE_VOCAB = ("upload_type", "visible_status", "music_type", "tag")
 _N_TABS = 15
@@ -104,8 +196,10 @@ def _check_tasks(tasks: object) -> tuple[str, ...]:
         raise ValueError(f"tasks must name at least one of {list(KUAIRAND_SIGNALS)}")
     unknown = [t for t in chosen if t not in KUAIRAND_SIGNALS]
     if unknown:
-        raise ValueError(f"tasks {unknown} are not KuaiRand feedback signals; choose from "
-                         f"{list(KUAIRAND_SIGNALS)}")
+        raise ValueError(
+            f"tasks {unknown} are not KuaiRand feedback signals; choose from "
+            f"{list(KUAIRAND_SIGNALS)}"
+        )
     if len(set(chosen)) != len(chosen):
         raise ValueError(f"tasks must be distinct, got {list(chosen)}")
     return chosen
@@ -119,28 +213,42 @@ def select_logs(period: str, exposure: str) -> list[str]:
         raise ValueError(f"period must be one of {list(periods)}, got {period!r}")
     if exposure not in exposures:
         raise ValueError(f"exposure must be one of {list(exposures)}, got {exposure!r}")
-    logs = [name for name, (exp, per) in KUAIRAND_LOGS.items()
-            if exposure in (exp, "both") and period in (per, "all")]
+    logs = [
+        name
+        for name, (exp, per) in KUAIRAND_LOGS.items()
+        if exposure in (exp, "both") and period in (per, "all")
+    ]
     if not logs:
-        raise ValueError(f"KuaiRand-Pure has no {exposure} log for period {period!r}: the "
-                         "random-exposure log covers 4_22_to_5_08 only")
+        raise ValueError(
+            f"KuaiRand-Pure has no {exposure} log for period {period!r}: the "
+            "random-exposure log covers 4_22_to_5_08 only"
+        )
     return logs
 
 
-def _read_log(stream: IO[bytes], name: str, tasks: Sequence[str], limit: int | None
-              ) -> dict[str, np.ndarray]:
+def _read_log(
+    stream: IO[bytes], name: str, tasks: Sequence[str], limit: int | None
+) -> dict[str, np.ndarray]:
     """Parse one log in chunks after checking its header; the first ``limit`` rows."""
     header = stream.readline().decode("utf-8-sig").strip()
     if tuple(header.split(",")) != LOG_COLUMNS:
-        raise ValueError(f"{name}: header {header[:200]!r} is not the published KuaiRand log "
-                         f"header {','.join(LOG_COLUMNS)!r}")
+        raise ValueError(
+            f"{name}: header {header[:200]!r} is not the published KuaiRand log "
+            f"header {','.join(LOG_COLUMNS)!r}"
+        )
     ints = ["user_id", "video_id", "date", "hourmin", "time_ms", "tab"]
     usecols = [*ints, "duration_ms", *tasks]
     out: dict[str, list[np.ndarray]] = {c: [] for c in usecols}
     try:
-        reader = pd.read_csv(stream, header=None, names=list(LOG_COLUMNS), usecols=usecols,
-                             dtype=dict.fromkeys(usecols, "float64"), chunksize=_CHUNK_ROWS,
-                             nrows=limit)
+        reader = pd.read_csv(
+            stream,
+            header=None,
+            names=list(LOG_COLUMNS),
+            usecols=usecols,
+            dtype=dict.fromkeys(usecols, "float64"),
+            chunksize=_CHUNK_ROWS,
+            nrows=limit,
+        )
     except pd.errors.EmptyDataError:  # a header and no data line
         reader = iter(())
     seen = 0
@@ -153,8 +261,10 @@ def _read_log(stream: IO[bytes], name: str, tasks: Sequence[str], limit: int | N
             if bad.any():
                 first = int(np.flatnonzero(bad)[0])
                 why = "a feedback signal must be 0 or 1" if c in tasks else "expected an integer"
-                raise ValueError(f"{name}: data line {seen + first + 1} has {c}="
-                                 f"{float(chunk[c].iloc[first]):g}; {why}")
+                raise ValueError(
+                    f"{name}: data line {seen + first + 1} has {c}="
+                    f"{float(chunk[c].iloc[first]):g}; {why}"
+                )
         for c in usecols:
             out[c].append(chunk[c].to_numpy())
         seen += len(chunk)
@@ -169,8 +279,9 @@ def _read_table(stream: IO[bytes], name: str, required: Sequence[str]) -> pd.Dat
     table = pd.read_csv(stream, dtype=str, keep_default_na=False, na_values=[""])
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise ValueError(f"{name}: missing columns {missing}; its columns are "
-                         f"{list(table.columns)[:20]}")
+        raise ValueError(
+            f"{name}: missing columns {missing}; its columns are {list(table.columns)[:20]}"
+        )
     return table
 
 
@@ -203,29 +314,43 @@ def _take(codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def _sorted_values(values: np.ndarray) -> list[str]:
     """The distinct present values of a feature-file column, integers in numeric order."""
     distinct = set(values) - {_MISSING}
-    return sorted(distinct, key=lambda v: (0, int(v), v) if v.lstrip("-").isdigit()
-                  else (1, 0, v))
+    return sorted(distinct, key=lambda v: (0, int(v), v) if v.lstrip("-").isdigit() else (1, 0, v))
 
 
 def _feature_names() -> tuple[list[str], list[str]]:
     """The categorical and the dense feature names, in the order of the feature matrices."""
-    cat_names = ["user_id", "video_id", "author_id", "tab", "hour", "weekday", *_USER_VOCAB,
-                 *_USER_BINARY, *(f"onehot_feat{k}" for k in range(len(_ONEHOT_SIZES))),
-                 "video_type", *_VIDEO_FILE_VOCAB]
+    cat_names = [
+        "user_id",
+        "video_id",
+        "author_id",
+        "tab",
+        "hour",
+        "weekday",
+        *_USER_VOCAB,
+        *_USER_BINARY,
+        *(f"onehot_feat{k}" for k in range(len(_ONEHOT_SIZES))),
+        "video_type",
+        *_VIDEO_FILE_VOCAB,
+    ]
     dense_names = ["duration", *_USER_DENSE]
     return cat_names, dense_names
 
 
-def _read_archive(archive: Path, logs: Sequence[str], tasks: Sequence[str],
-                  max_rows: int | None
-                  ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, pd.DataFrame]]:
+def _read_archive(
+    archive: Path, logs: Sequence[str], tasks: Sequence[str], max_rows: int | None
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, pd.DataFrame]]:
     """Stream the archive once: the chosen logs (``max_rows`` rows in all, counted in the order
     of ``logs``) and the user and video feature files; every one of them must be there."""
     read: dict[str, dict[str, np.ndarray]] = {}
     side: dict[str, pd.DataFrame] = {}
     required = {
-        _USER_FILE: ["user_id", *_USER_VOCAB, *_USER_BINARY, *_USER_DENSE,
-                     *(f"onehot_feat{k}" for k in range(len(_ONEHOT_SIZES)))],
+        _USER_FILE: [
+            "user_id",
+            *_USER_VOCAB,
+            *_USER_BINARY,
+            *_USER_DENSE,
+            *(f"onehot_feat{k}" for k in range(len(_ONEHOT_SIZES))),
+        ],
         _VIDEO_FILE: ["video_id", "author_id", "video_type", *_VIDEO_FILE_VOCAB],
     }
     with tarfile.open(archive, mode="r|gz") as tar:
@@ -239,7 +364,7 @@ def _read_archive(archive: Path, logs: Sequence[str], tasks: Sequence[str],
                 side[base] = _read_table(stream, base, required[base])
                 continue
             limit = max_rows
-            earlier = logs[:logs.index(base)]
+            earlier = logs[: logs.index(base)]
             if max_rows is not None and all(e in read for e in earlier):
                 limit = max_rows - sum(len(read[e]["user_id"]) for e in earlier)
             if limit is None or limit > 0:
@@ -248,13 +373,16 @@ def _read_archive(archive: Path, logs: Sequence[str], tasks: Sequence[str],
                 read[base] = {"user_id": np.zeros(0)}
     missing = [f for f in (*logs, *required) if f not in read and f not in side]
     if missing:
-        raise ValueError(f"{archive} has no member(s) {missing} (looked for these base "
-                         "names under KuaiRand-Pure/data/)")
+        raise ValueError(
+            f"{archive} has no member(s) {missing} (looked for these base "
+            "names under KuaiRand-Pure/data/)"
+        )
     return read, side
 
 
-def _join_logs(read: Mapping[str, dict[str, np.ndarray]], logs: Sequence[str],
-               max_rows: int | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _join_logs(
+    read: Mapping[str, dict[str, np.ndarray]], logs: Sequence[str], max_rows: int | None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The columns of the logs read, end to end and cut to ``max_rows`` rows, and for each row
     the index in ``logs`` of its log."""
     parts = [(i, read[f]) for i, f in enumerate(logs) if len(read[f]["user_id"])]
@@ -285,8 +413,13 @@ class _Categoricals:
         self.missing[name] = int((codes == 0).sum())
 
 
-def _put_ids(out: _Categoricals, users: pd.DataFrame, videos: pd.DataFrame,
-             u_row: np.ndarray, v_row: np.ndarray) -> None:
+def _put_ids(
+    out: _Categoricals,
+    users: pd.DataFrame,
+    videos: pd.DataFrame,
+    u_row: np.ndarray,
+    v_row: np.ndarray,
+) -> None:
     """``user_id``, ``video_id`` and ``author_id``: vocabularies from the feature files (stable
     across options), 0 = not in the file."""
     for c, rows, table in (("user_id", u_row, users), ("video_id", v_row, videos)):
@@ -305,19 +438,24 @@ def _put_context(out: _Categoricals, cols: Mapping[str, np.ndarray]) -> None:
     tab = cols["tab"]
     out.put("tab", np.where((tab >= 0) & (tab < _N_TABS), tab + 1, 0), range(_N_TABS))
     hour = cols["hourmin"] // 100
-    out.put("hour", np.where((hour >= 0) & (hour < 24) & (cols["hourmin"] % 100 < 60),
-                             hour + 1, 0), range(24))
+    out.put(
+        "hour",
+        np.where((hour >= 0) & (hour < 24) & (cols["hourmin"] % 100 < 60), hour + 1, 0),
+        range(24),
+    )
     dates, inverse = np.unique(cols["date"], return_inverse=True)
     days = pd.to_datetime(pd.Series(dates.astype(str)), format="%Y%m%d", errors="coerce")
-    out.put("weekday", (days.dt.day_of_week + 1).fillna(0).to_numpy(dtype=np.int64)[inverse],
-            ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))
+    out.put(
+        "weekday",
+        (days.dt.day_of_week + 1).fillna(0).to_numpy(dtype=np.int64)[inverse],
+        ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+    )
 
 
 def _put_user_features(out: _Categoricals, users: pd.DataFrame, u_row: np.ndarray) -> None:
     """The user's categorical features, joined on ``user_id`` (fixed vocabularies)."""
     for c, vocab in _USER_VOCAB.items():
-        out.put(c, _take(_vocab_codes(users[c].fillna(_MISSING).to_numpy(), vocab), u_row),
-                vocab)
+        out.put(c, _take(_vocab_codes(users[c].fillna(_MISSING).to_numpy(), vocab), u_row), vocab)
     for c in _USER_BINARY:
         out.put(c, _take(_int_codes(users[c], 2), u_row), (0, 1))
     for k, size in enumerate(_ONEHOT_SIZES):
@@ -329,8 +467,9 @@ def _put_video_features(out: _Categoricals, videos: pd.DataFrame, v_row: np.ndar
     """The video's categorical features, joined on ``video_id``: ``video_type`` (fixed) and
     the columns whose vocabularies are read from the video feature file."""
     video_type = videos["video_type"].fillna(_MISSING).to_numpy()
-    out.put("video_type", _take(_vocab_codes(video_type, ("NORMAL", "AD")), v_row),
-            ("NORMAL", "AD"))
+    out.put(
+        "video_type", _take(_vocab_codes(video_type, ("NORMAL", "AD")), v_row), ("NORMAL", "AD")
+    )
     for c in _VIDEO_FILE_VOCAB:
         values = videos[c].str.strip()
         if c == "tag":  # a comma-separated list: keep the first tag
@@ -340,8 +479,12 @@ def _put_video_features(out: _Categoricals, videos: pd.DataFrame, v_row: np.ndar
         out.put(c, _take(_vocab_codes(values, vocab), v_row), vocab)
 
 
-def _dense_features(cols: Mapping[str, np.ndarray], users: pd.DataFrame, u_row: np.ndarray,
-                    dense_names: Sequence[str]) -> tuple[np.ndarray, int]:
+def _dense_features(
+    cols: Mapping[str, np.ndarray],
+    users: pd.DataFrame,
+    u_row: np.ndarray,
+    dense_names: Sequence[str],
+) -> tuple[np.ndarray, int]:
     """The dense features (fixed transforms, missing → 0) and the number of rows without a
     valid ``duration_ms``."""
     dense = np.empty((len(cols["user_id"]), len(dense_names)), dtype=np.float32)
@@ -362,37 +505,57 @@ def _per_log(values: list[str], log_of: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(np.array([names.index(v) for v in values])[log_of], names)
 
 
-def _truth(cols: Mapping[str, np.ndarray], logs: Sequence[str], log_of: np.ndarray
-           ) -> pd.DataFrame:
+def _truth(cols: Mapping[str, np.ndarray], logs: Sequence[str], log_of: np.ndarray) -> pd.DataFrame:
     """``exposure``, ``period``, ``date`` and ``time_ms`` of every row."""
-    return pd.DataFrame({"exposure": _per_log([KUAIRAND_LOGS[f][0] for f in logs], log_of),
-                         "period": _per_log([KUAIRAND_LOGS[f][1] for f in logs], log_of),
-                         "date": cols["date"],
-                         "time_ms": cols["time_ms"]})
+    return pd.DataFrame(
+        {
+            "exposure": _per_log([KUAIRAND_LOGS[f][0] for f in logs], log_of),
+            "period": _per_log([KUAIRAND_LOGS[f][1] for f in logs], log_of),
+            "date": cols["date"],
+            "time_ms": cols["time_ms"],
+        }
+    )
 
 
-def _meta(labels: Mapping[str, np.ndarray], logs: list[str], log_of: np.ndarray,
-          options: Mapping[str, object], vocabs: Mapping[str, pd.Index],
-          missing: Mapping[str, int]) -> dict[str, object]:
+def _meta(
+    labels: Mapping[str, np.ndarray],
+    logs: list[str],
+    log_of: np.ndarray,
+    options: Mapping[str, object],
+    vocabs: Mapping[str, pd.Index],
+    missing: Mapping[str, int],
+) -> dict[str, object]:
     """The ``meta`` of a load: its options, rows per log, positive rates and encodings."""
     task_names = list(labels)
     meta = {
-        "dataset": "kuairand", "tasks": task_names, **options, "logs": logs,
+        "dataset": "kuairand",
+        "tasks": task_names,
+        **options,
+        "logs": logs,
         "rows_per_log": {f: int((log_of == i).sum()) for i, f in enumerate(logs)},
         "positive_rates": {t: float(labels[t].mean()) for t in task_names},
-        "categories": vocabs, "missing": missing,
-        "dense_transforms": {"duration": "log1p(duration_ms / 1000) / 5",
-                             **{c: f"log1p({c}) / {s:g}" for c, s in _USER_DENSE.items()}},
+        "categories": vocabs,
+        "missing": missing,
+        "dense_transforms": {
+            "duration": "log1p(duration_ms / 1000) / 5",
+            **{c: f"log1p({c}) / {s:g}" for c, s in _USER_DENSE.items()},
+        },
     }
     if {"is_click", "long_view"} <= set(task_names):
-        meta["long_view_without_click"] = int(((labels["long_view"] == 1)
-                                               & (labels["is_click"] == 0)).sum())
+        meta["long_view_without_click"] = int(
+            ((labels["long_view"] == 1) & (labels["is_click"] == 0)).sum()
+        )
     return meta
 
 
-def load_kuairand(paths: Mapping[str, Path], *,
-                  tasks: str | Sequence[str] = KUAIRAND_DEFAULT_TASKS, period: str = "all",
-                  exposure: str = "standard", max_rows: int | None = None) -> MultiTaskData:
+def load_kuairand(
+    paths: Mapping[str, Path],
+    *,
+    tasks: str | Sequence[str] = KUAIRAND_DEFAULT_TASKS,
+    period: str = "all",
+    exposure: str = "standard",
+    max_rows: int | None = None,
+) -> MultiTaskData:
     """Build multi-task impressions from the KuaiRand-Pure logs.
 
     Every log line is an impression of a video to a user. The archive is streamed once; the
@@ -450,8 +613,9 @@ def load_kuairand(paths: Mapping[str, Path], *,
     """
     task_names = _check_tasks(tasks)
     logs = select_logs(period, exposure)
-    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(
-            max_rows, int | np.integer) or max_rows < 1):
+    if max_rows is not None and (
+        isinstance(max_rows, bool) or not isinstance(max_rows, int | np.integer) or max_rows < 1
+    ):
         raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
     if ARCHIVE not in paths:
         raise ValueError(f"kuairand needs the file {ARCHIVE}; got files {sorted(paths)}")
@@ -483,7 +647,12 @@ def load_kuairand(paths: Mapping[str, Path], *,
         cardinalities=[len(categorical.vocabs[c]) for c in cat_names],
         groups=cols["user_id"],
         truth=_truth(cols, logs, log_of),
-        meta=_meta(labels, logs, log_of, {"period": period, "exposure": exposure,
-                                          "max_rows": max_rows},
-                   categorical.vocabs, categorical.missing),
+        meta=_meta(
+            labels,
+            logs,
+            log_of,
+            {"period": period, "exposure": exposure, "max_rows": max_rows},
+            categorical.vocabs,
+            categorical.missing,
+        ),
     )

@@ -12,33 +12,115 @@ from ..data import MultiTaskData, TaskSpec
 
 # ----------------------------------------------------------------------------- adult
 ADULT_COLUMNS = (
-    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
-    "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
-    "hours-per-week", "native-country", "income",
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
+    "income",
 )
 #: Columns that are labels, or reveal a label, and so are never features.
-ADULT_FORBIDDEN = frozenset({"income", "marital-status", "relationship",
-                             "never_married", "fnlwgt"})
+ADULT_FORBIDDEN = frozenset({"income", "marital-status", "relationship", "never_married", "fnlwgt"})
 # Fixed vocabularies (adult.names); '?' (missing) becomes 'unknown'.
 ADULT_VOCAB: dict[str, tuple[str, ...]] = {
-    "workclass": ("Federal-gov", "Local-gov", "Never-worked", "Private", "Self-emp-inc",
-                  "Self-emp-not-inc", "State-gov", "Without-pay"),
-    "education": ("10th", "11th", "12th", "1st-4th", "5th-6th", "7th-8th", "9th", "Assoc-acdm",
-                  "Assoc-voc", "Bachelors", "Doctorate", "HS-grad", "Masters", "Preschool",
-                  "Prof-school", "Some-college"),
-    "occupation": ("Adm-clerical", "Armed-Forces", "Craft-repair", "Exec-managerial",
-                   "Farming-fishing", "Handlers-cleaners", "Machine-op-inspct", "Other-service",
-                   "Priv-house-serv", "Prof-specialty", "Protective-serv", "Sales",
-                   "Tech-support", "Transport-moving"),
+    "workclass": (
+        "Federal-gov",
+        "Local-gov",
+        "Never-worked",
+        "Private",
+        "Self-emp-inc",
+        "Self-emp-not-inc",
+        "State-gov",
+        "Without-pay",
+    ),
+    "education": (
+        "10th",
+        "11th",
+        "12th",
+        "1st-4th",
+        "5th-6th",
+        "7th-8th",
+        "9th",
+        "Assoc-acdm",
+        "Assoc-voc",
+        "Bachelors",
+        "Doctorate",
+        "HS-grad",
+        "Masters",
+        "Preschool",
+        "Prof-school",
+        "Some-college",
+    ),
+    "occupation": (
+        "Adm-clerical",
+        "Armed-Forces",
+        "Craft-repair",
+        "Exec-managerial",
+        "Farming-fishing",
+        "Handlers-cleaners",
+        "Machine-op-inspct",
+        "Other-service",
+        "Priv-house-serv",
+        "Prof-specialty",
+        "Protective-serv",
+        "Sales",
+        "Tech-support",
+        "Transport-moving",
+    ),
     "race": ("Amer-Indian-Eskimo", "Asian-Pac-Islander", "Black", "Other", "White"),
     "sex": ("Female", "Male"),
     "native-country": (
-        "Cambodia", "Canada", "China", "Columbia", "Cuba", "Dominican-Republic", "Ecuador",
-        "El-Salvador", "England", "France", "Germany", "Greece", "Guatemala", "Haiti",
-        "Holand-Netherlands", "Honduras", "Hong", "Hungary", "India", "Iran", "Ireland", "Italy",
-        "Jamaica", "Japan", "Laos", "Mexico", "Nicaragua", "Outlying-US(Guam-USVI-etc)", "Peru",
-        "Philippines", "Poland", "Portugal", "Puerto-Rico", "Scotland", "South", "Taiwan",
-        "Thailand", "Trinadad&Tobago", "United-States", "Vietnam", "Yugoslavia"),
+        "Cambodia",
+        "Canada",
+        "China",
+        "Columbia",
+        "Cuba",
+        "Dominican-Republic",
+        "Ecuador",
+        "El-Salvador",
+        "England",
+        "France",
+        "Germany",
+        "Greece",
+        "Guatemala",
+        "Haiti",
+        "Holand-Netherlands",
+        "Honduras",
+        "Hong",
+        "Hungary",
+        "India",
+        "Iran",
+        "Ireland",
+        "Italy",
+        "Jamaica",
+        "Japan",
+        "Laos",
+        "Mexico",
+        "Nicaragua",
+        "Outlying-US(Guam-USVI-etc)",
+        "Peru",
+        "Philippines",
+        "Poland",
+        "Portugal",
+        "Puerto-Rico",
+        "Scotland",
+        "South",
+        "Taiwan",
+        "Thailand",
+        "Trinadad&Tobago",
+        "United-States",
+        "Vietnam",
+        "Yugoslavia",
+    ),
 }
 # Fixed dense transforms, chosen without looking at the data: (x - centre) / scale, with
 # log1p first for the two heavy-tailed capital columns (log1p(99999) is about 11.5).
@@ -55,8 +137,9 @@ def check_no_leak(features: Sequence[str], forbidden: frozenset[str], dataset: s
     """Raise if a label or post-outcome column is among the features (a guard, not a filter)."""
     leaked = sorted(set(features) & forbidden)
     if leaked:
-        raise ValueError(f"{dataset}: column(s) {leaked} are labels or reveal a label and "
-                         "must never be features")
+        raise ValueError(
+            f"{dataset}: column(s) {leaked} are labels or reveal a label and must never be features"
+        )
 
 
 def _encode(values: pd.Series, vocab: Sequence[str], column: str) -> np.ndarray:
@@ -70,8 +153,14 @@ def _encode(values: pd.Series, vocab: Sequence[str], column: str) -> np.ndarray:
 
 def read_adult(path: Path, *, test_file: bool) -> pd.DataFrame:
     """Read ``adult.data`` or ``adult.test`` with the published column names."""
-    df = pd.read_csv(path, names=list(ADULT_COLUMNS), skipinitialspace=True,
-                     skiprows=1 if test_file else 0, na_values=[], keep_default_na=False)
+    df = pd.read_csv(
+        path,
+        names=list(ADULT_COLUMNS),
+        skipinitialspace=True,
+        skiprows=1 if test_file else 0,
+        na_values=[],
+        keep_default_na=False,
+    )
     df = df[df["income"].astype(str).str.len() > 0]  # trailing blank lines
     df["income"] = df["income"].astype(str).str.rstrip(".")
     bad = sorted(set(df["income"]) - {"<=50K", ">50K"})
@@ -113,9 +202,10 @@ def load_adult(paths: Mapping[str, Path], *, part: str = "all") -> MultiTaskData
     return MultiTaskData(
         dense=np.stack(dense, axis=1),
         categorical=np.stack(cats, axis=1),
-        labels={"income": (df["income"] == ">50K").to_numpy(dtype=np.float64),
-                "never_married": (df["marital-status"] == "Never-married")
-                .to_numpy(dtype=np.float64)},
+        labels={
+            "income": (df["income"] == ">50K").to_numpy(dtype=np.float64),
+            "never_married": (df["marital-status"] == "Never-married").to_numpy(dtype=np.float64),
+        },
         tasks=[TaskSpec("income", "binary"), TaskSpec("never_married", "binary")],
         dense_names=dense_names,
         categorical_names=cat_names,
@@ -126,12 +216,37 @@ def load_adult(paths: Mapping[str, Path], *, part: str = "all") -> MultiTaskData
 
 
 # -------------------------------------------------------------------- movielens-100k
-ML_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-             "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-             "Romance", "Sci-Fi", "Thriller", "War", "Western")
+ML_GENRES = (
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 #: MovieLens-1M style age buckets: lower bounds and names.
-ML_AGE_BINS = ((0, "<18"), (18, "18-24"), (25, "25-34"), (35, "35-44"), (45, "45-49"),
-               (50, "50-55"), (56, "56+"))
+ML_AGE_BINS = (
+    (0, "<18"),
+    (18, "18-24"),
+    (25, "25-34"),
+    (35, "35-44"),
+    (45, "45-49"),
+    (50, "50-55"),
+    (56, "56+"),
+)
 #: Columns that are labels or exist only because a rating happened: never features.
 ML_FORBIDDEN = frozenset({"rating", "rated", "liked", "timestamp"})
 
@@ -143,8 +258,13 @@ def read_atomic(path: Path) -> pd.DataFrame:
     return df.apply(lambda s: s.str.strip())
 
 
-def load_movielens(paths: Mapping[str, Path], *, negatives_per_positive: float = 1.0,
-                   like_threshold: float = 4.0, seed: int = 0) -> MultiTaskData:
+def load_movielens(
+    paths: Mapping[str, Path],
+    *,
+    negatives_per_positive: float = 1.0,
+    like_threshold: float = 4.0,
+    seed: int = 0,
+) -> MultiTaskData:
     """Build rated/liked/rating impressions from the ml-100k atomic files (see :func:`load`)."""
     if not negatives_per_positive >= 0:
         raise ValueError(f"negatives_per_positive must be >= 0, got {negatives_per_positive}")
@@ -209,17 +329,28 @@ def load_movielens(paths: Mapping[str, Path], *, negatives_per_positive: float =
     return MultiTaskData(
         dense=dense,
         categorical=np.stack([cat[c] for c in cat_names], axis=1),
-        labels={"rated": is_rated,
-                "liked": ((all_rating >= like_threshold) & (is_rated == 1)).astype(np.float64),
-                "rating": all_rating},
-        tasks=[TaskSpec("rated", "binary"), TaskSpec("liked", "binary"),
-               TaskSpec("rating", "regression")],
+        labels={
+            "rated": is_rated,
+            "liked": ((all_rating >= like_threshold) & (is_rated == 1)).astype(np.float64),
+            "rating": all_rating,
+        },
+        tasks=[
+            TaskSpec("rated", "binary"),
+            TaskSpec("liked", "binary"),
+            TaskSpec("rating", "regression"),
+        ],
         dense_names=dense_names,
         categorical_names=cat_names,
         cardinalities=[len(vocab[c]) for c in cat_names],
         masks={"rating": is_rated.astype(bool)},
         groups=all_user,
-        meta={"dataset": "movielens-100k", "categories": vocab, "seed": seed,
-              "negatives_per_positive": negatives_per_positive,
-              "like_threshold": like_threshold, "n_rated": len(r_user), "n_sampled": n_neg},
+        meta={
+            "dataset": "movielens-100k",
+            "categories": vocab,
+            "seed": seed,
+            "negatives_per_positive": negatives_per_positive,
+            "like_threshold": like_threshold,
+            "n_rated": len(r_user),
+            "n_sampled": n_neg,
+        },
     )

@@ -159,8 +159,9 @@ def _md5(value: Any, where: str) -> str:
 _FILE_KEYS = frozenset({"sha256", "md5", "unverified", "size", "sources", "hash_source", "note"})
 _SOURCE_KEYS = {
     "url": frozenset({"kind", "url", "sha256", "note"}),
-    "wheel": frozenset({"kind", "package", "version", "wheel", "wheel_sha256", "member",
-                        "member_sha256", "note"}),
+    "wheel": frozenset(
+        {"kind", "package", "version", "wheel", "wheel_sha256", "member", "member_sha256", "note"}
+    ),
     "manual": frozenset({"kind", "instructions", "note"}),
 }
 
@@ -179,11 +180,16 @@ def _parse_source(raw: Mapping[str, Any], where: str) -> Source:
     note = str(raw.get("note", ""))
     if kind == "url":
         sha = raw.get("sha256")
-        return Source(kind="url", url=_need(raw, "url", where),
-                      sha256=None if sha is None else _hash(sha, f"{where}.sha256"), note=note)
+        return Source(
+            kind="url",
+            url=_need(raw, "url", where),
+            sha256=None if sha is None else _hash(sha, f"{where}.sha256"),
+            note=note,
+        )
     if kind == "manual":
-        return Source(kind="manual", sha256=None,
-                      instructions=_need(raw, "instructions", where), note=note)
+        return Source(
+            kind="manual", sha256=None, instructions=_need(raw, "instructions", where), note=note
+        )
     return Source(
         kind="wheel",
         package=_need(raw, "package", where),
@@ -196,8 +202,9 @@ def _parse_source(raw: Mapping[str, Any], where: str) -> Source:
     )
 
 
-def _parse_file(name: str, table: Mapping[str, Any], sources: tuple[Source, ...],
-                where: str) -> FileEntry:
+def _parse_file(
+    name: str, table: Mapping[str, Any], sources: tuple[Source, ...], where: str
+) -> FileEntry:
     _no_unknown_keys(table, _FILE_KEYS, where)
     sha = table.get("sha256")
     md5 = table.get("md5")
@@ -205,16 +212,23 @@ def _parse_file(name: str, table: Mapping[str, Any], sources: tuple[Source, ...]
     if not isinstance(reason, str):
         raise RegistryError(f"{where}: 'unverified' must be a string (the reason), got {reason!r}")
     if sha is None and md5 is None and not reason.strip():
-        raise RegistryError(f"{where}: give 'sha256', 'md5' or, when no hash is published, "
-                            "'unverified' with the reason")
+        raise RegistryError(
+            f"{where}: give 'sha256', 'md5' or, when no hash is published, "
+            "'unverified' with the reason"
+        )
     if (sha is not None or md5 is not None) and reason:
         raise RegistryError(f"{where}: a file with a hash cannot also be 'unverified'")
     size = table.get("size")
     if size is not None and (not isinstance(size, int) or size <= 0):
         raise RegistryError(f"{where}: 'size' must be a positive integer, got {size!r}")
-    return FileEntry(name=name, sha256=None if sha is None else _hash(sha, f"{where}.sha256"),
-                     md5=None if md5 is None else _md5(md5, f"{where}.md5"),
-                     unverified=reason.strip(), sources=sources, size=size)
+    return FileEntry(
+        name=name,
+        sha256=None if sha is None else _hash(sha, f"{where}.sha256"),
+        md5=None if md5 is None else _md5(md5, f"{where}.md5"),
+        unverified=reason.strip(),
+        sources=sources,
+        size=size,
+    )
 
 
 def parse_registry(raw: Mapping[str, Any]) -> dict[str, DatasetEntry]:
@@ -238,8 +252,9 @@ def parse_registry(raw: Mapping[str, Any]) -> dict[str, DatasetEntry]:
             if "/" in fname or "\\" in fname or fname in ("", ".", ".."):
                 raise RegistryError(f"{fwhere}: a file name must be a plain name")
             sources_raw = _need(ftable, "sources", fwhere, list)
-            sources = tuple(_parse_source(s, f"{fwhere}.sources[{i}]")
-                            for i, s in enumerate(sources_raw))
+            sources = tuple(
+                _parse_source(s, f"{fwhere}.sources[{i}]") for i, s in enumerate(sources_raw)
+            )
             files.append(_parse_file(fname, ftable, sources, fwhere))
         known = {"description", "licence", "citation", "construction", "homepage", "files"}
         out[name] = DatasetEntry(

@@ -28,16 +28,23 @@ _PARTS = ("train", "test", "all")
 
 
 def _check_common(max_rows: Any, sample_rate: Any, seed: Any, min_count: Any) -> None:
-    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(
-            max_rows, int | np.integer) or max_rows < 1):
+    if max_rows is not None and (
+        isinstance(max_rows, bool) or not isinstance(max_rows, int | np.integer) or max_rows < 1
+    ):
         raise ValueError(f"max_rows must be None or an integer >= 1, got {max_rows!r}")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | float) or not (
-            0.0 < float(sample_rate) <= 1.0):
+    if (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, int | float)
+        or not (0.0 < float(sample_rate) <= 1.0)
+    ):
         raise ValueError(f"sample_rate must be a number in (0, 1], got {sample_rate!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    if isinstance(min_count, bool) or not isinstance(min_count, int | np.integer) or (
-            min_count < 1):
+    if (
+        isinstance(min_count, bool)
+        or not isinstance(min_count, int | np.integer)
+        or (min_count < 1)
+    ):
         raise ValueError(f"min_count must be an integer >= 1, got {min_count!r}")
 
 
@@ -67,7 +74,7 @@ class _RowSampler:
                 self._block = self._rng.random(_BLOCK) < self._rate
                 self._pos = 0
             take = min(n - filled, len(self._block) - self._pos)
-            out[filled:filled + take] = self._block[self._pos:self._pos + take]
+            out[filled : filled + take] = self._block[self._pos : self._pos + take]
             filled += take
             self._pos += take
         return out
@@ -99,34 +106,45 @@ def _resolve_buckets(names: Sequence[str], hash_buckets: Any) -> dict[str, int]:
     if isinstance(hash_buckets, Mapping):
         unknown = sorted(set(hash_buckets) - set(names))
         if unknown:
-            raise ValueError(f"hash_buckets names unknown column(s) {unknown}; the "
-                             f"categorical columns are {list(names)}")
+            raise ValueError(
+                f"hash_buckets names unknown column(s) {unknown}; the "
+                f"categorical columns are {list(names)}"
+            )
         chosen = dict(hash_buckets)
     else:
         chosen = dict.fromkeys(names, hash_buckets)
     for name, b in chosen.items():
         if isinstance(b, bool) or not isinstance(b, int | np.integer) or b < 1:
-            raise ValueError(f"hash_buckets must be an integer >= 1 (or a mapping column -> "
-                             f"integer >= 1), got {b!r} for column {name!r}")
+            raise ValueError(
+                f"hash_buckets must be an integer >= 1 (or a mapping column -> "
+                f"integer >= 1), got {b!r} for column {name!r}"
+            )
     return {k: int(v) for k, v in chosen.items()}
 
 
-def _resolve_vocabulary(names: Sequence[str], vocabulary: Any, hashed: Mapping[str, int]
-                        ) -> dict[str, np.ndarray]:
+def _resolve_vocabulary(
+    names: Sequence[str], vocabulary: Any, hashed: Mapping[str, int]
+) -> dict[str, np.ndarray]:
     if vocabulary is None:
         return {}
     if not isinstance(vocabulary, Mapping):
-        raise ValueError("vocabulary must be a mapping column -> raw ids (for example "
-                         f"data.meta['vocabulary'] of an earlier load), got "
-                         f"{type(vocabulary).__name__}")
+        raise ValueError(
+            "vocabulary must be a mapping column -> raw ids (for example "
+            f"data.meta['vocabulary'] of an earlier load), got "
+            f"{type(vocabulary).__name__}"
+        )
     unknown = sorted(set(vocabulary) - set(names))
     if unknown:
-        raise ValueError(f"vocabulary names unknown column(s) {unknown}; the categorical "
-                         f"columns are {list(names)}")
+        raise ValueError(
+            f"vocabulary names unknown column(s) {unknown}; the categorical "
+            f"columns are {list(names)}"
+        )
     both = sorted(set(vocabulary) & set(hashed))
     if both:
-        raise ValueError(f"column(s) {both} are given both a vocabulary and hash_buckets; "
-                         "choose one encoding per column")
+        raise ValueError(
+            f"column(s) {both} are given both a vocabulary and hash_buckets; "
+            "choose one encoding per column"
+        )
     out = {}
     for name, ids in vocabulary.items():
         try:
@@ -137,9 +155,9 @@ def _resolve_vocabulary(names: Sequence[str], vocabulary: Any, hashed: Mapping[s
     return out
 
 
-def _encode_categoricals(names: Sequence[str], raw: np.ndarray, hash_buckets: Any,
-                         vocabulary: Any, min_count: int
-                         ) -> tuple[np.ndarray, list[int], dict[str, Any]]:
+def _encode_categoricals(
+    names: Sequence[str], raw: np.ndarray, hash_buckets: Any, vocabulary: Any, min_count: int
+) -> tuple[np.ndarray, list[int], dict[str, Any]]:
     """Codes ``[n, len(names)]`` from raw ids (``MISSING`` = absent), never looking at labels."""
     hashed = _resolve_buckets(names, hash_buckets)
     fixed = _resolve_vocabulary(names, vocabulary, hashed)
@@ -165,8 +183,7 @@ def _encode_categoricals(names: Sequence[str], raw: np.ndarray, hash_buckets: An
         codes[hit, j] = pos[hit] + 1
         vocab_out[name] = vocab
         cards.append(len(vocab) + 1)
-    return codes, cards, {"encoding": encoding, "vocabulary": vocab_out,
-                          "hash_buckets": hashed}
+    return codes, cards, {"encoding": encoding, "vocabulary": vocab_out, "hash_buckets": hashed}
 
 
 def _lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

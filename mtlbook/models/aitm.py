@@ -73,8 +73,9 @@ class AdaptiveInformationTransfer(nn.Module):
         for p in (self.transfer_weight, self.transfer_bias, self.projection):
             nn.init.uniform_(p, -bound, bound)
 
-    def forward(self, step: int, z_prev: torch.Tensor, q: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, step: int, z_prev: torch.Tensor, q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         p = torch.relu(z_prev @ self.transfer_weight[step] + self.transfer_bias[step])
         p = self.dropout(p)  # [batch, d]
         u = torch.stack([p, q], dim=1)  # [batch, 2, d]
@@ -113,10 +114,16 @@ class AITM(MultiTaskModel):
     #: AITM needs this many binary tasks (the tests read it; extra tasks may be of any kind).
     min_binary_tasks = 2
 
-    def __init__(self, schema: Schema, sequence: Sequence[str] | None = None,
-                 tower_units: Sequence[int] = (64, 32), embedding_dim: int = 8,
-                 dropout: float = 0.0, calibrator_weight: float = 0.6,
-                 seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        sequence: Sequence[str] | None = None,
+        tower_units: Sequence[int] = (64, 32),
+        embedding_dim: int = 8,
+        dropout: float = 0.0,
+        calibrator_weight: float = 0.6,
+        seed: int | None = 0,
+    ) -> None:
         super().__init__(schema)
         names = schema.task_names
         if sequence is None:
@@ -130,17 +137,19 @@ class AITM(MultiTaskModel):
             sequence = (sequence,) if isinstance(sequence, str) else tuple(sequence)
             unknown = [s for s in sequence if s not in names]
             if unknown:
-                raise ValueError(f"AITM: unknown task(s) {unknown} in sequence; the schema's "
-                                 f"tasks are {list(names)}")
+                raise ValueError(
+                    f"AITM: unknown task(s) {unknown} in sequence; the schema's "
+                    f"tasks are {list(names)}"
+                )
             if len(set(sequence)) != len(sequence):
                 raise ValueError(f"AITM: sequence {list(sequence)} repeats a task")
             if len(sequence) < 2:
-                raise ValueError(f"AITM: the sequence needs at least 2 steps, got "
-                                 f"{list(sequence)}")
+                raise ValueError(f"AITM: the sequence needs at least 2 steps, got {list(sequence)}")
             not_binary = [s for s in sequence if schema.task(s).kind != "binary"]
             if not_binary:
-                raise ValueError(f"AITM: the sequence's steps must be binary tasks; "
-                                 f"{not_binary} are not")
+                raise ValueError(
+                    f"AITM: the sequence's steps must be binary tasks; {not_binary} are not"
+                )
         if not calibrator_weight >= 0:
             raise ValueError(f"calibrator_weight must be ≥ 0, got {calibrator_weight!r}")
         tower_units = _check_units("tower_units", tower_units)
@@ -152,10 +161,16 @@ class AITM(MultiTaskModel):
         # Every task (in the sequence or not) has a tower giving q and a head on z (= q off
         # the sequence). The first step's tower is apart: every later step reaches it through
         # the transfer units. The other towers, and the heads, are one batched op each.
-        self.first_tower = ParallelMLP(1, self.input.output_dim, tower_units, dropout=dropout,
-                                       final_activation=True)
-        self.towers = ParallelMLP(len(names) - 1, self.input.output_dim, tower_units,
-                                  dropout=dropout, final_activation=True)
+        self.first_tower = ParallelMLP(
+            1, self.input.output_dim, tower_units, dropout=dropout, final_activation=True
+        )
+        self.towers = ParallelMLP(
+            len(names) - 1,
+            self.input.output_dim,
+            tower_units,
+            dropout=dropout,
+            final_activation=True,
+        )
         self.ait = AdaptiveInformationTransfer(len(sequence) - 1, dim, dropout=dropout)
         self.heads = ParallelMLP(len(names), dim, (1,))
         self._probabilities: torch.Tensor | None = None
@@ -199,8 +214,9 @@ class AITM(MultiTaskModel):
         z = list(q)  # z_1 = q_1
         for s, (prev, cur) in enumerate(pairwise(self._steps)):
             z[cur], weights = self.ait(s, z[prev], q[cur])  # [batch, d], [batch, 2]
-            self._record_gate(level=s + 2, gate=self.task_names[cur],
-                              experts=("transfer", "own"), weights=weights)
+            self._record_gate(
+                level=s + 2, gate=self.task_names[cur], experts=("transfer", "own"), weights=weights
+            )
         out = self.heads(torch.stack(z)).squeeze(-1)  # [tasks, batch]
         self._probabilities = torch.sigmoid(out[self._steps])  # [steps, batch]
         return dict(zip(self.task_names, out, strict=True))
@@ -210,6 +226,7 @@ class AITM(MultiTaskModel):
         if self.calibrator_weight == 0:
             return None
         if self._probabilities is None:
-            raise RuntimeError("AITM.regularization() uses the last forward pass; call the "
-                               "model on a batch first")
+            raise RuntimeError(
+                "AITM.regularization() uses the last forward pass; call the model on a batch first"
+            )
         return self.calibrator_weight * calibration_penalty(self._probabilities)

@@ -98,17 +98,23 @@ class MultiTaskModel(nn.Module):
             raise TypeError(f"expected a Schema (data.schema), got {type(schema).__name__}")
         name = type(self).__name__
         if len(schema.tasks) < self.min_tasks:
-            raise ValueError(f"{name} needs at least {self.min_tasks} tasks, the schema has "
-                             f"{len(schema.tasks)}: {list(schema.task_names)}")
+            raise ValueError(
+                f"{name} needs at least {self.min_tasks} tasks, the schema has "
+                f"{len(schema.tasks)}: {list(schema.task_names)}"
+            )
         n_binary = sum(t.kind == "binary" for t in schema.tasks)
         if n_binary < self.min_binary_tasks:
-            raise ValueError(f"{name} needs at least {self.min_binary_tasks} binary tasks, the "
-                             f"schema has {n_binary}: {[t.kind for t in schema.tasks]}")
+            raise ValueError(
+                f"{name} needs at least {self.min_binary_tasks} binary tasks, the "
+                f"schema has {n_binary}: {[t.kind for t in schema.tasks]}"
+            )
         if self.binary_tasks_only:
             other = [t.name for t in schema.tasks if t.kind != "binary"]
             if other:
-                raise ValueError(f"{name} models binary funnel steps only; task(s) {other} are "
-                                 "not binary (use data.select_tasks([...]) to drop them)")
+                raise ValueError(
+                    f"{name} models binary funnel steps only; task(s) {other} are "
+                    "not binary (use data.select_tasks([...]) to drop them)"
+                )
         self.schema = schema
 
     @property
@@ -119,8 +125,9 @@ class MultiTaskModel(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ hooks
-    def task_losses(self, outputs: dict[str, torch.Tensor], batch: Batch
-                    ) -> dict[str, torch.Tensor]:
+    def task_losses(
+        self, outputs: dict[str, torch.Tensor], batch: Batch
+    ) -> dict[str, torch.Tensor]:
         """Per-task mean losses (log-loss or MSE) for one batch."""
         return task_losses(outputs, batch, self.schema)
 
@@ -179,8 +186,9 @@ class MultiTaskModel(nn.Module):
         """
         return list(getattr(self, "_gate_records", []))
 
-    def _record_gate(self, level: int, gate: str, experts: Iterable[str],
-                     weights: torch.Tensor) -> None:
+    def _record_gate(
+        self, level: int, gate: str, experts: Iterable[str], weights: torch.Tensor
+    ) -> None:
         if not hasattr(self, "_gate_records"):
             object.__setattr__(self, "_gate_records", [])
         self._gate_records.append(GateRecord(level, gate, tuple(experts), weights.detach()))
@@ -235,8 +243,12 @@ class MultiTaskModel(nn.Module):
                     chunks.setdefault(name, []).append(value.float().cpu().numpy())
         finally:
             self.train(was_training)
-        return pd.DataFrame({name: np.concatenate(parts) if parts else np.empty(0)
-                             for name, parts in chunks.items()})
+        return pd.DataFrame(
+            {
+                name: np.concatenate(parts) if parts else np.empty(0)
+                for name, parts in chunks.items()
+            }
+        )
 
     def _check_data(self, data: MultiTaskData) -> None:
         if not isinstance(data, MultiTaskData):

@@ -38,11 +38,26 @@ class CGC(PLE):
         seed: seed of the initial weights (``None``: use the global random state).
     """
 
-    def __init__(self, schema: Schema, n_shared_experts: int = 2, n_task_experts: int = 1,
-                 expert_units: Sequence[int] = (64,), tower_units: Sequence[int] = (32,),
-                 embedding_dim: int = 8, dropout: float = 0.0, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        n_shared_experts: int = 2,
+        n_task_experts: int = 1,
+        expert_units: Sequence[int] = (64,),
+        tower_units: Sequence[int] = (32,),
+        embedding_dim: int = 8,
+        dropout: float = 0.0,
+        seed: int | None = 0,
+    ) -> None:
         # PLE.__init__ ends with self.reset_parameters(seed).
-        super().__init__(schema, n_levels=1, n_shared_experts=n_shared_experts,
-                         n_task_experts=n_task_experts, expert_units=expert_units,
-                         tower_units=tower_units, embedding_dim=embedding_dim,
-                         dropout=dropout, seed=seed)
+        super().__init__(
+            schema,
+            n_levels=1,
+            n_shared_experts=n_shared_experts,
+            n_task_experts=n_task_experts,
+            expert_units=expert_units,
+            tower_units=tower_units,
+            embedding_dim=embedding_dim,
+            dropout=dropout,
+            seed=seed,
+        )

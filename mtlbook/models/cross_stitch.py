@@ -97,8 +97,9 @@ class MixingMatrix(nn.Module):
 def _check_fraction(name: str, value: float) -> float:
     value = float(value)
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1] (each row of α starts as a convex "
-                         f"combination), got {value}")
+        raise ValueError(
+            f"{name} must lie in [0, 1] (each row of α starts as a convex combination), got {value}"
+        )
     return value
 
 
@@ -121,10 +122,18 @@ class CrossStitch(MultiTaskModel):
         seed: seed of the initial weights (``None``: use the global random state).
     """
 
-    def __init__(self, schema: Schema, hidden_units: Sequence[int] = (64, 32),
-                 tower_units: Sequence[int] = (), alpha_self: float = 0.9,
-                 alpha_lr_scale: float = 1.0, shared_embeddings: bool = True,
-                 embedding_dim: int = 8, dropout: float = 0.0, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        hidden_units: Sequence[int] = (64, 32),
+        tower_units: Sequence[int] = (),
+        alpha_self: float = 0.9,
+        alpha_lr_scale: float = 1.0,
+        shared_embeddings: bool = True,
+        embedding_dim: int = 8,
+        dropout: float = 0.0,
+        seed: int | None = 0,
+    ) -> None:
         super().__init__(schema)
         hidden_units = _check_units("hidden_units", hidden_units)
         tower_units = tuple(tower_units)
@@ -133,8 +142,9 @@ class CrossStitch(MultiTaskModel):
         alpha_self = _check_fraction("alpha_self", alpha_self)
         n_tasks = len(schema.tasks)
         self.shared_embeddings = bool(shared_embeddings)
-        self.input = InputLayer(schema, embedding_dim,
-                                n_copies=1 if self.shared_embeddings else n_tasks)
+        self.input = InputLayer(
+            schema, embedding_dim, n_copies=1 if self.shared_embeddings else n_tasks
+        )
         sizes = (self.input.output_dim, *hidden_units)
         self.columns = nn.ModuleList(
             ParallelMLP(n_tasks, d_in, (d_out,), dropout=dropout, final_activation=True)

@@ -84,8 +84,15 @@ class DSelectKGates(nn.Module):
         per_example: gates depend on the input (``True``) or are per-task parameters.
     """
 
-    def __init__(self, in_dim: int, n_gates: int, n_experts: int, k: int, gamma: float = 1.0,
-                 per_example: bool = True) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        n_gates: int,
+        n_experts: int,
+        k: int,
+        gamma: float = 1.0,
+        per_example: bool = True,
+    ) -> None:
         super().__init__()
         self.in_dim, self.n_gates, self.n_experts, self.k = in_dim, n_gates, n_experts, k
         self.gamma, self.per_example = float(gamma), bool(per_example)
@@ -107,8 +114,8 @@ class DSelectKGates(nn.Module):
         with torch.no_grad():
             if self.per_example:
                 for p in (self.weight, self.bias):
-                    p[..., :self.n_z].uniform_(-z_bound, z_bound)
-                    p[..., self.n_z:].uniform_(-0.05, 0.05)
+                    p[..., : self.n_z].uniform_(-z_bound, z_bound)
+                    p[..., self.n_z :].uniform_(-0.05, 0.05)
             else:
                 self.z.uniform_(-z_bound, z_bound)
                 if self.alpha is not None:
@@ -121,8 +128,8 @@ class DSelectKGates(nn.Module):
         if not self.per_example:
             return self.z, self.alpha
         out = torch.addmm(self.bias, x, self.weight)  # [batch, z + alpha]
-        z = out[:, :self.n_z].view(-1, self.n_gates, self.k, self.n_bits)
-        alpha = out[:, self.n_z:].view(-1, self.n_gates, self.k) if self.n_alpha else None
+        z = out[:, : self.n_z].view(-1, self.n_gates, self.k, self.n_bits)
+        alpha = out[:, self.n_z :].view(-1, self.n_gates, self.k) if self.n_alpha else None
         return z, alpha
 
     def select(self, z: torch.Tensor) -> torch.Tensor:
@@ -130,9 +137,9 @@ class DSelectKGates(nn.Module):
         s = smooth_step(z, self.gamma)  # [..., bits]
         r = torch.ones_like(s[..., :1])  # [..., 1]
         for j in range(self.n_bits):  # a loop over the ⌈log₂ n⌉ bits, not over experts
-            bit = s[..., j:j + 1]
+            bit = s[..., j : j + 1]
             r = torch.stack((r * (1 - bit), r * bit), dim=-1).flatten(-2)  # [..., 2^(j+1)]
-        return r[..., :self.n_experts]  # [..., experts]
+        return r[..., : self.n_experts]  # [..., experts]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z, alpha = self.logits(x)
@@ -162,8 +169,10 @@ class DSelectKGates(nn.Module):
         return per_sample.sum()
 
     def extra_repr(self) -> str:
-        return (f"gates={self.n_gates}, experts={self.n_experts}, k={self.k}, "
-                f"gamma={self.gamma}, per_example={self.per_example}")
+        return (
+            f"gates={self.n_gates}, experts={self.n_experts}, k={self.k}, "
+            f"gamma={self.gamma}, per_example={self.per_example}"
+        )
 
 
 class DSelectK(MultiTaskModel):
@@ -185,17 +194,30 @@ class DSelectK(MultiTaskModel):
         seed: seed of the initial weights (``None``: use the global random state).
     """
 
-    def __init__(self, schema: Schema, n_experts: int = 4, k: int = 2,
-                 expert_units: Sequence[int] = (64,), tower_units: Sequence[int] = (32,),
-                 gamma: float = 1.0, entropy_reg: float = 0.0, per_example: bool = True,
-                 embedding_dim: int = 8, dropout: float = 0.0, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        n_experts: int = 4,
+        k: int = 2,
+        expert_units: Sequence[int] = (64,),
+        tower_units: Sequence[int] = (32,),
+        gamma: float = 1.0,
+        entropy_reg: float = 0.0,
+        per_example: bool = True,
+        embedding_dim: int = 8,
+        dropout: float = 0.0,
+        seed: int | None = 0,
+    ) -> None:
         super().__init__(schema)
         if not isinstance(n_experts, int) or n_experts < 2:
-            raise ValueError(f"DSelectK selects among experts: n_experts must be an integer "
-                             f"≥ 2, got {n_experts!r}")
+            raise ValueError(
+                f"DSelectK selects among experts: n_experts must be an integer "
+                f"≥ 2, got {n_experts!r}"
+            )
         if not isinstance(k, int) or not 1 <= k <= n_experts:
-            raise ValueError(f"k must be an integer with 1 ≤ k ≤ n_experts = {n_experts}, "
-                             f"got {k!r}")
+            raise ValueError(
+                f"k must be an integer with 1 ≤ k ≤ n_experts = {n_experts}, got {k!r}"
+            )
         if not gamma > 0:
             raise ValueError(f"gamma must be positive, got {gamma!r}")
         if not entropy_reg >= 0:
@@ -205,10 +227,13 @@ class DSelectK(MultiTaskModel):
         n_tasks = len(schema.tasks)
         self.entropy_reg = float(entropy_reg)
         self.input = InputLayer(schema, embedding_dim)
-        self.experts = StackedExperts(self.input.output_dim, expert_units,
-                                      [f"shared/{i}" for i in range(n_experts)], dropout=dropout)
-        self.gates = DSelectKGates(self.input.output_dim, n_tasks, n_experts, k, gamma,
-                                   per_example)
+        self.experts = StackedExperts(
+            self.input.output_dim,
+            expert_units,
+            [f"shared/{i}" for i in range(n_experts)],
+            dropout=dropout,
+        )
+        self.gates = DSelectKGates(self.input.output_dim, n_tasks, n_experts, k, gamma, per_example)
         self.towers = ParallelMLP(n_tasks, expert_units[-1], (*tower_units, 1), dropout=dropout)
         self.reset_parameters(seed)
 

@@ -53,13 +53,13 @@ def ctcvr_logit(ctr_logit: torch.Tensor, cvr_logit: torch.Tensor) -> torch.Tenso
     """``logit(σ(a)·σ(b))`` computed stably in log space (finite for any finite ``a``, ``b``)."""
     log_p = F.logsigmoid(ctr_logit) + F.logsigmoid(cvr_logit)
     # 1 − σ(a)σ(b) = σ(−a) + σ(a)σ(−b): a sum of positive terms, no cancellation.
-    log_not_p = torch.logaddexp(F.logsigmoid(-ctr_logit),
-                                F.logsigmoid(ctr_logit) + F.logsigmoid(-cvr_logit))
+    log_not_p = torch.logaddexp(
+        F.logsigmoid(-ctr_logit), F.logsigmoid(ctr_logit) + F.logsigmoid(-cvr_logit)
+    )
     return log_p - log_not_p
 
 
-def _funnel_tasks(schema: Schema, ctr_task: str | None, ctcvr_task: str | None
-                  ) -> tuple[str, str]:
+def _funnel_tasks(schema: Schema, ctr_task: str | None, ctcvr_task: str | None) -> tuple[str, str]:
     """Resolve (and check) the names of the CTR and CTCVR tasks."""
     binary = [t.name for t in schema.tasks if t.kind == "binary"]
     if len(binary) < 2:
@@ -72,19 +72,28 @@ def _funnel_tasks(schema: Schema, ctr_task: str | None, ctcvr_task: str | None
         if name is None:
             continue
         if name not in schema.task_names:
-            raise ValueError(f"ESMM: {role}={name!r} is not a task of the schema; tasks are "
-                             f"{list(schema.task_names)}")
+            raise ValueError(
+                f"ESMM: {role}={name!r} is not a task of the schema; tasks are "
+                f"{list(schema.task_names)}"
+            )
         if name not in binary:
-            raise ValueError(f"ESMM: {role}={name!r} must be a binary task, it is "
-                             f"{schema.task(name).kind}")
+            raise ValueError(
+                f"ESMM: {role}={name!r} must be a binary task, it is {schema.task(name).kind}"
+            )
     if ctr_task is None and ctcvr_task is None and {"click", "purchase"} <= set(binary):
         return "click", "purchase"
     if ctr_task is None:
-        ctr_task = "click" if "click" in binary and ctcvr_task != "click" else next(
-            b for b in binary if b != ctcvr_task)
+        ctr_task = (
+            "click"
+            if "click" in binary and ctcvr_task != "click"
+            else next(b for b in binary if b != ctcvr_task)
+        )
     if ctcvr_task is None:
-        ctcvr_task = "purchase" if "purchase" in binary and ctr_task != "purchase" else next(
-            b for b in binary if b != ctr_task)
+        ctcvr_task = (
+            "purchase"
+            if "purchase" in binary and ctr_task != "purchase"
+            else next(b for b in binary if b != ctr_task)
+        )
     if ctr_task == ctcvr_task:
         raise ValueError(f"ESMM: ctr_task and ctcvr_task must differ, both are {ctr_task!r}")
     return ctr_task, ctcvr_task
@@ -121,46 +130,64 @@ class ESMM(MultiTaskModel):
     #: ESMM needs this many binary tasks (the tests read it; extra tasks may be of any kind).
     min_binary_tasks = 2
 
-    def __init__(self, schema: Schema, ctr_task: str | None = None,
-                 ctcvr_task: str | None = None, tower_units: Sequence[int] = (64, 32),
-                 embedding_dim: int = 8, dropout: float = 0.0,
-                 backbone: str | Callable[[Schema], MultiTaskModel] = "mlp",
-                 seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        ctr_task: str | None = None,
+        ctcvr_task: str | None = None,
+        tower_units: Sequence[int] = (64, 32),
+        embedding_dim: int = 8,
+        dropout: float = 0.0,
+        backbone: str | Callable[[Schema], MultiTaskModel] = "mlp",
+        seed: int | None = 0,
+    ) -> None:
         super().__init__(schema)
         self.ctr_task, self.ctcvr_task = _funnel_tasks(schema, ctr_task, ctcvr_task)
         clash = sorted(set(FUNNEL_COLUMNS) & set(schema.task_names))
         if clash:
-            raise ValueError(f"ESMM: task name(s) {clash} clash with the prediction columns "
-                             f"{FUNNEL_COLUMNS}; rename the task(s)")
+            raise ValueError(
+                f"ESMM: task name(s) {clash} clash with the prediction columns "
+                f"{FUNNEL_COLUMNS}; rename the task(s)"
+            )
         names = schema.task_names
         self._ctr_index, self._cvr_index = names.index(self.ctr_task), names.index(self.ctcvr_task)
         if isinstance(backbone, str):
             if backbone != "mlp":
-                raise ValueError(f"ESMM: backbone must be 'mlp' or a callable schema -> "
-                                 f"MultiTaskModel, got {backbone!r}")
+                raise ValueError(
+                    f"ESMM: backbone must be 'mlp' or a callable schema -> "
+                    f"MultiTaskModel, got {backbone!r}"
+                )
             tower_units = _check_units("tower_units", tower_units)
             self.input = InputLayer(schema, embedding_dim)
             # pCTR's tower apart: both losses reach it (the CTCVR loss through pCTR · pCVR).
-            self.ctr_tower = ParallelMLP(1, self.input.output_dim, (*tower_units, 1),
-                                         dropout=dropout)
+            self.ctr_tower = ParallelMLP(
+                1, self.input.output_dim, (*tower_units, 1), dropout=dropout
+            )
             # One tower for every other task, in schema order; the one of ctcvr_task is the CVR
             # tower (it predicts pCVR, the CTCVR label is only ever fitted through the product).
-            self.towers = ParallelMLP(len(names) - 1, self.input.output_dim,
-                                      (*tower_units, 1), dropout=dropout)
+            self.towers = ParallelMLP(
+                len(names) - 1, self.input.output_dim, (*tower_units, 1), dropout=dropout
+            )
             self.backbone = None
         elif callable(backbone):
             inner = backbone(schema)
             if not isinstance(inner, MultiTaskModel):
-                raise TypeError(f"ESMM: backbone(schema) must return a MultiTaskModel, got "
-                                f"{type(inner).__name__}")
+                raise TypeError(
+                    f"ESMM: backbone(schema) must return a MultiTaskModel, got "
+                    f"{type(inner).__name__}"
+                )
             if inner.task_names != names:
-                raise ValueError(f"ESMM: the backbone's tasks {list(inner.task_names)} differ "
-                                 f"from the schema's {list(names)}")
+                raise ValueError(
+                    f"ESMM: the backbone's tasks {list(inner.task_names)} differ "
+                    f"from the schema's {list(names)}"
+                )
             self.backbone = inner
             self._shared_names: list[str] | None = None  # shared_parameters() fills it
         else:
-            raise TypeError(f"ESMM: backbone must be 'mlp' or a callable schema -> "
-                            f"MultiTaskModel, got {type(backbone).__name__}")
+            raise TypeError(
+                f"ESMM: backbone must be 'mlp' or a callable schema -> "
+                f"MultiTaskModel, got {type(backbone).__name__}"
+            )
         self.reset_parameters(seed)
 
     # ------------------------------------------------------------------ forward

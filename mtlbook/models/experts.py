@@ -68,19 +68,27 @@ class StackedExperts(nn.Module):
     single_gemm: bool = False
     sources: torch.Tensor | None  # buffer
 
-    def __init__(self, in_dim: int, units: Sequence[int], names: Sequence[str],
-                 sources: Sequence[int] | None = None, groups: Sequence[int] | None = None,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        units: Sequence[int],
+        names: Sequence[str],
+        sources: Sequence[int] | None = None,
+        groups: Sequence[int] | None = None,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.names = tuple(names)
         n_experts = len(self.names)
         groups = (n_experts,) if groups is None else tuple(int(g) for g in groups if g)
         if n_experts < 1 or sum(groups) != n_experts:
-            raise ValueError(f"the expert groups {groups} do not add up to the {n_experts} "
-                             "experts named")
+            raise ValueError(
+                f"the expert groups {groups} do not add up to the {n_experts} experts named"
+            )
         if sources is not None and len(sources) != n_experts:
-            raise ValueError(f"need one source per expert, got {len(sources)} sources for "
-                             f"{n_experts} experts")
+            raise ValueError(
+                f"need one source per expert, got {len(sources)} sources for {n_experts} experts"
+            )
         self.groups = nn.ModuleList(
             ParallelMLP(size, in_dim, units, dropout=dropout, final_activation=True)
             for size in groups
@@ -104,21 +112,24 @@ class StackedExperts(nn.Module):
         layers = zip(*(zip(g.weights, g.biases, strict=True) for g in groups), strict=True)
         if len(self.groups) == 1:
             return [pairs[0] for pairs in layers]
-        return [(torch.cat([w for w, _ in pairs]), torch.cat([b for _, b in pairs]))
-                for pairs in layers]
+        return [
+            (torch.cat([w for w, _ in pairs]), torch.cat([b for _, b in pairs])) for pairs in layers
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layers = self.stacked()
         if x.dim() == 3:
             if self.sources is None:
-                raise ValueError("a 3-D input needs the experts' sources (StackedExperts(..., "
-                                 "sources=[...]))")
+                raise ValueError(
+                    "a 3-D input needs the experts' sources (StackedExperts(..., sources=[...]))"
+                )
             x = x.index_select(0, self.sources)  # [experts, batch, in]
         elif self.single_gemm:
             w, b = layers.pop(0)
             n, d_in, d_out = w.shape
-            flat = torch.addmm(b.reshape(1, n * d_out), x,
-                               w.permute(1, 0, 2).reshape(d_in, n * d_out))  # [batch, n * out]
+            flat = torch.addmm(
+                b.reshape(1, n * d_out), x, w.permute(1, 0, 2).reshape(d_in, n * d_out)
+            )  # [batch, n * out]
             x = self.dropout(flat.relu_()).view(-1, n, d_out).transpose(0, 1)  # [n, batch, out]
         else:
             # Every expert reads the same input: a stride-0 view, no copy. Keeping every layer
@@ -164,8 +175,10 @@ class SoftmaxGates(nn.Module):
         super().__init__()
         allowed = torch.as_tensor(allowed, dtype=torch.bool)
         if allowed.dim() != 2 or in_dim < 1 or not allowed.any(dim=1).all():
-            raise ValueError(f"invalid SoftmaxGates: in_dim={in_dim}, allowed of shape "
-                             f"{tuple(allowed.shape)} (every gate needs at least one expert)")
+            raise ValueError(
+                f"invalid SoftmaxGates: in_dim={in_dim}, allowed of shape "
+                f"{tuple(allowed.shape)} (every gate needs at least one expert)"
+            )
         self.in_dim = in_dim
         self.n_gates, self.n_experts = allowed.shape
         n_pairs = int(allowed.sum())
@@ -219,8 +232,10 @@ class SoftmaxGates(nn.Module):
         return weights.flatten(1).index_select(1, self.columns).split(self.counts, dim=1)
 
     def extra_repr(self) -> str:
-        return (f"in_dim={self.in_dim}, gates={self.n_gates}, experts={self.n_experts}, "
-                f"pairs={self.weight.shape[1]}")
+        return (
+            f"in_dim={self.in_dim}, gates={self.n_gates}, experts={self.n_experts}, "
+            f"pairs={self.weight.shape[1]}"
+        )
 
 
 class _BatchedMix(torch.autograd.Function):
@@ -306,8 +321,10 @@ class _MembersMix(torch.autograd.Function):
         grad_w = grad_h = None
         if ctx.needs_input_grad[0]:  # grad @ hᵀ per sample: [gates, units] @ [units, experts]
             samples = n_members * n_batch
-            grad_w = torch.bmm(grad.reshape(samples, n_gates, -1),
-                               h.reshape(samples, n_experts, -1).transpose(1, 2))
+            grad_w = torch.bmm(
+                grad.reshape(samples, n_gates, -1),
+                h.reshape(samples, n_experts, -1).transpose(1, 2),
+            )
             grad_w = grad_w.view(n_members, n_batch, n_gates, n_experts)
         if ctx.needs_input_grad[1]:  # Σ over gates of w · grad
             w = w.permute(2, 0, 1, 3).unsqueeze(-1).contiguous()  # [gates, members, batch, e, 1]

@@ -45,9 +45,7 @@ class InputLayer(nn.Module):
         offsets = torch.tensor([0, *schema.cardinalities[:-1]], dtype=torch.long).cumsum(0)
         self.register_buffer("offsets", offsets[: self.n_fields], persistent=False)
         self.total_categories = total
-        self.embedding = (
-            nn.Embedding(total * n_copies, embedding_dim) if self.n_fields else None
-        )
+        self.embedding = nn.Embedding(total * n_copies, embedding_dim) if self.n_fields else None
         self.output_dim = self.n_dense + self.n_fields * embedding_dim
         if self.output_dim == 0:
             raise ValueError("the schema has no features")
@@ -105,13 +103,21 @@ class ParallelMLP(nn.Module):
         final_activation: apply ReLU (and dropout) after the last layer too.
     """
 
-    def __init__(self, n_parallel: int, in_dim: int, units: Sequence[int], dropout: float = 0.0,
-                 final_activation: bool = False) -> None:
+    def __init__(
+        self,
+        n_parallel: int,
+        in_dim: int,
+        units: Sequence[int],
+        dropout: float = 0.0,
+        final_activation: bool = False,
+    ) -> None:
         super().__init__()
         units = tuple(int(u) for u in units)
         if n_parallel < 1 or in_dim < 1 or not units or min(units) < 1:
-            raise ValueError(f"invalid ParallelMLP sizes: n_parallel={n_parallel}, "
-                             f"in_dim={in_dim}, units={units}")
+            raise ValueError(
+                f"invalid ParallelMLP sizes: n_parallel={n_parallel}, "
+                f"in_dim={in_dim}, units={units}"
+            )
         self.n_parallel, self.in_dim, self.units = n_parallel, in_dim, units
         self.final_activation = final_activation
         sizes = (in_dim, *units)
@@ -139,8 +145,9 @@ class ParallelMLP(nn.Module):
             if x.dim() == 2:
                 # One GEMM for all P networks: [batch, in] @ [in, P*out] -> [batch, P*out].
                 n_par, d_in, d_out = w.shape
-                flat = torch.addmm(b.reshape(1, n_par * d_out), x,
-                                   w.permute(1, 0, 2).reshape(d_in, n_par * d_out))
+                flat = torch.addmm(
+                    b.reshape(1, n_par * d_out), x, w.permute(1, 0, 2).reshape(d_in, n_par * d_out)
+                )
                 x = flat.view(-1, n_par, d_out).transpose(0, 1)  # [P, batch, out]
             else:
                 x = torch.baddbmm(b, x, w)  # [P, batch, in] @ [P, in, out] -> [P, batch, out]

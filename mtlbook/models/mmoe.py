@@ -47,9 +47,16 @@ class MMoE(MultiTaskModel):
     #: One softmax gate shared by every task instead of one per task (:class:`OMoE`).
     one_gate: bool = False
 
-    def __init__(self, schema: Schema, n_experts: int = 4, expert_units: Sequence[int] = (64,),
-                 tower_units: Sequence[int] = (32,), embedding_dim: int = 8,
-                 dropout: float = 0.0, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        n_experts: int = 4,
+        expert_units: Sequence[int] = (64,),
+        tower_units: Sequence[int] = (32,),
+        embedding_dim: int = 8,
+        dropout: float = 0.0,
+        seed: int | None = 0,
+    ) -> None:
         super().__init__(schema)
         if not isinstance(n_experts, int) or n_experts < 1:
             raise ValueError(f"n_experts must be a positive integer, got {n_experts!r}")
@@ -58,10 +65,15 @@ class MMoE(MultiTaskModel):
         n_tasks = len(schema.tasks)
         n_gates = 1 if self.one_gate else n_tasks
         self.input = InputLayer(schema, embedding_dim)
-        self.experts = StackedExperts(self.input.output_dim, expert_units,
-                                      [f"shared/{i}" for i in range(n_experts)], dropout=dropout)
-        self.gates = SoftmaxGates(self.input.output_dim,
-                                  torch.ones(n_gates, n_experts, dtype=torch.bool))
+        self.experts = StackedExperts(
+            self.input.output_dim,
+            expert_units,
+            [f"shared/{i}" for i in range(n_experts)],
+            dropout=dropout,
+        )
+        self.gates = SoftmaxGates(
+            self.input.output_dim, torch.ones(n_gates, n_experts, dtype=torch.bool)
+        )
         self.towers = ParallelMLP(n_tasks, expert_units[-1], (*tower_units, 1), dropout=dropout)
         self.reset_parameters(seed)
 

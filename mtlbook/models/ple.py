@@ -68,31 +68,49 @@ class ExtractionLevel(nn.Module):
         dropout: dropout after each expert layer.
     """
 
-    def __init__(self, in_dim: int, expert_units: Sequence[int], task_names: Sequence[str],
-                 n_task_experts: int, n_shared_experts: int, shared_gate: bool,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        expert_units: Sequence[int],
+        task_names: Sequence[str],
+        n_task_experts: int,
+        n_shared_experts: int,
+        shared_gate: bool,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         n_tasks = len(task_names)
         names = [f"{t}/{i}" for t in task_names for i in range(n_task_experts)]
         names += [f"shared/{i}" for i in range(n_shared_experts)]
         sources = [k for k in range(n_tasks) for _ in range(n_task_experts)]
         sources += [n_tasks] * n_shared_experts
-        self.experts = StackedExperts(in_dim, expert_units, names, sources=sources,
-                                      groups=(n_tasks * n_task_experts, n_shared_experts),
-                                      dropout=dropout)
+        self.experts = StackedExperts(
+            in_dim,
+            expert_units,
+            names,
+            sources=sources,
+            groups=(n_tasks * n_task_experts, n_shared_experts),
+            dropout=dropout,
+        )
         n_specific = n_tasks * n_task_experts
         allowed = torch.zeros(n_tasks, len(names), dtype=torch.bool)
         for k in range(n_tasks):
-            allowed[k, k * n_task_experts:(k + 1) * n_task_experts] = True  # its own experts
+            allowed[k, k * n_task_experts : (k + 1) * n_task_experts] = True  # its own experts
             allowed[k, n_specific:] = True  # the shared experts
         self.gates = SoftmaxGates(in_dim, allowed)
         # The shared gate mixes every expert of the level.
-        self.shared_gate = (SoftmaxGates(in_dim, torch.ones(1, len(names), dtype=torch.bool))
-                            if shared_gate else None)
+        self.shared_gate = (
+            SoftmaxGates(in_dim, torch.ones(1, len(names), dtype=torch.bool))
+            if shared_gate
+            else None
+        )
         gate_list = [self.gates] + ([self.shared_gate] if self.shared_gate is not None else [])
         self.gate_names = (*task_names, "shared")[: n_tasks + int(shared_gate)]
-        self.gate_experts = tuple(tuple(names[i] for i in gates.experts_of(g))
-                                  for gates in gate_list for g in range(gates.n_gates))
+        self.gate_experts = tuple(
+            tuple(names[i] for i in gates.experts_of(g))
+            for gates in gate_list
+            for g in range(gates.n_gates)
+        )
         self.n_tasks, self.n_task_experts = n_tasks, n_task_experts
 
     def expert_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -118,7 +136,7 @@ class ExtractionLevel(nn.Module):
         order of :attr:`gate_names`, from the ``[batch, gates, experts]`` weights."""
         out = list(self.gates.per_gate(weights[:, : self.n_tasks]))
         if self.shared_gate is not None:
-            out += self.shared_gate.per_gate(weights[:, self.n_tasks:])
+            out += self.shared_gate.per_gate(weights[:, self.n_tasks :])
         return out
 
 
@@ -138,32 +156,53 @@ class PLE(MultiTaskModel):
         seed: seed of the initial weights (``None``: use the global random state).
     """
 
-    def __init__(self, schema: Schema, n_levels: int = 2, n_shared_experts: int = 2,
-                 n_task_experts: int = 1, expert_units: Sequence[int] = (64,),
-                 tower_units: Sequence[int] = (32,), embedding_dim: int = 8,
-                 dropout: float = 0.0, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        n_levels: int = 2,
+        n_shared_experts: int = 2,
+        n_task_experts: int = 1,
+        expert_units: Sequence[int] = (64,),
+        tower_units: Sequence[int] = (32,),
+        embedding_dim: int = 8,
+        dropout: float = 0.0,
+        seed: int | None = 0,
+    ) -> None:
         super().__init__(schema)
         name = type(self).__name__
-        for arg, value, least in (("n_levels", n_levels, 1), ("n_shared_experts",
-                                  n_shared_experts, 0), ("n_task_experts", n_task_experts, 0)):
+        for arg, value, least in (
+            ("n_levels", n_levels, 1),
+            ("n_shared_experts", n_shared_experts, 0),
+            ("n_task_experts", n_task_experts, 0),
+        ):
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"{arg} must be an integer ≥ {least}, got {value!r}")
         if n_shared_experts + n_task_experts < 1:
             raise ValueError(f"{name} needs experts: n_shared_experts + n_task_experts ≥ 1")
         if n_levels > 1 and n_shared_experts < 1:
-            raise ValueError(f"{name} with {n_levels} levels needs n_shared_experts ≥ 1: the "
-                             "shared experts carry the shared gate's output to the next level")
+            raise ValueError(
+                f"{name} with {n_levels} levels needs n_shared_experts ≥ 1: the "
+                "shared experts carry the shared gate's output to the next level"
+            )
         expert_units = _check_units("expert_units", expert_units)
         tower_units = _check_units("tower_units", tower_units) if tuple(tower_units) else ()
         self.input = InputLayer(schema, embedding_dim)
         in_dims = [self.input.output_dim] + [expert_units[-1]] * (n_levels - 1)
         self.levels = nn.ModuleList(
-            ExtractionLevel(in_dims[level], expert_units, self.task_names, n_task_experts,
-                            n_shared_experts, shared_gate=level < n_levels - 1, dropout=dropout)
+            ExtractionLevel(
+                in_dims[level],
+                expert_units,
+                self.task_names,
+                n_task_experts,
+                n_shared_experts,
+                shared_gate=level < n_levels - 1,
+                dropout=dropout,
+            )
             for level in range(n_levels)
         )
-        self.towers = ParallelMLP(len(schema.tasks), expert_units[-1], (*tower_units, 1),
-                                  dropout=dropout)
+        self.towers = ParallelMLP(
+            len(schema.tasks), expert_units[-1], (*tower_units, 1), dropout=dropout
+        )
         self.reset_parameters(seed)
 
     @property
@@ -198,8 +237,9 @@ class PLE(MultiTaskModel):
         h = self.input(batch)  # [batch, input_dim]
         for index, level in enumerate(cast("Iterable[ExtractionLevel]", self.levels)):
             h, weights = level(h)  # [tasks (+1 shared below the top), batch, units]
-            for gate, experts, w in zip(level.gate_names, level.gate_experts,
-                                        level.per_gate(weights), strict=True):
+            for gate, experts, w in zip(
+                level.gate_names, level.gate_experts, level.per_gate(weights), strict=True
+            ):
                 self._record_gate(index, gate, experts, w)
         out = self.towers(h).squeeze(-1)  # [tasks, batch]
         return dict(zip(self.task_names, out, strict=True))

@@ -40,12 +40,12 @@ def probe_batch(schema: Schema, n_samples: int = 128, seed: int = 0) -> Batch:
     Drawn from a private generator: the global random state is untouched.
     """
     generator = torch.Generator().manual_seed(int(seed))
-    dense = (torch.randn(n_samples, schema.n_dense, generator=generator)
-             if schema.n_dense else None)
+    dense = torch.randn(n_samples, schema.n_dense, generator=generator) if schema.n_dense else None
     categorical = None
     if schema.categorical:
-        columns = [torch.randint(int(c), (n_samples,), generator=generator)
-                   for c in schema.cardinalities]
+        columns = [
+            torch.randint(int(c), (n_samples,), generator=generator) for c in schema.cardinalities
+        ]
         categorical = torch.stack(columns, dim=1)  # [batch, fields]
     labels = {}
     for task in schema.tasks:
@@ -56,8 +56,9 @@ def probe_batch(schema: Schema, n_samples: int = 128, seed: int = 0) -> Batch:
     return Batch(dense=dense, categorical=categorical, labels=labels)
 
 
-def task_reach(model: MultiTaskModel, batch: Batch | None = None, seed: int = 0
-               ) -> dict[str, torch.Tensor]:
+def task_reach(
+    model: MultiTaskModel, batch: Batch | None = None, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """For every trainable parameter, which of its elements each task's output reaches.
 
     Args:
@@ -84,13 +85,20 @@ def task_reach(model: MultiTaskModel, batch: Batch | None = None, seed: int = 0
     try:
         with torch.enable_grad():
             outputs = model(batch)
-            reach = {n: torch.zeros((len(model.task_names), *p.shape), dtype=torch.bool,
-                                    device=device) for n, p in named}
+            reach = {
+                n: torch.zeros((len(model.task_names), *p.shape), dtype=torch.bool, device=device)
+                for n, p in named
+            }
             for t, task in enumerate(model.task_names):
                 out = outputs[task]  # [batch]
                 weight = torch.randn(out.shape, generator=generator).to(out)
-                grads = torch.autograd.grad(out, [p for _, p in named], grad_outputs=weight,
-                                            retain_graph=True, allow_unused=True)
+                grads = torch.autograd.grad(
+                    out,
+                    [p for _, p in named],
+                    grad_outputs=weight,
+                    retain_graph=True,
+                    allow_unused=True,
+                )
                 for (name, _), g in zip(named, grads, strict=True):
                     if g is not None:
                         reach[name][t] = g != 0

@@ -37,19 +37,27 @@ class SharedBottom(MultiTaskModel):
         seed: seed of the initial weights (``None``: use the global random state).
     """
 
-    def __init__(self, schema: Schema, bottom_units: Sequence[int] = (64,),
-                 tower_units: Sequence[int] = (32,), embedding_dim: int = 8,
-                 dropout: float = 0.0, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        bottom_units: Sequence[int] = (64,),
+        tower_units: Sequence[int] = (32,),
+        embedding_dim: int = 8,
+        dropout: float = 0.0,
+        seed: int | None = 0,
+    ) -> None:
         super().__init__(schema)
         bottom_units = _check_units("bottom_units", bottom_units)
         tower_units = tuple(tower_units)
         if tower_units:
             tower_units = _check_units("tower_units", tower_units)
         self.input = InputLayer(schema, embedding_dim)
-        self.bottom = ParallelMLP(1, self.input.output_dim, bottom_units, dropout=dropout,
-                                  final_activation=True)
-        self.towers = ParallelMLP(len(schema.tasks), bottom_units[-1], (*tower_units, 1),
-                                  dropout=dropout)
+        self.bottom = ParallelMLP(
+            1, self.input.output_dim, bottom_units, dropout=dropout, final_activation=True
+        )
+        self.towers = ParallelMLP(
+            len(schema.tasks), bottom_units[-1], (*tower_units, 1), dropout=dropout
+        )
         self.reset_parameters(seed)
 
     def shared_parameters(self) -> list[nn.Parameter]:

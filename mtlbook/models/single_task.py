@@ -34,14 +34,21 @@ class SingleTask(MultiTaskModel):
         seed: seed of the initial weights (``None``: use the global random state).
     """
 
-    def __init__(self, schema: Schema, hidden_units: Sequence[int] = (64, 32),
-                 embedding_dim: int = 8, dropout: float = 0.0, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        hidden_units: Sequence[int] = (64, 32),
+        embedding_dim: int = 8,
+        dropout: float = 0.0,
+        seed: int | None = 0,
+    ) -> None:
         super().__init__(schema)
         hidden_units = _check_units("hidden_units", hidden_units)
         n_tasks = len(schema.tasks)
         self.input = InputLayer(schema, embedding_dim, n_copies=n_tasks)
-        self.networks = ParallelMLP(n_tasks, self.input.output_dim, (*hidden_units, 1),
-                                    dropout=dropout)
+        self.networks = ParallelMLP(
+            n_tasks, self.input.output_dim, (*hidden_units, 1), dropout=dropout
+        )
         self.reset_parameters(seed)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -70,8 +70,9 @@ def subspace_orthogonality(weight: torch.Tensor, n_subspaces: int) -> torch.Tens
     g = weight.view(n_tasks, n_in, n_subspaces, n_out // n_subspaces)  # [K, in, S, d/S]
     gram = torch.einsum("kise,kitf->kstef", g, g)  # [K, S, S, d/S, d/S]
     squared = gram.pow(2).sum(dim=(-2, -1))  # [K, S, S]
-    upper = torch.ones(n_subspaces, n_subspaces, dtype=torch.bool,
-                       device=weight.device).triu(diagonal=1)
+    upper = torch.ones(n_subspaces, n_subspaces, dtype=torch.bool, device=weight.device).triu(
+        diagonal=1
+    )
     return squared[:, upper].sum()
 
 
@@ -94,37 +95,51 @@ class Sluice(MultiTaskModel):
         seed: seed of the initial weights (``None``: use the global random state).
     """
 
-    def __init__(self, schema: Schema, hidden_units: Sequence[int] = (32, 32),
-                 tower_units: Sequence[int] = (), n_subspaces: int = 2,
-                 orthogonality_lambda: float = 1e-2, alpha_self: float = 0.9,
-                 shared_embeddings: bool = True, embedding_dim: int = 8,
-                 dropout: float = 0.0, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        hidden_units: Sequence[int] = (32, 32),
+        tower_units: Sequence[int] = (),
+        n_subspaces: int = 2,
+        orthogonality_lambda: float = 1e-2,
+        alpha_self: float = 0.9,
+        shared_embeddings: bool = True,
+        embedding_dim: int = 8,
+        dropout: float = 0.0,
+        seed: int | None = 0,
+    ) -> None:
         super().__init__(schema)
         hidden_units = _check_units("hidden_units", hidden_units)
         tower_units = tuple(tower_units)
         if tower_units:
             tower_units = _check_units("tower_units", tower_units)
         if len(set(hidden_units)) != 1:
-            raise ValueError(f"Sluice adds the outputs of all layers (β), so every layer needs "
-                             f"the same width; got hidden_units={hidden_units}, use e.g. "
-                             f"{(hidden_units[0],) * len(hidden_units)}")
+            raise ValueError(
+                f"Sluice adds the outputs of all layers (β), so every layer needs "
+                f"the same width; got hidden_units={hidden_units}, use e.g. "
+                f"{(hidden_units[0],) * len(hidden_units)}"
+            )
         if not isinstance(n_subspaces, int) or n_subspaces < 1:
             raise ValueError(f"n_subspaces must be a positive integer, got {n_subspaces!r}")
         width = hidden_units[0]
         if width % n_subspaces:
-            raise ValueError(f"each layer's {width} units must split into n_subspaces="
-                             f"{n_subspaces} equal subspaces; choose a width divisible by it")
+            raise ValueError(
+                f"each layer's {width} units must split into n_subspaces="
+                f"{n_subspaces} equal subspaces; choose a width divisible by it"
+            )
         orthogonality_lambda = float(orthogonality_lambda)
         if not (math.isfinite(orthogonality_lambda) and orthogonality_lambda >= 0):
-            raise ValueError(f"orthogonality_lambda must be a finite number ≥ 0, got "
-                             f"{orthogonality_lambda}")
+            raise ValueError(
+                f"orthogonality_lambda must be a finite number ≥ 0, got {orthogonality_lambda}"
+            )
         alpha_self = _check_fraction("alpha_self", alpha_self)
         n_tasks, n_layers = len(schema.tasks), len(hidden_units)
         self.n_subspaces = n_subspaces
         self.orthogonality_lambda = orthogonality_lambda
         self.shared_embeddings = bool(shared_embeddings)
-        self.input = InputLayer(schema, embedding_dim,
-                                n_copies=1 if self.shared_embeddings else n_tasks)
+        self.input = InputLayer(
+            schema, embedding_dim, n_copies=1 if self.shared_embeddings else n_tasks
+        )
         sizes = (self.input.output_dim, *hidden_units)
         self.columns = nn.ModuleList(
             ParallelMLP(n_tasks, d_in, (d_out,), dropout=dropout, final_activation=True)
@@ -159,8 +174,9 @@ class Sluice(MultiTaskModel):
     def orthogonality(self) -> torch.Tensor:
         """``Σ_l Σ_k Σ_{s<t} ‖(G_{k,s}^l)ᵀ G_{k,t}^l‖²_F`` (the penalty before ``λ_o``)."""
         columns = cast("Iterable[ParallelMLP]", self.columns)
-        return torch.stack([subspace_orthogonality(column.weights[0], self.n_subspaces)
-                            for column in columns]).sum()
+        return torch.stack(
+            [subspace_orthogonality(column.weights[0], self.n_subspaces) for column in columns]
+        ).sum()
 
     def regularization(self) -> torch.Tensor:
         """``λ_o`` times :meth:`orthogonality` (a zero tensor when ``λ_o = 0`` or ``S = 1``)."""

@@ -70,10 +70,17 @@ class SoftSharing(MultiTaskModel):
     The task networks start from independent random weights, as separate models would.
     """
 
-    def __init__(self, schema: Schema, hidden_units: Sequence[int] = (64, 32),
-                 tower_units: Sequence[int] = (), l2_lambda: float = 1e-2,
-                 shared_embeddings: bool = False, embedding_dim: int = 8,
-                 dropout: float = 0.0, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        hidden_units: Sequence[int] = (64, 32),
+        tower_units: Sequence[int] = (),
+        l2_lambda: float = 1e-2,
+        shared_embeddings: bool = False,
+        embedding_dim: int = 8,
+        dropout: float = 0.0,
+        seed: int | None = 0,
+    ) -> None:
         super().__init__(schema)
         hidden_units = _check_units("hidden_units", hidden_units)
         tower_units = tuple(tower_units)
@@ -85,10 +92,12 @@ class SoftSharing(MultiTaskModel):
         self.l2_lambda = l2_lambda
         self.shared_embeddings = bool(shared_embeddings)
         n_tasks = len(schema.tasks)
-        self.input = InputLayer(schema, embedding_dim,
-                                n_copies=1 if self.shared_embeddings else n_tasks)
-        self.bottoms = ParallelMLP(n_tasks, self.input.output_dim, hidden_units,
-                                   dropout=dropout, final_activation=True)
+        self.input = InputLayer(
+            schema, embedding_dim, n_copies=1 if self.shared_embeddings else n_tasks
+        )
+        self.bottoms = ParallelMLP(
+            n_tasks, self.input.output_dim, hidden_units, dropout=dropout, final_activation=True
+        )
         self.towers = ParallelMLP(n_tasks, hidden_units[-1], (*tower_units, 1), dropout=dropout)
         self.reset_parameters(seed)
 
@@ -107,8 +116,9 @@ class SoftSharing(MultiTaskModel):
 
     def distance(self) -> torch.Tensor:
         """``Σ_{a<b} ‖θ_a − θ_b‖²`` over the tied parameters (the penalty before ``λ``)."""
-        return torch.stack([pairwise_squared_distance(t)
-                            for t in self.tied_parameters().values()]).sum()
+        return torch.stack(
+            [pairwise_squared_distance(t) for t in self.tied_parameters().values()]
+        ).sum()
 
     def regularization(self) -> torch.Tensor:
         """``λ Σ_{a<b} ‖θ_a − θ_b‖²`` (a zero tensor, with no graph, when ``λ = 0``)."""

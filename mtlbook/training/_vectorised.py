@@ -66,8 +66,12 @@ class _Population:
     """The template module, the stacked parameters of the members still training and the
     vectorised functions that run them."""
 
-    def __init__(self, template: MultiTaskModel, params: dict[str, torch.Tensor],
-                 weights: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        template: MultiTaskModel,
+        params: dict[str, torch.Tensor],
+        weights: torch.Tensor | None = None,
+    ) -> None:
         self.template = template
         for module in template.modules():  # vmap-friendly layout of the experts' first layer
             if isinstance(module, StackedExperts):
@@ -79,13 +83,22 @@ class _Population:
         """Per-member task losses ``[members, tasks]`` and totals ``[members]``; the batch
         tensors carry a leading member dimension (each member its own samples)."""
         dims = (0, None if dense is None else 0, None if categorical is None else 0, 0, 0)
-        run = torch.vmap(lambda p, *batch: functional_call(self._losses, p, batch),
-                         in_dims=dims, randomness="error")
+        run = torch.vmap(
+            lambda p, *batch: functional_call(self._losses, p, batch),
+            in_dims=dims,
+            randomness="error",
+        )
         return run(params, dense, categorical, labels, masks)
 
     @torch.no_grad()
-    def predict(self, params, data: MultiTaskData | _MemberData, device: torch.device,
-                batch_size: int, members: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    def predict(
+        self,
+        params,
+        data: MultiTaskData | _MemberData,
+        device: torch.device,
+        batch_size: int,
+        members: torch.Tensor | None = None,
+    ) -> dict[str, np.ndarray]:
         """Every member's predictions on ``data``: task -> ``[members, n]`` float32 array.
 
         ``data`` is one data set that every member predicts, or a :class:`_MemberData` whose
@@ -94,15 +107,20 @@ class _Population:
         shared = isinstance(data, MultiTaskData)
         dense_dim = None if shared or data.dense is None else 0
         categorical_dim = None if shared or data.categorical is None else 0
-        run = torch.vmap(lambda p, d, c: functional_call(self._predict, p, (d, c)),
-                         in_dims=(0, dense_dim, categorical_dim), randomness="error")
+        run = torch.vmap(
+            lambda p, d, c: functional_call(self._predict, p, (d, c)),
+            in_dims=(0, dense_dim, categorical_dim),
+            randomness="error",
+        )
         was_training = self.template.training
         self.template.eval()
         chunks: dict[str, list[np.ndarray]] = {name: [] for name in self.template.task_names}
         try:
             if isinstance(data, MultiTaskData):  # shared
-                batches = ((b.dense, b.categorical) for b in
-                           (batch.to(device) for batch in data.loader(batch_size, shuffle=False)))
+                batches = (
+                    (b.dense, b.categorical)
+                    for b in (batch.to(device) for batch in data.loader(batch_size, shuffle=False))
+                )
             else:
                 assert members is not None  # given with a _MemberData
                 batches = data.chunks(members, batch_size, device)
@@ -131,9 +149,10 @@ class _MemberData:
         base = members.to(torch.long).mul(self.n).unsqueeze(1)  # [members, 1]
         for start in range(0, self.n, batch_size):
             index = base + torch.arange(start, min(start + batch_size, self.n))
-            yield (None if self.dense is None else _rows(self.dense, index).to(device),
-                   None if self.categorical is None else
-                   _rows(self.categorical, index).to(device))
+            yield (
+                None if self.dense is None else _rows(self.dense, index).to(device),
+                None if self.categorical is None else _rows(self.categorical, index).to(device),
+            )
 
 
 @overload
@@ -147,8 +166,9 @@ def _rows(t: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
     return t.index_select(0, index.reshape(-1)).view(*index.shape, *t.shape[1:])
 
 
-def _member_metrics(kind: str, y: np.ndarray, p: np.ndarray, groups: np.ndarray | None
-                    ) -> dict[str, np.ndarray]:
+def _member_metrics(
+    kind: str, y: np.ndarray, p: np.ndarray, groups: np.ndarray | None
+) -> dict[str, np.ndarray]:
     """:mod:`mtlbook.metrics`' metrics of one task for every member at once: labels ``y``
     ``[n]``, predictions ``p`` ``[members, n]``; metric -> ``[members]`` values, in the order
     :func:`mtlbook.evaluate` reports them."""
@@ -169,15 +189,19 @@ def _member_metrics(kind: str, y: np.ndarray, p: np.ndarray, groups: np.ndarray 
     return out
 
 
-def _score(predictions: dict[str, np.ndarray], data: MultiTaskData | Sequence[MultiTaskData],
-           members: Sequence[int], seeds: Sequence[int]) -> list[tuple]:
+def _score(
+    predictions: dict[str, np.ndarray],
+    data: MultiTaskData | Sequence[MultiTaskData],
+    members: Sequence[int],
+    seeds: Sequence[int],
+) -> list[tuple]:
     """``(member, seed, task, metric, value)`` rows: :func:`mtlbook.evaluate`'s metrics of
     each member's predictions (row ``i`` of each array belongs to ``members[i]``), on ``data``
     or, given one data set per member, on ``data[member]``."""
     if not isinstance(data, MultiTaskData):  # one data set per member: score them one by one
         rows = []
         for i, member in enumerate(members):
-            own = {name: p[i:i + 1] for name, p in predictions.items()}
+            own = {name: p[i : i + 1] for name, p in predictions.items()}
             rows += _score(own, data[member], [member], seeds)
         return rows
     rows = []
@@ -190,50 +214,65 @@ def _score(predictions: dict[str, np.ndarray], data: MultiTaskData | Sequence[Mu
         groups = None if data.groups is None else data.groups[mask]
         metrics = _member_metrics(task.kind, y, p, groups)
         for i, member in enumerate(members):
-            rows += [(member, seeds[member], task.name, k, float(v[i]))
-                     for k, v in metrics.items()]
+            rows += [(member, seeds[member], task.name, k, float(v[i])) for k, v in metrics.items()]
     return rows
 
 
 def _build_members(make_model, seeds, train) -> list[MultiTaskModel]:
     if isinstance(make_model, nn.Module) or not callable(make_model):
-        raise TypeError(f"make_model must be a callable seed -> MultiTaskModel such as "
-                        f"lambda seed: MMoE(train.schema, seed=seed), got "
-                        f"{type(make_model).__name__}")
+        raise TypeError(
+            f"make_model must be a callable seed -> MultiTaskModel such as "
+            f"lambda seed: MMoE(train.schema, seed=seed), got "
+            f"{type(make_model).__name__}"
+        )
     members = [make_model(seed) for seed in seeds]
     first = members[0]
     if not isinstance(first, MultiTaskModel):
-        raise TypeError(f"make_model must return a mtlbook MultiTaskModel, got "
-                        f"{type(first).__name__}")
+        raise TypeError(
+            f"make_model must return a mtlbook MultiTaskModel, got {type(first).__name__}"
+        )
     name = type(first).__name__
     shapes = {n: (p.shape, p.dtype, p.requires_grad) for n, p in first.named_parameters()}
     buffers = dict(first.named_buffers())
     for seed, model in zip(seeds[1:], members[1:], strict=True):
         if type(model) is not type(first):
-            raise ValueError(f"make_model({seed}) built a {type(model).__name__}, "
-                             f"make_model({seeds[0]}) a {name}: a population has one architecture")
+            raise ValueError(
+                f"make_model({seed}) built a {type(model).__name__}, "
+                f"make_model({seeds[0]}) a {name}: a population has one architecture"
+            )
         other = {n: (p.shape, p.dtype, p.requires_grad) for n, p in model.named_parameters()}
         if other != shapes:
-            raise ValueError(f"make_model({seed}) and make_model({seeds[0]}) built {name}s with "
-                             "different parameters (names or shapes); a population needs "
-                             "identical architectures, only the seed may differ")
+            raise ValueError(
+                f"make_model({seed}) and make_model({seeds[0]}) built {name}s with "
+                "different parameters (names or shapes); a population needs "
+                "identical architectures, only the seed may differ"
+            )
         other_buffers = dict(model.named_buffers())
         if other_buffers.keys() != buffers.keys() or not all(
-                torch.equal(other_buffers[n], b) for n, b in buffers.items() if b is not None):
-            raise ValueError(f"make_model({seed}) and make_model({seeds[0]}) built {name}s whose "
-                             "buffers differ; the members must differ in their parameters only")
+            torch.equal(other_buffers[n], b) for n, b in buffers.items() if b is not None
+        ):
+            raise ValueError(
+                f"make_model({seed}) and make_model({seeds[0]}) built {name}s whose "
+                "buffers differ; the members must differ in their parameters only"
+            )
     dropout = dropout_rates(first)
     if dropout:
-        raise ValueError(f"{name} uses dropout (p={dropout[0]}); fit_population does not "
-                         "support dropout, since a member's dropout masks could not match its "
-                         "separate fit run. Build the members with dropout=0, or train them "
-                         "one by one with mtlbook.fit")
+        raise ValueError(
+            f"{name} uses dropout (p={dropout[0]}); fit_population does not "
+            "support dropout, since a member's dropout masks could not match its "
+            "separate fit run. Build the members with dropout=0, or train them "
+            "one by one with mtlbook.fit"
+        )
     first._check_data(train)
     return members
 
 
-def _probe(population: _Population, members: list[MultiTaskModel], data: MultiTaskData,
-           seeds: Sequence[int]) -> None:
+def _probe(
+    population: _Population,
+    members: list[MultiTaskModel],
+    data: MultiTaskData,
+    seeds: Sequence[int],
+) -> None:
     """Refuse a model that does not run under vmap or runs differently there: compare the
     vectorised losses (all members) and gradients (first and last member) on a small batch
     with each member's own."""
@@ -245,19 +284,25 @@ def _probe(population: _Population, members: list[MultiTaskModel], data: MultiTa
     def stacked(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.unsqueeze(0).expand(k, *t.shape).contiguous()
 
-    params = {n_: p.detach().clone().requires_grad_(p.requires_grad)
-              for n_, p in population.params.items()}
+    params = {
+        n_: p.detach().clone().requires_grad_(p.requires_grad)
+        for n_, p in population.params.items()
+    }
     try:
         values, totals = population.losses(
-            params, stacked(batch.dense), stacked(batch.categorical),
+            params,
+            stacked(batch.dense),
+            stacked(batch.categorical),
             {t: stacked(v) for t, v in batch.labels.items()},
-            {t: stacked(v) for t, v in batch.masks.items()})
+            {t: stacked(v) for t, v in batch.masks.items()},
+        )
         totals.sum().backward()
     except Exception as err:  # any failure under vmap: say which model and why
         raise NotImplementedError(
             f"{name} cannot be trained as a vectorised population: its forward pass or loss "
             f"does not run under torch.vmap ({type(err).__name__}: {err}). Train the seeds one "
-            "by one with mtlbook.fit") from err
+            "by one with mtlbook.fit"
+        ) from err
     finally:
         population.template._clear_gates()
     check = sorted({0, k - 1})
@@ -266,10 +311,12 @@ def _probe(population: _Population, members: list[MultiTaskModel], data: MultiTa
         model.zero_grad(set_to_none=True)
         with torch.set_grad_enabled(i in check):
             own, own_total = _Losses(model, population._losses.weights)(
-                batch.dense, batch.categorical, batch.labels, batch.masks)
+                batch.dense, batch.categorical, batch.labels, batch.masks
+            )
         problem = None
-        if not torch.allclose(values[i].detach(), own.detach(), _PROBE_RTOL, _PROBE_ATOL,
-                              equal_nan=True):
+        if not torch.allclose(
+            values[i].detach(), own.detach(), _PROBE_RTOL, _PROBE_ATOL, equal_nan=True
+        ):
             problem = "its losses"
         elif i in check:
             own_total.backward()
@@ -286,7 +333,8 @@ def _probe(population: _Population, members: list[MultiTaskModel], data: MultiTa
                 f"{name} cannot be trained as a vectorised population: under torch.vmap, "
                 f"{problem} for seed {seeds[i]} differ from the model's own on the same batch "
                 "(its forward pass probably keeps state outside its parameters and buffers). "
-                "Train the seeds one by one with mtlbook.fit")
+                "Train the seeds one by one with mtlbook.fit"
+            )
 
 
 class _Adam:
@@ -307,17 +355,21 @@ class _Adam:
 
     def keep(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """Keep the members at positions ``index`` (parameters and Adam's moments)."""
-        new = {n: p.detach()[index].clone().requires_grad_(p.requires_grad)
-               for n, p in self.params.items()}
+        new = {
+            n: p.detach()[index].clone().requires_grad_(p.requires_grad)
+            for n, p in self.params.items()
+        }
         optimizer = self._make(new)
         for name, p in self.params.items():
             state = self.optimizer.state.get(p)
             if not state:
                 continue
             optimizer.state[new[name]] = {
-                key: value[index].clone() if torch.is_tensor(value) and value.dim() > 0
+                key: value[index].clone()
+                if torch.is_tensor(value) and value.dim() > 0
                 else (value.clone() if torch.is_tensor(value) else value)
-                for key, value in state.items()}  # the step count is shared: a 0-d tensor
+                for key, value in state.items()
+            }  # the step count is shared: a 0-d tensor
         self.params, self.optimizer = new, optimizer
         return new
 
@@ -327,8 +379,13 @@ class _Batches:
     ``BatchLoader(shuffle=True, seed=seed)`` would, from one shared data set or each member's
     own (concatenated, member ``k``'s row ``i`` at row ``k · n + i``)."""
 
-    def __init__(self, parts: Sequence[MultiTaskData], seeds: Sequence[int], batch_size: int,
-                 dev: torch.device) -> None:
+    def __init__(
+        self,
+        parts: Sequence[MultiTaskData],
+        seeds: Sequence[int],
+        batch_size: int,
+        dev: torch.device,
+    ) -> None:
         if len(parts) == 1:  # every member indexes the same rows
             dense, categorical, labels, masks = parts[0].tensors()
             offset = torch.zeros(len(seeds), 1, dtype=torch.long)
@@ -348,13 +405,20 @@ class _Batches:
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         self.step = 0
 
-    def train_epoch(self, population: _Population, optimizer: _Adam, active: torch.Tensor,
-                    epoch: int, seeds: Sequence[int]) -> tuple[list, list]:
+    def train_epoch(
+        self,
+        population: _Population,
+        optimizer: _Adam,
+        active: torch.Tensor,
+        epoch: int,
+        seeds: Sequence[int],
+    ) -> tuple[list, list]:
         """One pass of the ``active`` members; each one's mean task losses and total loss."""
         ids = active.tolist()
         # Each member's order, drawn as its own BatchLoader would: [members, n].
-        order = torch.stack([torch.randperm(self.n, generator=self.generators[i])
-                             for i in ids]).to(self.dev)
+        order = torch.stack([torch.randperm(self.n, generator=self.generators[i]) for i in ids]).to(
+            self.dev
+        )
         order += self.offset[active.to(self.dev)]
         n_tasks = len(population.template.task_names)
         sums = torch.zeros(len(ids), n_tasks, dtype=torch.float64, device=self.dev)
@@ -362,12 +426,15 @@ class _Batches:
         n_batches = -(-self.n // self.batch_size)
         for b in range(n_batches):
             self.step += 1
-            idx = order[:, b * self.batch_size:(b + 1) * self.batch_size]  # [members, batch]
+            idx = order[:, b * self.batch_size : (b + 1) * self.batch_size]  # [members, batch]
             optimizer.optimizer.zero_grad(set_to_none=True)
             values, totals = population.losses(
-                optimizer.params, _rows(self.dense, idx), _rows(self.categorical, idx),
+                optimizer.params,
+                _rows(self.dense, idx),
+                _rows(self.categorical, idx),
                 {k: _rows(v, idx) for k, v in self.labels.items()},
-                {k: _rows(v, idx) for k, v in self.masks.items()})
+                {k: _rows(v, idx) for k, v in self.masks.items()},
+            )
             values = values.detach()  # [members, tasks]
             if not bool(torch.isfinite(values).all()):
                 i, t = (~torch.isfinite(values)).nonzero()[0].tolist()
@@ -375,10 +442,10 @@ class _Batches:
                     f"the loss of task {population.template.task_names[t]!r} of member "
                     f"{ids[i]} (seed {seeds[ids[i]]}) became {values[i, t].item()} at epoch "
                     f"{epoch}, step {self.step}; lower the learning rate or check the labels' "
-                    "scale")
+                    "scale"
+                )
             totals.sum().backward()
             optimizer.optimizer.step()
             sums += values
             total_sums += totals.detach()
         return (sums / n_batches).tolist(), (total_sums / n_batches).tolist()
-

@@ -49,9 +49,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "RUN_STATE_KEYS", "CheckpointError",
-           "RunCheckpoint", "describe", "differences", "load_checkpoint", "run_fingerprint",
-           "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "RUN_STATE_KEYS",
+    "CheckpointError",
+    "RunCheckpoint",
+    "describe",
+    "differences",
+    "load_checkpoint",
+    "run_fingerprint",
+    "save_checkpoint",
+]
 
 #: What the ``format`` entry of every checkpoint of :func:`mtlbook.fit` says.
 CHECKPOINT_FORMAT = "mtlbook.fit checkpoint"
@@ -93,8 +102,10 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
     """
     path = _as_path(path, "path")
     if path.is_dir():
-        raise IsADirectoryError(f"the checkpoint path {str(path)!r} is a folder; give a file "
-                                "path such as 'runs/model.pt'")
+        raise IsADirectoryError(
+            f"the checkpoint path {str(path)!r} is a folder; give a file "
+            "path such as 'runs/model.pt'"
+        )
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -159,16 +170,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, weights_only=True)
     except Exception as err:  # pickle, zip and torch errors all mean: not readable
-        raise CheckpointError(f"{str(path)!r} is not a readable mtlbook checkpoint (corrupt, "
-                              f"truncated or another kind of file): {type(err).__name__}: "
-                              f"{str(err)[:300]}") from err
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable mtlbook checkpoint (corrupt, "
+            f"truncated or another kind of file): {type(err).__name__}: "
+            f"{str(err)[:300]}"
+        ) from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not an mtlbook checkpoint (it has no "
-                              f"'format': {CHECKPOINT_FORMAT!r} entry)")
+        raise CheckpointError(
+            f"{str(path)!r} is not an mtlbook checkpoint (it has no "
+            f"'format': {CHECKPOINT_FORMAT!r} entry)"
+        )
     if state.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{str(path)!r} is an mtlbook checkpoint of format version "
-                              f"{state.get('version')!r}; this mtlbook reads version "
-                              f"{CHECKPOINT_VERSION} only")
+        raise CheckpointError(
+            f"{str(path)!r} is an mtlbook checkpoint of format version "
+            f"{state.get('version')!r}; this mtlbook reads version "
+            f"{CHECKPOINT_VERSION} only"
+        )
     return state
 
 
@@ -219,13 +236,34 @@ def _first_difference(old: str, new: str) -> str:
 
 # ---------------------------------------------------------------------- a run's checkpoints
 #: What a checkpoint of :func:`mtlbook.fit` holds besides the format and version.
-RUN_STATE_KEYS = ("fingerprint", "epoch", "step", "stopped", "history", "best_score",
-                  "best_epoch", "best_state", "stale", "model", "optimizer", "weighting",
-                  "loader", "rng", "train_seconds")
+RUN_STATE_KEYS = (
+    "fingerprint",
+    "epoch",
+    "step",
+    "stopped",
+    "history",
+    "best_score",
+    "best_epoch",
+    "best_state",
+    "stale",
+    "model",
+    "optimizer",
+    "weighting",
+    "loader",
+    "rng",
+    "train_seconds",
+)
 
 
-def run_fingerprint(model: torch.nn.Module, train: Any, valid: Any, *, weighting: Any,
-                    device: torch.device, **settings: Any) -> dict[str, str]:
+def run_fingerprint(
+    model: torch.nn.Module,
+    train: Any,
+    valid: Any,
+    *,
+    weighting: Any,
+    device: torch.device,
+    **settings: Any,
+) -> dict[str, str]:
     """What must not change between a run of :func:`mtlbook.fit` and its resumption, as text:
     the model's class, structure and parameter shapes, the schema, the data sizes, the
     weighting and its arguments, the device and every other setting given."""
@@ -240,8 +278,10 @@ def run_fingerprint(model: torch.nn.Module, train: Any, valid: Any, *, weighting
         "valid samples": str(len(valid)),
         **{name: describe(value) for name, value in settings.items()},
         # One entry per argument of the strategy, so that a difference names the argument.
-        **{("weighting" if name == "class" else f"weighting {name}"): describe(value)
-           for name, value in weighting.config().items()},
+        **{
+            ("weighting" if name == "class" else f"weighting {name}"): describe(value)
+            for name, value in weighting.config().items()
+        },
         "device": device.type,
     }
 
@@ -255,34 +295,45 @@ class RunCheckpoint:
     says after which epochs to save; :meth:`write` writes atomically and remembers the epoch.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike | None, every: int,
-                 resume: bool | str | os.PathLike) -> None:
+    def __init__(
+        self, checkpoint: str | os.PathLike | None, every: int, resume: bool | str | os.PathLike
+    ) -> None:
         self.save_path: Path | None = None
         if checkpoint is not None:
             if isinstance(checkpoint, bool) or not isinstance(checkpoint, str | os.PathLike):
-                raise TypeError(f"checkpoint must be None or a file path (str or os.PathLike), "
-                                f"got {checkpoint!r}")
+                raise TypeError(
+                    f"checkpoint must be None or a file path (str or os.PathLike), "
+                    f"got {checkpoint!r}"
+                )
             self.save_path = Path(checkpoint)
             if self.save_path.is_dir():
-                raise IsADirectoryError(f"checkpoint={str(self.save_path)!r} is a folder; give "
-                                        "a file path such as 'runs/model.pt'")
+                raise IsADirectoryError(
+                    f"checkpoint={str(self.save_path)!r} is a folder; give "
+                    "a file path such as 'runs/model.pt'"
+                )
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"checkpoint_every must be a positive integer, got {every!r}")
         self.every = every
         if resume is True and self.save_path is None:
-            raise ValueError("resume=True continues from the file that checkpoint names, but "
-                             "checkpoint is None; give checkpoint=PATH or resume=PATH")
+            raise ValueError(
+                "resume=True continues from the file that checkpoint names, but "
+                "checkpoint is None; give checkpoint=PATH or resume=PATH"
+            )
         if not isinstance(resume, bool | str | os.PathLike):
             raise TypeError(f"resume must be False, True or a checkpoint path, got {resume!r}")
-        self.resume_path = (None if resume is False else self.save_path if resume is True
-                            else Path(resume))
+        self.resume_path = (
+            None if resume is False else self.save_path if resume is True else Path(resume)
+        )
         #: The epoch whose state the file at ``save_path`` holds (``None``: none of this run).
         self.written: int | None = None
 
     def _in_place(self) -> bool:
         """Whether the run resumes from the file it saves to."""
-        return (self.save_path is not None and self.resume_path is not None
-                and os.path.abspath(self.save_path) == os.path.abspath(self.resume_path))
+        return (
+            self.save_path is not None
+            and self.resume_path is not None
+            and os.path.abspath(self.save_path) == os.path.abspath(self.resume_path)
+        )
 
     def open(self, fingerprint: dict[str, str], epochs: int) -> dict[str, Any] | None:
         """The state to resume from (``None``: start afresh), after the checks."""
@@ -298,8 +349,9 @@ class RunCheckpoint:
     def due(self, epoch: int, epochs: int, stopped: bool) -> bool:
         """Whether to save after ``epoch``: every ``checkpoint_every`` epochs, after the last
         one and when early stopping ends the run."""
-        return self.save_path is not None and (epoch % self.every == 0 or epoch == epochs
-                                               or stopped)
+        return self.save_path is not None and (
+            epoch % self.every == 0 or epoch == epochs or stopped
+        )
 
     def pending(self, epoch: int) -> bool:
         """Whether the file does not hold ``epoch`` yet (a run resumed from another file with
@@ -317,23 +369,29 @@ def _read_resumable(path: Path, fingerprint: dict[str, str], epochs: int) -> dic
     try:
         state = load_checkpoint(path)
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err}, so there is nothing to resume; to start afresh when no "
-                                "checkpoint exists yet, pass resume=os.path.exists(path)") from err
+        raise FileNotFoundError(
+            f"{err}, so there is nothing to resume; to start afresh when no "
+            "checkpoint exists yet, pass resume=os.path.exists(path)"
+        ) from err
     missing = [k for k in RUN_STATE_KEYS if k not in state]
     if missing:
-        raise CheckpointError(f"the checkpoint {str(path)!r} lacks {missing}; it was not "
-                              "written by mtlbook.fit")
+        raise CheckpointError(
+            f"the checkpoint {str(path)!r} lacks {missing}; it was not written by mtlbook.fit"
+        )
     differ = differences(state["fingerprint"], fingerprint)
     if differ:
         raise CheckpointError(
             f"the checkpoint {str(path)!r} was written by a run with another configuration, so "
-            "resuming it would not continue that run:\n  " + "\n  ".join(differ)
+            "resuming it would not continue that run:\n  "
+            + "\n  ".join(differ)
             + "\nPass the model, data and arguments of that run (epochs may be raised)."
         )
     if state["epoch"] > epochs:
-        raise CheckpointError(f"the checkpoint {str(path)!r} has already run {state['epoch']} "
-                              f"epochs, more than epochs={epochs}; pass epochs >= "
-                              f"{state['epoch']}")
+        raise CheckpointError(
+            f"the checkpoint {str(path)!r} has already run {state['epoch']} "
+            f"epochs, more than epochs={epochs}; pass epochs >= "
+            f"{state['epoch']}"
+        )
     return state
 
 
@@ -342,14 +400,17 @@ def _check_overwritable(path: Path, fingerprint: dict[str, str]) -> None:
     try:
         state = load_checkpoint(path)
     except CheckpointError as err:
-        raise FileExistsError(f"checkpoint={str(path)!r} names an existing file that is not a "
-                              f"checkpoint of this run, and it is not overwritten: {err}. "
-                              "Choose another path or remove the file") from err
+        raise FileExistsError(
+            f"checkpoint={str(path)!r} names an existing file that is not a "
+            f"checkpoint of this run, and it is not overwritten: {err}. "
+            "Choose another path or remove the file"
+        ) from err
     differ = differences(state.get("fingerprint") or {}, fingerprint)
     if differ:
         raise FileExistsError(
             f"checkpoint={str(path)!r} holds the checkpoint of a run with another "
-            "configuration, and it is not overwritten:\n  " + "\n  ".join(differ)
+            "configuration, and it is not overwritten:\n  "
+            + "\n  ".join(differ)
             + "\nChoose another path, remove the file, or resume that run with its own "
             "configuration"
         )

@@ -56,9 +56,20 @@ from ..metrics import score_predictions
 if TYPE_CHECKING:
     from ..models.base import MultiTaskModel
 
-__all__ = ["ShardedLoader", "evaluate", "global_losses", "init", "is_distributed",
-           "is_main_process", "predict", "rank", "shard_batch", "shard_bounds", "training",
-           "world_size"]
+__all__ = [
+    "ShardedLoader",
+    "evaluate",
+    "global_losses",
+    "init",
+    "is_distributed",
+    "is_main_process",
+    "predict",
+    "rank",
+    "shard_batch",
+    "shard_bounds",
+    "training",
+    "world_size",
+]
 
 #: The environment variables torchrun sets for every process (``LOCAL_RANK`` is optional).
 _REQUIRED_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -95,13 +106,16 @@ def init(backend: str | None = None, *, timeout_s: float | None = None) -> tuple
         (0, 2)
     """
     if not dist.is_available():
-        raise RuntimeError("this build of torch has no distributed support "
-                           "(torch.distributed.is_available() is False)")
+        raise RuntimeError(
+            "this build of torch has no distributed support "
+            "(torch.distributed.is_available() is False)"
+        )
     if dist.is_initialized():
         return rank(), world_size()
     if backend is not None and not isinstance(backend, str):
-        raise ValueError(f"backend must be None or a backend name such as 'gloo' or 'nccl', "
-                         f"got {backend!r}")
+        raise ValueError(
+            f"backend must be None or a backend name such as 'gloo' or 'nccl', got {backend!r}"
+        )
     if timeout_s is not None and not timeout_s > 0:
         raise ValueError(f"timeout_s must be None or positive, got {timeout_s!r}")
     missing = [name for name in _REQUIRED_ENV if name not in os.environ]
@@ -193,9 +207,12 @@ def shard_batch(batch: Batch, rank: int | None = None, world_size: int | None = 
     def cut(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t[lo:hi]
 
-    return Batch(dense=cut(batch.dense), categorical=cut(batch.categorical),
-                 labels={k: v[lo:hi] for k, v in batch.labels.items()},
-                 masks={k: v[lo:hi] for k, v in batch.masks.items()})
+    return Batch(
+        dense=cut(batch.dense),
+        categorical=cut(batch.categorical),
+        labels={k: v[lo:hi] for k, v in batch.labels.items()},
+        masks={k: v[lo:hi] for k, v in batch.masks.items()},
+    )
 
 
 class ShardedLoader:
@@ -220,8 +237,9 @@ class ShardedLoader:
         [[2, 2, 1], [2, 2, 1]]
     """
 
-    def __init__(self, loader: Iterable[Batch], rank: int | None = None,
-                 world_size: int | None = None) -> None:
+    def __init__(
+        self, loader: Iterable[Batch], rank: int | None = None, world_size: int | None = None
+    ) -> None:
         rank_, world = _resolve(rank, world_size)
         shard_bounds(0, rank_, world)  # validates
         self.loader = loader
@@ -244,9 +262,12 @@ class ShardedLoader:
 
 
 # ---------------------------------------------------------------------- losses
-def global_losses(losses: Mapping[str, torch.Tensor], batch: Batch,
-                  extra: torch.Tensor | None = None, extra_reduction: str = "mean"
-                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+def global_losses(
+    losses: Mapping[str, torch.Tensor],
+    batch: Batch,
+    extra: torch.Tensor | None = None,
+    extra_reduction: str = "mean",
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """The losses of the global batch, from each process's losses on its shard.
 
     ``losses`` are one process's per-task means over its shard (masked tasks over the rows
@@ -297,20 +318,31 @@ def global_losses(losses: Mapping[str, torch.Tensor], batch: Batch,
     n_rows = len(batch)
     device = local.device
     rows = torch.tensor(float(n_rows), dtype=torch.float64, device=device)
-    counts = torch.stack([batch.masks[k].sum(dtype=torch.float64) if k in batch.masks else rows
-                          for k in names] + [rows])  # [T + 1]: per-task counts, rows
+    counts = torch.stack(
+        [batch.masks[k].sum(dtype=torch.float64) if k in batch.masks else rows for k in names]
+        + [rows]
+    )  # [T + 1]: per-task counts, rows
     present = counts[:-1] > 0  # [T]
     # A shard without rows for a task has a NaN (empty mean) or 0 loss: it contributes 0.
     local = torch.where(present, local, torch.zeros_like(local))
-    extra_local = (torch.where(rows > 0, extra, torch.zeros_like(extra)) if extra is not None
-                   else None)
+    extra_local = (
+        torch.where(rows > 0, extra, torch.zeros_like(extra)) if extra is not None else None
+    )
     summed = extra_reduction == "sum"
-    packed = torch.cat([counts, local.detach().double() * counts[:-1],
-                        (extra_local.detach().double().reshape(1) * (1 if summed else n_rows)
-                         if extra_local is not None else counts.new_zeros(1))])  # [2T + 2]
+    packed = torch.cat(
+        [
+            counts,
+            local.detach().double() * counts[:-1],
+            (
+                extra_local.detach().double().reshape(1) * (1 if summed else n_rows)
+                if extra_local is not None
+                else counts.new_zeros(1)
+            ),
+        ]
+    )  # [2T + 2]
     dist.all_reduce(packed)  # sums over the processes
-    total_counts, total_rows = packed[:len(names)], packed[len(names)]
-    sums = packed[len(names) + 1:2 * len(names) + 1]
+    total_counts, total_rows = packed[: len(names)], packed[len(names)]
+    sums = packed[len(names) + 1 : 2 * len(names) + 1]
     values = (sums / total_counts.clamp_min(1.0)).to(local.dtype)  # L_k, [T]
     scale = (world * counts[:-1] / total_counts.clamp_min(1.0)).to(local.dtype)  # [T]
     scaled = scale * local  # [T]
@@ -333,8 +365,7 @@ def _shard_of(data: MultiTaskData) -> MultiTaskData:
     return data.subset(np.arange(lo, hi))
 
 
-def predict(model: MultiTaskModel, data: MultiTaskData, batch_size: int = 8192
-            ) -> pd.DataFrame:
+def predict(model: MultiTaskModel, data: MultiTaskData, batch_size: int = 8192) -> pd.DataFrame:
     """``model.predict(data)``, computed by all processes together.
 
     Each process predicts its contiguous shard of ``data`` (:func:`shard_bounds`); the shards
@@ -358,8 +389,7 @@ def predict(model: MultiTaskModel, data: MultiTaskData, batch_size: int = 8192
     return _join_frames(parts)
 
 
-def evaluate(model: MultiTaskModel, data: MultiTaskData, batch_size: int = 8192
-             ) -> pd.DataFrame:
+def evaluate(model: MultiTaskModel, data: MultiTaskData, batch_size: int = 8192) -> pd.DataFrame:
     """:func:`mtlbook.evaluate` computed by all processes together.
 
     Each process predicts its shard of ``data``; rank 0 gathers the predictions, scores the
@@ -432,7 +462,7 @@ class _Training:
         offset = 0
         for p, g in with_grad:
             n = g.numel()
-            p.grad = flat[offset:offset + n].view_as(g).clone()
+            p.grad = flat[offset : offset + n].view_as(g).clone()
             offset += n
 
 

@@ -176,20 +176,35 @@ def fit(
     _check_arguments(model, train, valid, epochs, lr, early_stopping)
     weighting = EqualWeight() if weighting is None else weighting
     if not isinstance(weighting, Weighting):
-        raise TypeError(f"weighting must be a mtlbook.weighting.Weighting, got "
-                        f"{type(weighting).__name__}")
+        raise TypeError(
+            f"weighting must be a mtlbook.weighting.Weighting, got {type(weighting).__name__}"
+        )
     selection = Selection(monitor, check_monitor(monitor, valid), early_stopping)
     store = RunCheckpoint(checkpoint, checkpoint_every, resume)
     procs = Processes(distributed, weighting, device)
     model.to(procs.device)
     fingerprint = run_fingerprint(
-        model, train, valid, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        weighting=weighting, seed=seed, monitor=monitor, early_stopping=early_stopping,
-        restore_best=restore_best, device=procs.device)
+        model,
+        train,
+        valid,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        weighting=weighting,
+        seed=seed,
+        monitor=monitor,
+        early_stopping=early_stopping,
+        restore_best=restore_best,
+        device=procs.device,
+    )
     saved = store.open(fingerprint, epochs)
     weighting.setup(model.task_names, model)
-    optimizer = torch.optim.Adam([*model.parameters(), *weighting.parameters()], lr=lr,
-                                 weight_decay=weight_decay, foreach=True)
+    optimizer = torch.optim.Adam(
+        [*model.parameters(), *weighting.parameters()],
+        lr=lr,
+        weight_decay=weight_decay,
+        foreach=True,
+    )
     loader = procs.loader(train, batch_size, seed)
     run = _Run()
     if saved is not None:
@@ -199,10 +214,24 @@ def fit(
     start = time.perf_counter()
 
     def save() -> None:  # every process calls it; rank 0 writes every process's random state
-        procs.write(lambda rngs: store.write(_checkpoint_state(
-            run, selection, fingerprint, epochs, model, optimizer, weighting, loader, rngs,
-            procs.active, run.seconds_before + time.perf_counter() - start)),
-            f"the checkpoint {str(store.save_path)!r}")
+        procs.write(
+            lambda rngs: store.write(
+                _checkpoint_state(
+                    run,
+                    selection,
+                    fingerprint,
+                    epochs,
+                    model,
+                    optimizer,
+                    weighting,
+                    loader,
+                    rngs,
+                    procs.active,
+                    run.seconds_before + time.perf_counter() - start,
+                )
+            ),
+            f"the checkpoint {str(store.save_path)!r}",
+        )
         store.written = run.epoch
 
     with torch.random.fork_rng(devices=procs.cuda_devices), procs.scope():
@@ -212,15 +241,18 @@ def fit(
         if saved is not None:
             procs.restore_rng(saved, seed)
         remaining = range(0) if run.stopped else range(run.epoch + 1, epochs + 1)
-        bar = tqdm(remaining, desc=type(model).__name__, leave=False,
-                   disable=not (progress and procs.main))
+        bar = tqdm(
+            remaining, desc=type(model).__name__, leave=False, disable=not (progress and procs.main)
+        )
         for epoch in bar:
-            train_losses, total = _train_epoch(model, forward, stepped, loader, weighting,
-                                               optimizer, procs, callbacks, run, epoch)
+            train_losses, total = _train_epoch(
+                model, forward, stepped, loader, weighting, optimizer, procs, callbacks, run, epoch
+            )
             weighting.epoch_end(epoch, train_losses)
             metrics = procs.evaluate(model, valid, eval_batch_size)
-            rows = epoch_rows(epoch, train_losses, total, weighting.weights,
-                              metrics.itertuples(index=False))
+            rows = epoch_rows(
+                epoch, train_losses, total, weighting.weights, metrics.itertuples(index=False)
+            )
             run.rows += rows
             for cb in callbacks if procs.main else ():
                 cb.on_epoch_end(model, epoch, pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)))
@@ -229,8 +261,7 @@ def fit(
             if selection.update(epoch, rows) and restore_best:
                 run.best_state = copy.deepcopy(model.state_dict())
             run.epoch, run.stopped = epoch, selection.stopped
-            bar.set_postfix({monitor: f"{selection.score(rows):.4f}",
-                             "best": selection.best_epoch})
+            bar.set_postfix({monitor: f"{selection.score(rows):.4f}", "best": selection.best_epoch})
             if store.due(epoch, epochs, run.stopped):
                 save()
             if run.stopped:
@@ -245,15 +276,29 @@ def fit(
     seconds = procs.broadcast(run.seconds_before + time.perf_counter() - start)
     history = pd.DataFrame(run.rows, columns=list(HISTORY_COLUMNS))
     assert selection.best_score is not None  # set by the first epoch (epochs ≥ 1)
-    return FitResult(model=model, history=history, best_epoch=selection.best_epoch,
-                     best_score=float(selection.best_score), monitor=monitor,
-                     epochs_run=run.epoch, train_seconds=seconds)
+    return FitResult(
+        model=model,
+        history=history,
+        best_epoch=selection.best_epoch,
+        best_score=float(selection.best_score),
+        monitor=monitor,
+        epochs_run=run.epoch,
+        train_seconds=seconds,
+    )
 
 
-def _train_epoch(model: MultiTaskModel, forward: torch.nn.Module, stepped: Any, loader: Any,
-                 weighting: Weighting, optimizer: torch.optim.Optimizer, procs: Processes,
-                 callbacks: Sequence[Callback], run: _Run, epoch: int
-                 ) -> tuple[dict[str, float], float]:
+def _train_epoch(
+    model: MultiTaskModel,
+    forward: torch.nn.Module,
+    stepped: Any,
+    loader: Any,
+    weighting: Weighting,
+    optimizer: torch.optim.Optimizer,
+    procs: Processes,
+    callbacks: Sequence[Callback],
+    run: _Run,
+    epoch: int,
+) -> tuple[dict[str, float], float]:
     """One pass over the training batches: each task's mean loss and the mean combined loss."""
     model.train()
     sums = dict.fromkeys(model.task_names, 0.0)
@@ -264,15 +309,20 @@ def _train_epoch(model: MultiTaskModel, forward: torch.nn.Module, stepped: Any, 
             batch = batch.to(procs.device)
         optimizer.zero_grad(set_to_none=True)
         losses = model.task_losses(forward(batch), batch)
-        losses, extra = procs.global_losses(losses, batch, model.regularization(),
-                                            model.regularization_reduction)
+        losses, extra = procs.global_losses(
+            losses, batch, model.regularization(), model.regularization_reduction
+        )
         values = torch.stack([v.detach() for v in losses.values()])
         if not bool(torch.isfinite(values).all()):
-            bad = next(n for n, v in zip(losses, values.tolist(), strict=True)
-                       if not torch.isfinite(torch.tensor(v)))
+            bad = next(
+                n
+                for n, v in zip(losses, values.tolist(), strict=True)
+                if not torch.isfinite(torch.tensor(v))
+            )
             raise FloatingPointError(
                 f"the loss of task {bad!r} became {losses[bad].item()} at epoch {epoch}, "
-                f"step {run.step}; lower the learning rate or check the labels' scale")
+                f"step {run.step}; lower the learning rate or check the labels' scale"
+            )
         total = weighting.backward(losses, model, extra)
         optimizer.step()
         weighting.after_step(stepped, batch)
@@ -286,51 +336,80 @@ def _train_epoch(model: MultiTaskModel, forward: torch.nn.Module, stepped: Any, 
     return {k: v / n_batches for k, v in sums.items()}, total_sum / n_batches
 
 
-def _check_arguments(model: MultiTaskModel, train: Any, valid: Any, epochs: Any, lr: Any,
-                     early_stopping: Any) -> None:
+def _check_arguments(
+    model: MultiTaskModel, train: Any, valid: Any, epochs: Any, lr: Any, early_stopping: Any
+) -> None:
     if not isinstance(train, MultiTaskData | ParquetSource):
-        raise TypeError("train must be a MultiTaskData or a "
-                        "mtlbook.training.streaming.ParquetSource, "
-                        f"got {type(train).__name__}")
+        raise TypeError(
+            "train must be a MultiTaskData or a "
+            "mtlbook.training.streaming.ParquetSource, "
+            f"got {type(train).__name__}"
+        )
     if not isinstance(valid, MultiTaskData):
         raise TypeError(f"valid must be a MultiTaskData, got {type(valid).__name__}")
     model._check_data(valid)
     if isinstance(train, MultiTaskData):
         model._check_data(train)
     elif train.schema != model.schema:
-        raise ValueError("the data's schema differs from the one the model was built with: "
-                         f"model {model.schema} vs data {train.schema}")
+        raise ValueError(
+            "the data's schema differs from the one the model was built with: "
+            f"model {model.schema} vs data {train.schema}"
+        )
     model.check_training_masks(set(train.masks))
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
     if early_stopping is not None and (not isinstance(early_stopping, int) or early_stopping < 1):
-        raise ValueError("early_stopping must be None or a positive integer, "
-                         f"got {early_stopping!r}")
+        raise ValueError(
+            f"early_stopping must be None or a positive integer, got {early_stopping!r}"
+        )
 
 
-def _checkpoint_state(run: _Run, selection: Selection, fingerprint: dict[str, str],
-                      epochs: int, model: MultiTaskModel, optimizer: torch.optim.Optimizer,
-                      weighting: Weighting, loader: Any, rngs: list[dict[str, Any]],
-                      several: bool, seconds: float) -> dict[str, Any]:
+def _checkpoint_state(
+    run: _Run,
+    selection: Selection,
+    fingerprint: dict[str, str],
+    epochs: int,
+    model: MultiTaskModel,
+    optimizer: torch.optim.Optimizer,
+    weighting: Weighting,
+    loader: Any,
+    rngs: list[dict[str, Any]],
+    several: bool,
+    seconds: float,
+) -> dict[str, Any]:
     """Everything a resumed run needs (:data:`~mtlbook.training.checkpoint.RUN_STATE_KEYS`)."""
     return {
         "fingerprint": fingerprint,
-        "epoch": run.epoch, "epochs": epochs, "step": run.step, "stopped": run.stopped,
+        "epoch": run.epoch,
+        "epochs": epochs,
+        "step": run.step,
+        "stopped": run.stopped,
         "history": [[int(e), str(sp), str(t), str(m), float(v)] for e, sp, t, m, v in run.rows],
         "best_score": None if selection.best_score is None else float(selection.best_score),
-        "best_epoch": selection.best_epoch, "best_state": run.best_state,
+        "best_epoch": selection.best_epoch,
+        "best_state": run.best_state,
         "stale": selection.stale,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "weighting": weighting.state_dict(), "loader": loader.state_dict(),
-        "rng": rngs[0], **({"rng_ranks": rngs} if several else {}),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "weighting": weighting.state_dict(),
+        "loader": loader.state_dict(),
+        "rng": rngs[0],
+        **({"rng_ranks": rngs} if several else {}),
         "train_seconds": seconds,
     }
 
 
-def _resume(saved: dict[str, Any], run: _Run, selection: Selection, model: MultiTaskModel,
-            optimizer: torch.optim.Optimizer, weighting: Weighting, loader: Any) -> None:
+def _resume(
+    saved: dict[str, Any],
+    run: _Run,
+    selection: Selection,
+    model: MultiTaskModel,
+    optimizer: torch.optim.Optimizer,
+    weighting: Weighting,
+    loader: Any,
+) -> None:
     """Put the run back in the state a checkpoint holds."""
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])

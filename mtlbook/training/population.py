@@ -64,7 +64,6 @@ _HISTORY = ["member", "seed", "epoch", "split", "task", "metric", "value"]
 _SCORES = ["member", "seed", "task", "metric", "value"]
 
 
-
 @dataclass
 class PopulationResult:
     """What :func:`fit_population` returns.
@@ -93,8 +92,9 @@ class PopulationResult:
 
     def _member(self, member: int) -> int:
         if not isinstance(member, int | np.integer) or not 0 <= member < len(self.seeds):
-            raise IndexError(f"member must be an integer in 0 .. {len(self.seeds) - 1}, "
-                             f"got {member!r}")
+            raise IndexError(
+                f"member must be an integer in 0 .. {len(self.seeds) - 1}, got {member!r}"
+            )
         return int(member)
 
     def model(self, member: int) -> MultiTaskModel:
@@ -117,8 +117,9 @@ class PopulationResult:
         rows = h[(h["member"] == member) & (h["split"] == "valid") & (h["epoch"] == epoch)]
         return rows.pivot(index="task", columns="metric", values="value")
 
-    def evaluate(self, data: MultiTaskData | Sequence[MultiTaskData], batch_size: int = 1024
-                 ) -> pd.DataFrame:
+    def evaluate(
+        self, data: MultiTaskData | Sequence[MultiTaskData], batch_size: int = 1024
+    ) -> pd.DataFrame:
         """Every member's metrics on ``data`` (e.g. the test split), at its best epoch.
 
         Args:
@@ -137,9 +138,13 @@ class PopulationResult:
             template._check_data(part)
         members = range(len(self.seeds))
         source = parts[0] if len(parts) == 1 else _MemberData(parts)
-        predictions = self._population.predict(self._population.params, source,
-                                               torch.device("cpu"), batch_size,
-                                               torch.arange(len(self.seeds)))
+        predictions = self._population.predict(
+            self._population.params,
+            source,
+            torch.device("cpu"),
+            batch_size,
+            torch.arange(len(self.seeds)),
+        )
         scored = parts[0] if len(parts) == 1 else parts
         return pd.DataFrame(_score(predictions, scored, members, self.seeds), columns=_SCORES)
 
@@ -150,22 +155,30 @@ def _data_parts(name: str, data, n_members: int) -> list[MultiTaskData]:
     if isinstance(data, MultiTaskData):
         return [data]
     if isinstance(data, str | bytes) or not isinstance(data, Sequence):
-        raise TypeError(f"{name} must be a MultiTaskData or a sequence of them (one per seed), "
-                        f"got {type(data).__name__}")
+        raise TypeError(
+            f"{name} must be a MultiTaskData or a sequence of them (one per seed), "
+            f"got {type(data).__name__}"
+        )
     parts = list(data)
     bad = [type(p).__name__ for p in parts if not isinstance(p, MultiTaskData)]
     if bad:
         raise TypeError(f"{name} must hold MultiTaskData objects, got {bad[0]}")
     if len(parts) != n_members:
-        raise ValueError(f"{name} holds {len(parts)} data sets for {n_members} seeds; give one "
-                         "per seed, or one MultiTaskData for all")
+        raise ValueError(
+            f"{name} holds {len(parts)} data sets for {n_members} seeds; give one "
+            "per seed, or one MultiTaskData for all"
+        )
     for i, part in enumerate(parts[1:], start=1):
         if part.schema != parts[0].schema:
-            raise ValueError(f"{name}[{i}] has another schema than {name}[0]: the members of a "
-                             "population share one architecture, so their data share a schema")
+            raise ValueError(
+                f"{name}[{i}] has another schema than {name}[0]: the members of a "
+                "population share one architecture, so their data share a schema"
+            )
         if len(part) != len(parts[0]):
-            raise ValueError(f"{name}[{i}] has {len(part)} rows, {name}[0] {len(parts[0])}: a "
-                             "population's per-seed data sets must have the same size")
+            raise ValueError(
+                f"{name}[{i}] has {len(part)} rows, {name}[0] {len(parts[0])}: a "
+                "population's per-seed data sets must have the same size"
+            )
     return parts
 
 
@@ -174,18 +187,25 @@ def _task_weights(task_weights, task_names: Sequence[str]) -> list[float] | None
     if task_weights is None:
         return None
     if not isinstance(task_weights, Mapping):
-        raise TypeError(f"task_weights must be a mapping task -> weight, got "
-                        f"{type(task_weights).__name__}")
+        raise TypeError(
+            f"task_weights must be a mapping task -> weight, got {type(task_weights).__name__}"
+        )
     unknown = sorted(set(task_weights) - set(task_names))
     missing = [t for t in task_names if t not in task_weights]
     if unknown or missing:
-        raise ValueError(f"task_weights must give a weight for each task {list(task_names)}; "
-                         f"unknown {unknown}, missing {missing}")
+        raise ValueError(
+            f"task_weights must give a weight for each task {list(task_names)}; "
+            f"unknown {unknown}, missing {missing}"
+        )
     values = []
     for task in task_names:
         w = task_weights[task]
-        if isinstance(w, bool) or not isinstance(w, int | float | np.floating | np.integer) \
-                or not math.isfinite(w) or w < 0:
+        if (
+            isinstance(w, bool)
+            or not isinstance(w, int | float | np.floating | np.integer)
+            or not math.isfinite(w)
+            or w < 0
+        ):
             raise ValueError(f"task_weights[{task!r}] must be a finite number ≥ 0, got {w!r}")
         values.append(float(w))
     if not any(values):
@@ -193,11 +213,14 @@ def _task_weights(task_weights, task_names: Sequence[str]) -> list[float] | None
     return values
 
 
-def _check_arguments(seeds, epochs, batch_size, lr, weight_decay, early_stopping,
-                     eval_batch_size) -> tuple[int, ...]:
+def _check_arguments(
+    seeds, epochs, batch_size, lr, weight_decay, early_stopping, eval_batch_size
+) -> tuple[int, ...]:
     if isinstance(seeds, int | np.integer):
-        raise TypeError(f"seeds must be a sequence of integers such as range({seeds}), "
-                        f"got the single integer {seeds}")
+        raise TypeError(
+            f"seeds must be a sequence of integers such as range({seeds}), "
+            f"got the single integer {seeds}"
+        )
     seeds = tuple(seeds)
     if not seeds:
         raise ValueError("seeds is empty: a population needs at least one member")
@@ -207,21 +230,29 @@ def _check_arguments(seeds, epochs, batch_size, lr, weight_decay, early_stopping
     seeds = tuple(int(s) for s in seeds)
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:
-        raise ValueError(f"seeds {repeated} appear more than once; members with the same seed "
-                         "would be identical runs")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size),
-                        ("eval_batch_size", eval_batch_size)):
+        raise ValueError(
+            f"seeds {repeated} appear more than once; members with the same seed "
+            "would be identical runs"
+        )
+    for name, value in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("eval_batch_size", eval_batch_size),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
     if not weight_decay >= 0:
         raise ValueError(f"weight_decay must be ≥ 0, got {weight_decay!r}")
-    if early_stopping is not None and (not isinstance(early_stopping, int)
-                                       or isinstance(early_stopping, bool)
-                                       or early_stopping < 1):
-        raise ValueError("early_stopping must be None or a positive integer, "
-                         f"got {early_stopping!r}")
+    if early_stopping is not None and (
+        not isinstance(early_stopping, int)
+        or isinstance(early_stopping, bool)
+        or early_stopping < 1
+    ):
+        raise ValueError(
+            f"early_stopping must be None or a positive integer, got {early_stopping!r}"
+        )
     return seeds
 
 
@@ -299,8 +330,9 @@ def fit_population(
         >>> final = result.summary["best_score"]  # 16 restarts' best validation losses
         >>> model = result.model(0)  # seed 0's model at its best epoch
     """
-    seeds = _check_arguments(seeds, epochs, batch_size, lr, weight_decay, early_stopping,
-                             eval_batch_size)
+    seeds = _check_arguments(
+        seeds, epochs, batch_size, lr, weight_decay, early_stopping, eval_batch_size
+    )
     train_parts = _data_parts("train", train, len(seeds))
     valid_parts = _data_parts("valid", valid, len(seeds))
     higher_is_better = check_monitor(monitor, valid_parts[0])
@@ -313,15 +345,24 @@ def fit_population(
     weights = _task_weights(task_weights, template.task_names)
     dev = resolve_device(device)
     params, _ = stack_module_state(members)
-    population = _Population(template, {f"model.{n}": p for n, p in params.items()},
-                             None if weights is None else torch.tensor(weights))
+    population = _Population(
+        template,
+        {f"model.{n}": p for n, p in params.items()},
+        None if weights is None else torch.tensor(weights),
+    )
     _probe(population, members, train_parts[0], seeds)
     del members, params
 
     start = time.perf_counter()
     template.to(dev).train()
-    optimizer = _Adam({n: p.detach().to(dev).requires_grad_(p.requires_grad)
-                       for n, p in population.params.items()}, lr, weight_decay)
+    optimizer = _Adam(
+        {
+            n: p.detach().to(dev).requires_grad_(p.requires_grad)
+            for n, p in population.params.items()
+        },
+        lr,
+        weight_decay,
+    )
     if weights is not None:
         assert population._losses.weights is not None  # built from weights above
         population._losses.weights = population._losses.weights.to(dev)
@@ -329,16 +370,22 @@ def fit_population(
     batches = _Batches(train_parts, seeds, batch_size, dev)
     valid_source = valid_parts[0] if len(valid_parts) == 1 else _MemberData(valid_parts)
     valid_scored = valid_parts[0] if len(valid_parts) == 1 else valid_parts
-    records = _Records(seeds, template.task_names, weights, monitor, higher_is_better,
-                       early_stopping)
+    records = _Records(
+        seeds, template.task_names, weights, monitor, higher_is_better, early_stopping
+    )
     active = torch.arange(len(seeds))  # members still training, in the stacked order
-    bar = tqdm(range(1, epochs + 1), desc=f"{type(template).__name__} × {len(seeds)}",
-               disable=not progress, leave=False)
+    bar = tqdm(
+        range(1, epochs + 1),
+        desc=f"{type(template).__name__} × {len(seeds)}",
+        disable=not progress,
+        leave=False,
+    )
     for epoch in bar:
         sums, totals = batches.train_epoch(population, optimizer, active, epoch, seeds)
         template._clear_gates()
-        predictions = population.predict(optimizer.params, valid_source, dev, eval_batch_size,
-                                         active)
+        predictions = population.predict(
+            optimizer.params, valid_source, dev, eval_batch_size, active
+        )
         scores = _score(predictions, valid_scored, active.tolist(), seeds)
         improved = records.epoch(epoch, active.tolist(), sums, totals, scores)
         if improved:
@@ -357,9 +404,15 @@ def fit_population(
 
     population.params = {name: p.cpu() for name, p in best.items()}
     template.cpu().eval()
-    return PopulationResult(seeds=seeds, history=records.history(), summary=records.summary(),
-                            monitor=monitor, train_seconds=time.perf_counter() - start,
-                            _make_model=make_model, _population=population)
+    return PopulationResult(
+        seeds=seeds,
+        history=records.history(),
+        summary=records.summary(),
+        monitor=monitor,
+        train_seconds=time.perf_counter() - start,
+        _make_model=make_model,
+        _population=population,
+    )
 
 
 class _Records:
@@ -367,18 +420,31 @@ class _Records:
     :class:`~mtlbook.training.selection.Selection` each, as :func:`mtlbook.fit` keeps one) and
     the epochs it ran."""
 
-    def __init__(self, seeds: Sequence[int], task_names: Sequence[str],
-                 weights: Sequence[float] | None, monitor: str, higher_is_better: bool,
-                 early_stopping: int | None) -> None:
+    def __init__(
+        self,
+        seeds: Sequence[int],
+        task_names: Sequence[str],
+        weights: Sequence[float] | None,
+        monitor: str,
+        higher_is_better: bool,
+        early_stopping: int | None,
+    ) -> None:
         self.seeds, self.task_names = list(seeds), tuple(task_names)
-        self.weights = dict(zip(task_names, [1.0] * len(task_names) if weights is None
-                                else weights, strict=True))
+        self.weights = dict(
+            zip(task_names, [1.0] * len(task_names) if weights is None else weights, strict=True)
+        )
         self.selections = [Selection(monitor, higher_is_better, early_stopping) for _ in seeds]
         self.epochs_run = [0] * len(seeds)
         self.rows: list[tuple] = []
 
-    def epoch(self, epoch: int, members: Sequence[int], sums: Sequence[Sequence[float]],
-              totals: Sequence[float], scores: Sequence[tuple]) -> list[int]:
+    def epoch(
+        self,
+        epoch: int,
+        members: Sequence[int],
+        sums: Sequence[Sequence[float]],
+        totals: Sequence[float],
+        scores: Sequence[tuple],
+    ) -> list[int]:
         """Record the epoch of the ``members`` still training (their mean task losses, total
         losses and validation ``(member, seed, task, metric, value)`` scores); the positions
         (in ``members``) of those whose epoch is their best so far."""
@@ -387,8 +453,13 @@ class _Records:
             by_member[member].append((task, metric, value))
         improved = []
         for pos, i in enumerate(members):
-            rows = epoch_rows(epoch, dict(zip(self.task_names, sums[pos], strict=True)),
-                              totals[pos], self.weights, by_member[i])
+            rows = epoch_rows(
+                epoch,
+                dict(zip(self.task_names, sums[pos], strict=True)),
+                totals[pos],
+                self.weights,
+                by_member[i],
+            )
             self.rows += [(i, self.seeds[i], *row) for row in rows]
             self.epochs_run[i] = epoch
             if self.selections[i].update(epoch, rows):
@@ -407,9 +478,12 @@ class _Records:
         for s in self.selections:
             assert s.best_score is not None  # every member trains at least one epoch
             best_scores.append(float(s.best_score))
-        return pd.DataFrame({"member": range(len(self.seeds)), "seed": self.seeds,
-                             "best_epoch": [s.best_epoch for s in self.selections],
-                             "best_score": best_scores,
-                             "epochs_run": self.epochs_run})
-
-
+        return pd.DataFrame(
+            {
+                "member": range(len(self.seeds)),
+                "seed": self.seeds,
+                "best_epoch": [s.best_epoch for s in self.selections],
+                "best_score": best_scores,
+                "epochs_run": self.epochs_run,
+            }
+        )

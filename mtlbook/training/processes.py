@@ -87,9 +87,10 @@ __all__ = ["Processes"]
 # The buffers of mtlbook's models are constants: DistributedDataParallel need not broadcast
 # them before every forward pass (the argument was renamed in recent torch versions).
 _NO_BUFFER_SYNC: dict[str, Any] = (
-    {"forward_sync_buffers": False} if "forward_sync_buffers"
-    in inspect.signature(DistributedDataParallel.__init__).parameters
-    else {"broadcast_buffers": False})
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 class Processes:
@@ -123,8 +124,14 @@ class Processes:
             return train.loader(batch_size, shuffle=True, seed=seed, shard=shard)
         return BatchLoader(train, batch_size, shuffle=True, seed=seed, shard=shard)
 
-    def start(self, train: Any, valid: MultiTaskData, fingerprint: dict[str, str],
-              weighting: Weighting, **run: Any) -> None:
+    def start(
+        self,
+        train: Any,
+        valid: MultiTaskData,
+        fingerprint: dict[str, str],
+        weighting: Weighting,
+        **run: Any,
+    ) -> None:
         """Refuse processes given different runs; start the weighting's state as rank 0's."""
         if not self.active:
             return
@@ -135,14 +142,18 @@ class Processes:
         if not self.main:
             weighting.load_state_dict(state)
 
-    def wrap(self, model: MultiTaskModel, weighting: Weighting
-             ) -> tuple[nn.Module, Any, DistributedDataParallel | None]:
+    def wrap(
+        self, model: MultiTaskModel, weighting: Weighting
+    ) -> tuple[nn.Module, Any, DistributedDataParallel | None]:
         """``(forward, stepped, ddp)``: the module the training steps call, the model as the
         weighting's ``after_step`` sees it, and the DDP wrapper (``None`` on one process)."""
         if not self.active:
             return model, model, None
-        ddp = DistributedDataParallel(model, device_ids=[self.device.index]
-                                      if self.device.type == "cuda" else None, **_NO_BUFFER_SYNC)
+        ddp = DistributedDataParallel(
+            model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            **_NO_BUFFER_SYNC,
+        )
         # DistributedDataParallel averages the gradients of one backward pass; strategies that
         # differentiate the losses one by one ("manual") average theirs themselves.
         forward = ddp if weighting.distributed == "ddp" else model
@@ -153,16 +164,21 @@ class Processes:
         return _dist._training_scope() if self.active else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ every step and epoch
-    def global_losses(self, losses: dict[str, torch.Tensor], batch: Batch,
-                      extra: torch.Tensor | None, reduction: str
-                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    def global_losses(
+        self,
+        losses: dict[str, torch.Tensor],
+        batch: Batch,
+        extra: torch.Tensor | None,
+        reduction: str,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """The losses of the global batch (:func:`mtlbook.training.distributed.global_losses`)."""
         if not self.active:
             return losses, extra
         return _dist.global_losses(losses, batch, extra, reduction)
 
-    def evaluate(self, model: MultiTaskModel, valid: MultiTaskData, batch_size: int
-                 ) -> pd.DataFrame:
+    def evaluate(
+        self, model: MultiTaskModel, valid: MultiTaskData, batch_size: int
+    ) -> pd.DataFrame:
         """Validation metrics of the whole set (each process scores its shard, rank 0 all)."""
         if self.active:
             return _dist.evaluate(model, valid, batch_size=batch_size)
@@ -180,8 +196,10 @@ class Processes:
     def rng_state(self) -> dict[str, Any]:
         """This process's random state (torch's CPU generator, and the CUDA one on CUDA)."""
         cuda = self.device.type == "cuda"
-        return {"cpu": torch.random.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if cuda else None}
+        return {
+            "cpu": torch.random.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
+        }
 
     def restore_rng(self, saved: dict[str, Any], seed: int) -> None:
         """Set the random state a checkpoint saved for this process. A checkpoint written by
@@ -193,7 +211,7 @@ class Processes:
         elif self.rank == 0:
             state = saved["rng"]
         else:
-            torch.manual_seed(hash((seed, self.rank, int(saved["epoch"]))) % 2 ** 63)
+            torch.manual_seed(hash((seed, self.rank, int(saved["epoch"]))) % 2**63)
             return
         torch.random.set_rng_state(state["cpu"].cpu())
         if self.device.type == "cuda" and state["cuda"] is not None:
@@ -216,8 +234,9 @@ class Processes:
                     raise
                 failure = err
         if self.active:
-            message = self.broadcast(None if failure is None
-                                     else f"{type(failure).__name__}: {failure}")
+            message = self.broadcast(
+                None if failure is None else f"{type(failure).__name__}: {failure}"
+            )
             if failure is not None:
                 raise failure
             if message is not None:
@@ -245,13 +264,14 @@ class _GlobalLossView:
 def _use_distributed(distributed: bool | None, weighting: Weighting) -> bool:
     """Whether ``fit`` trains on the processes of the initialised process group."""
     if distributed is not None and not isinstance(distributed, bool):
-        raise TypeError(f"distributed must be None (automatic), True or False, "
-                        f"got {distributed!r}")
+        raise TypeError(f"distributed must be None (automatic), True or False, got {distributed!r}")
     active = _dist.is_distributed()
     if distributed and not active:
-        raise ValueError("distributed=True needs an initialised process group: start the "
-                         "script with torchrun and call mtlbook.training.distributed.init() "
-                         "first")
+        raise ValueError(
+            "distributed=True needs an initialised process group: start the "
+            "script with torchrun and call mtlbook.training.distributed.init() "
+            "first"
+        )
     if not (active if distributed is None else distributed):
         return False
     mode = getattr(weighting, "distributed", "ddp")
@@ -269,29 +289,43 @@ def _use_distributed(distributed: bool | None, weighting: Weighting) -> bool:
     return True
 
 
-def _check_same_run(train: MultiTaskData, valid: MultiTaskData, fingerprint: dict[str, str],
-                    **extra: Any) -> None:
+def _check_same_run(
+    train: MultiTaskData, valid: MultiTaskData, fingerprint: dict[str, str], **extra: Any
+) -> None:
     """Refuse to train when the processes were not given the same run: the same model,
     arguments, data (a checksum of every array) and, when resuming, the same checkpoint."""
-    mine = {**fingerprint, **{k: str(v) for k, v in extra.items()},
-            "train data": _checksum(train), "valid data": _checksum(valid)}
+    mine = {
+        **fingerprint,
+        **{k: str(v) for k, v in extra.items()},
+        "train data": _checksum(train),
+        "valid data": _checksum(valid),
+    }
     everyone: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, mine)
-    differ = [f"{key}: rank 0 has {everyone[0].get(key)!r:.80}, rank {r} {theirs.get(key)!r:.80}"
-              for r, theirs in enumerate(everyone[1:], start=1)
-              for key in sorted(set(mine) | set(theirs)) if theirs.get(key) != everyone[0].get(key)]
+    differ = [
+        f"{key}: rank 0 has {everyone[0].get(key)!r:.80}, rank {r} {theirs.get(key)!r:.80}"
+        for r, theirs in enumerate(everyone[1:], start=1)
+        for key in sorted(set(mine) | set(theirs))
+        if theirs.get(key) != everyone[0].get(key)
+    ]
     if differ:
-        raise ValueError("the processes of a distributed fit must train the same run (the same "
-                         "model, arguments and data on every process), but they differ:\n  "
-                         + "\n  ".join(differ[:10]))
+        raise ValueError(
+            "the processes of a distributed fit must train the same run (the same "
+            "model, arguments and data on every process), but they differ:\n  "
+            + "\n  ".join(differ[:10])
+        )
 
 
 def _checksum(data: MultiTaskData) -> str:
     """A digest of every array of ``data`` (features, labels, masks, groups)."""
     digest = hashlib.blake2b(digest_size=16)
-    arrays = [data.dense, data.categorical, data.groups,
-              *(data.labels[k] for k in sorted(data.labels)),
-              *(data.masks[k] for k in sorted(data.masks))]
+    arrays = [
+        data.dense,
+        data.categorical,
+        data.groups,
+        *(data.labels[k] for k in sorted(data.labels)),
+        *(data.masks[k] for k in sorted(data.masks)),
+    ]
     for array in arrays:
         digest.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
@@ -316,7 +350,9 @@ def _distributed_device(dev: torch.device) -> torch.device:
             dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev)
     elif "nccl" in backend:
-        raise ValueError(f"the process group uses {backend}, which needs the model on a GPU, "
-                         f"but device={dev.type!r}; pass device='cuda' (or 'auto'), or "
-                         "initialise the group with the gloo backend to train on the CPU")
+        raise ValueError(
+            f"the process group uses {backend}, which needs the model on a GPU, "
+            f"but device={dev.type!r}; pass device='cuda' (or 'auto'), or "
+            "initialise the group with the gloo backend to train on the CPU"
+        )
     return dev

@@ -37,20 +37,29 @@ def check_monitor(monitor: str, data: MultiTaskData) -> bool:
         return False
     parts = monitor.split(":")
     if len(parts) != 2 or parts[0] not in data.task_names:
-        raise ValueError(f"monitor must be 'loss' or 'TASK:METRIC' with TASK in "
-                         f"{list(data.task_names)}, got {monitor!r}")
+        raise ValueError(
+            f"monitor must be 'loss' or 'TASK:METRIC' with TASK in "
+            f"{list(data.task_names)}, got {monitor!r}"
+        )
     kind = data.schema.task(parts[0]).kind
-    allowed = {"binary": ("auc", "gauc", "logloss", "loss"),
-               "regression": ("mse", "mae", "loss")}[kind]
+    allowed = {"binary": ("auc", "gauc", "logloss", "loss"), "regression": ("mse", "mae", "loss")}[
+        kind
+    ]
     if parts[1] not in allowed:
-        raise ValueError(f"metric {parts[1]!r} is not computed for {kind} task {parts[0]!r}; "
-                         f"choose one of {allowed}")
+        raise ValueError(
+            f"metric {parts[1]!r} is not computed for {kind} task {parts[0]!r}; "
+            f"choose one of {allowed}"
+        )
     return parts[1] not in LOWER_IS_BETTER
 
 
-def epoch_rows(epoch: int, train_losses: Mapping[str, float], train_total: float,
-               weights: Mapping[str, float], valid_metrics: Iterable[tuple[str, str, float]]
-               ) -> list[tuple[Any, ...]]:
+def epoch_rows(
+    epoch: int,
+    train_losses: Mapping[str, float],
+    train_total: float,
+    weights: Mapping[str, float],
+    valid_metrics: Iterable[tuple[str, str, float]],
+) -> list[tuple[Any, ...]]:
     """The history rows ``(epoch, split, task, metric, value)`` of one epoch.
 
     Split ``train``: each task's mean training loss, the combined loss (task ``all``) and each
@@ -86,8 +95,9 @@ class Selection:
         (2, 0.7, True)
     """
 
-    def __init__(self, monitor: str, higher_is_better: bool,
-                 early_stopping: int | None = None) -> None:
+    def __init__(
+        self, monitor: str, higher_is_better: bool, early_stopping: int | None = None
+    ) -> None:
         self.monitor = monitor
         self.higher_is_better = higher_is_better
         self.early_stopping = early_stopping
@@ -101,14 +111,17 @@ class Selection:
         for _, split, task, metric, value in rows:
             if split == "valid" and task == self.task and metric == self.metric:
                 return float(value)
-        raise ValueError(f"monitor {self.monitor!r} was not computed on the validation split "
-                         "(is the task defined on any validation sample?)")
+        raise ValueError(
+            f"monitor {self.monitor!r} was not computed on the validation split "
+            "(is the task defined on any validation sample?)"
+        )
 
     def update(self, epoch: int, rows: Iterable[tuple[Any, ...]]) -> bool:
         """Take the epoch's rows into account; whether the epoch is the best so far."""
         score = self.score(rows)
-        improved = self.best_score is None or (score > self.best_score if self.higher_is_better
-                                               else score < self.best_score)
+        improved = self.best_score is None or (
+            score > self.best_score if self.higher_is_better else score < self.best_score
+        )
         if improved:
             self.best_score, self.best_epoch, self.stale = score, epoch, 0
         else:

@@ -18,6 +18,12 @@ from .uncertainty import UncertaintyWeighting
 # ``__all__`` lists the base class and the strategies (the tests iterate over it);
 # ``standard_strategies`` (name → factory of every strategy) is importable by name.
 __all__ = ["EqualWeight", "Weighting"]
-__all__ += ["DWA", "FAMO", "RLW", "FixedWeights", "ScheduledWeights",  # loss-based
-            "UncertaintyWeighting"]
+__all__ += [
+    "DWA",
+    "FAMO",
+    "RLW",
+    "FixedWeights",
+    "ScheduledWeights",  # loss-based
+    "UncertaintyWeighting",
+]
 __all__ += ["IMTL", "MGDA", "CAGrad", "GradNorm", "PCGrad"]  # gradient-based

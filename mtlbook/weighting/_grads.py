@@ -18,12 +18,21 @@ from torch import nn
 
 from ..training import distributed
 
-__all__ = ["average_gradients", "backward_split", "global_gram", "global_task_gradients",
-           "present_tasks", "shared_and_specific", "task_gradients", "write_gradient"]
+__all__ = [
+    "average_gradients",
+    "backward_split",
+    "global_gram",
+    "global_task_gradients",
+    "present_tasks",
+    "shared_and_specific",
+    "task_gradients",
+    "write_gradient",
+]
 
 
-def shared_and_specific(model: nn.Module, strategy: str
-                        ) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+def shared_and_specific(
+    model: nn.Module, strategy: str
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """The model's trainable shared and task-specific parameters.
 
     Raises:
@@ -45,8 +54,9 @@ def shared_and_specific(model: nn.Module, strategy: str
     return shared, specific
 
 
-def task_gradients(losses: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor],
-                   allow_unused: bool = True) -> torch.Tensor:
+def task_gradients(
+    losses: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor], allow_unused: bool = True
+) -> torch.Tensor:
     """``[T, P]``: row ``i`` is ``∂ losses[i] / ∂ inputs``, flattened and concatenated.
 
     ``inputs`` are parameters or intermediate tensors (a shared representation). The graph
@@ -56,12 +66,15 @@ def task_gradients(losses: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor
     """
     rows = []
     for loss in losses:
-        grads = torch.autograd.grad(loss, inputs, retain_graph=True,
-                                    allow_unused=allow_unused)
-        rows.append(torch.cat([
-            (torch.zeros_like(x) if g is None else g).reshape(-1)
-            for g, x in zip(grads, inputs, strict=True)
-        ]))  # [P]
+        grads = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=allow_unused)
+        rows.append(
+            torch.cat(
+                [
+                    (torch.zeros_like(x) if g is None else g).reshape(-1)
+                    for g, x in zip(grads, inputs, strict=True)
+                ]
+            )
+        )  # [P]
     return torch.stack(rows)  # [T, P]
 
 
@@ -78,8 +91,9 @@ def present_tasks(gram: torch.Tensor) -> torch.Tensor:
     return gram.diagonal() > 0
 
 
-def global_task_gradients(losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
-                          ) -> torch.Tensor:
+def global_task_gradients(
+    losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """:func:`task_gradients` with respect to parameters, of the global batch.
 
     In one process it is :func:`task_gradients`. When :func:`mtlbook.fit` trains on several
@@ -104,7 +118,7 @@ def global_gram(grads: torch.Tensor) -> torch.Tensor:
     """
     gram = grads @ grads.T
     sync = distributed.training()
-    return gram if sync is None else sync.sum(gram) / sync.world ** 2
+    return gram if sync is None else sync.sum(gram) / sync.world**2
 
 
 def average_gradients(params: Sequence[nn.Parameter]) -> None:
@@ -120,17 +134,22 @@ def write_gradient(params: Sequence[nn.Parameter], flat: torch.Tensor) -> None:
     offset = 0
     for p in params:
         n = p.numel()
-        g = flat[offset:offset + n].view_as(p).to(p.dtype)
+        g = flat[offset : offset + n].view_as(p).to(p.dtype)
         p.grad = g.clone() if p.grad is None else p.grad + g
         offset += n
     if offset != flat.numel():
         raise ValueError(f"the gradient has {flat.numel()} entries, the parameters {offset}")
 
 
-def backward_split(losses: torch.Tensor, shared: Sequence[nn.Parameter],
-                   specific: Sequence[nn.Parameter], extra: torch.Tensor | None, *,
-                   shared_grad: torch.Tensor | None = None,
-                   shared_weights: torch.Tensor | None = None) -> torch.Tensor:
+def backward_split(
+    losses: torch.Tensor,
+    shared: Sequence[nn.Parameter],
+    specific: Sequence[nn.Parameter],
+    extra: torch.Tensor | None,
+    *,
+    shared_grad: torch.Tensor | None = None,
+    shared_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Leave the step's gradients in ``.grad`` and return ``Σ_i L_i + extra`` (detached).
 
     In a distributed :func:`mtlbook.fit` (``distributed = "manual"`` strategies) the gradients

@@ -17,18 +17,21 @@ def check_number(argument: str, value: float, *, positive: bool = False) -> floa
         raise TypeError(f"{argument} must be a number, got {value!r}")
     value = float(value)
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{argument} must be finite and {'> 0' if positive else '>= 0'}, "
-                         f"got {value}")
+        raise ValueError(
+            f"{argument} must be finite and {'> 0' if positive else '>= 0'}, got {value}"
+        )
     return value
 
 
-def check_task_values(argument: str, values: Mapping[str, float], *,
-                      positive: bool = False) -> dict[str, float]:
+def check_task_values(
+    argument: str, values: Mapping[str, float], *, positive: bool = False
+) -> dict[str, float]:
     """Validate a ``{task name: number}`` argument with :func:`check_number`. Task names are
     checked against the model in :func:`in_task_order`, once the model is known."""
     if not isinstance(values, Mapping) or not values:
-        raise TypeError(f"{argument} must be a non-empty mapping {{task name: number}}, "
-                        f"got {values!r}")
+        raise TypeError(
+            f"{argument} must be a non-empty mapping {{task name: number}}, got {values!r}"
+        )
     checked = {}
     for task, value in values.items():
         if not isinstance(task, str):
@@ -37,25 +40,29 @@ def check_task_values(argument: str, values: Mapping[str, float], *,
     return checked
 
 
-def in_task_order(argument: str, values: Mapping[str, float],
-                  task_names: Sequence[str]) -> list[float]:
+def in_task_order(
+    argument: str, values: Mapping[str, float], task_names: Sequence[str]
+) -> list[float]:
     """The values of ``values`` in the model's task order; every task must be named, and
     only the model's tasks."""
     missing = [t for t in task_names if t not in values]
     unknown = [t for t in values if t not in task_names]
     if missing or unknown:
         problems = ([f"gives no value for task(s) {missing}"] if missing else []) + (
-            [f"names task(s) {unknown} that the model does not have"] if unknown else [])
-        raise ValueError(f"{argument} {' and '.join(problems)}; the model's tasks are "
-                         f"{list(task_names)}")
+            [f"names task(s) {unknown} that the model does not have"] if unknown else []
+        )
+        raise ValueError(
+            f"{argument} {' and '.join(problems)}; the model's tasks are {list(task_names)}"
+        )
     return [values[t] for t in task_names]
 
 
 def stack_losses(losses: Mapping[str, torch.Tensor], task_names: Sequence[str]) -> torch.Tensor:
     """The per-task losses as one ``[n_tasks]`` tensor in the model's task order."""
     if len(losses) != len(task_names) or any(t not in losses for t in task_names):
-        raise ValueError(f"expected one loss for each task {list(task_names)}, got losses for "
-                         f"{list(losses)}")
+        raise ValueError(
+            f"expected one loss for each task {list(task_names)}, got losses for {list(losses)}"
+        )
     return torch.stack([losses[t] for t in task_names])  # [n_tasks]
 
 

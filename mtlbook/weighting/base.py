@@ -91,8 +91,10 @@ class Weighting(ABC):
             {'class': 'mtlbook.weighting.dwa.DWA', 'temperature': 3.0}
         """
         cls = type(self)
-        return {"class": f"{cls.__module__}.{cls.__qualname__}",
-                **self.__dict__.get("_init_arguments", {})}
+        return {
+            "class": f"{cls.__module__}.{cls.__qualname__}",
+            **self.__dict__.get("_init_arguments", {}),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the strategy changes while training, as plain tensors, numbers and
@@ -118,8 +120,10 @@ class Weighting(ABC):
         return {
             "class": f"{cls.__module__}.{cls.__qualname__}",
             "parameters": [p.detach().clone() for p in self.parameters()],
-            "attributes": {name: _export(getattr(self, name), f"{cls.__name__}.{name}")
-                           for name in self.state_attributes},
+            "attributes": {
+                name: _export(getattr(self, name), f"{cls.__name__}.{name}")
+                for name in self.state_attributes
+            },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -136,19 +140,24 @@ class Weighting(ABC):
         self._require_setup("load_state_dict")
         cls = type(self)
         name = f"{cls.__module__}.{cls.__qualname__}"
-        if not isinstance(state, Mapping) or not {"class", "parameters",
-                                                  "attributes"} <= set(state):
-            raise ValueError(f"{cls.__name__}.load_state_dict expects a dict from "
-                             "state_dict() with keys 'class', 'parameters' and 'attributes', "
-                             f"got {state!r:.200}")
+        if not isinstance(state, Mapping) or not {"class", "parameters", "attributes"} <= set(
+            state
+        ):
+            raise ValueError(
+                f"{cls.__name__}.load_state_dict expects a dict from "
+                "state_dict() with keys 'class', 'parameters' and 'attributes', "
+                f"got {state!r:.200}"
+            )
         if state["class"] != name:
             raise ValueError(f"the state is of {state['class']}, not of {name}")
         params, saved = self.parameters(), list(state["parameters"])
         shapes = [tuple(p.shape) for p in params]
         saved_shapes = [tuple(t.shape) for t in saved]
         if shapes != saved_shapes:
-            raise ValueError(f"{cls.__name__}: the state has parameters of shapes "
-                             f"{saved_shapes}, the strategy {shapes} (set up for other tasks?)")
+            raise ValueError(
+                f"{cls.__name__}: the state has parameters of shapes "
+                f"{saved_shapes}, the strategy {shapes} (set up for other tasks?)"
+            )
         missing = [a for a in self.state_attributes if a not in state["attributes"]]
         if missing:
             raise ValueError(f"{cls.__name__}: the state lacks attribute(s) {missing}")
@@ -156,22 +165,34 @@ class Weighting(ABC):
             for p, value in zip(params, saved, strict=True):
                 p.copy_(value)
         for attribute in self.state_attributes:
-            setattr(self, attribute, _restore(getattr(self, attribute, None),
-                                              state["attributes"][attribute],
-                                              f"{cls.__name__}.{attribute}"))
+            setattr(
+                self,
+                attribute,
+                _restore(
+                    getattr(self, attribute, None),
+                    state["attributes"][attribute],
+                    f"{cls.__name__}.{attribute}",
+                ),
+            )
 
     def _require_setup(self, method: str) -> None:
         if not hasattr(self, "task_names"):
-            raise RuntimeError(f"{type(self).__name__}.{method} needs the strategy set up: call "
-                               "setup(task_names, model) first (mtlbook.fit does)")
+            raise RuntimeError(
+                f"{type(self).__name__}.{method} needs the strategy set up: call "
+                "setup(task_names, model) first (mtlbook.fit does)"
+            )
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         """Called once before training with the task names and the model."""
         self.task_names = tuple(task_names)
 
     @abstractmethod
-    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module,
-                 extra: torch.Tensor | None = None) -> torch.Tensor:
+    def backward(
+        self,
+        losses: Mapping[str, torch.Tensor],
+        model: nn.Module,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Back-propagate the combined loss; ``extra`` (a regulariser) is added unweighted.
 
         Returns the combined scalar loss (detached use only: for logging).
@@ -211,17 +232,20 @@ def _export(value: Any, where: str) -> Any:
         return {k: _export(v, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(value, _PLAIN):
         return value
-    raise TypeError(f"{where} is a {type(value).__name__}, which a weighting state cannot "
-                    "hold (tensors, generators, optimisers, numbers, strings, None and "
-                    "lists, tuples or dicts of these)")
+    raise TypeError(
+        f"{where} is a {type(value).__name__}, which a weighting state cannot "
+        "hold (tensors, generators, optimisers, numbers, strings, None and "
+        "lists, tuples or dicts of these)"
+    )
 
 
 def _restore(current: Any, saved: Any, where: str) -> Any:
     """The value to set for an attribute that is ``current`` now and was ``saved``."""
     if isinstance(current, torch.Generator):
         if not isinstance(saved, torch.Tensor):
-            raise ValueError(f"{where}: expected a generator state (a tensor), got "
-                             f"{type(saved).__name__}")
+            raise ValueError(
+                f"{where}: expected a generator state (a tensor), got {type(saved).__name__}"
+            )
         current.set_state(saved.cpu())
         return current
     if isinstance(current, torch.optim.Optimizer):
@@ -231,18 +255,25 @@ def _restore(current: Any, saved: Any, where: str) -> Any:
         if isinstance(current, torch.Tensor) and current.requires_grad:
             # A learnable tensor that an optimiser holds: keep the object, copy the values.
             if current.shape != saved.shape:
-                raise ValueError(f"{where}: the state has shape {tuple(saved.shape)}, the "
-                                 f"strategy {tuple(current.shape)}")
+                raise ValueError(
+                    f"{where}: the state has shape {tuple(saved.shape)}, the "
+                    f"strategy {tuple(current.shape)}"
+                )
             with torch.no_grad():
                 current.copy_(saved)
             return current
         device = current.device if isinstance(current, torch.Tensor) else saved.device
         return saved.detach().to(device, copy=True)
     if isinstance(saved, list | tuple):
-        items = (current if isinstance(current, list | tuple) and len(current) == len(saved)
-                 else [None] * len(saved))
-        return type(saved)(_restore(c, s, f"{where}[{i}]")
-                           for i, (c, s) in enumerate(zip(items, saved, strict=True)))
+        items = (
+            current
+            if isinstance(current, list | tuple) and len(current) == len(saved)
+            else [None] * len(saved)
+        )
+        return type(saved)(
+            _restore(c, s, f"{where}[{i}]")
+            for i, (c, s) in enumerate(zip(items, saved, strict=True))
+        )
     if isinstance(saved, dict):
         held = current if isinstance(current, dict) else {}
         return {k: _restore(held.get(k), v, f"{where}[{k!r}]") for k, v in saved.items()}

@@ -53,9 +53,14 @@ def _dual_weights(gram: np.ndarray, c: float) -> np.ndarray:
     def jacobian(w: np.ndarray) -> np.ndarray:
         return ab + sqrt_phi * (a @ w) / np.sqrt(w @ a @ w + 1e-8)
 
-    result = minimize(objective, b.copy(), jac=jacobian, method="SLSQP",
-                      bounds=[(0.0, 1.0)] * n,
-                      constraints=({"type": "eq", "fun": lambda w: 1.0 - w.sum()},))
+    result = minimize(
+        objective,
+        b.copy(),
+        jac=jacobian,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * n,
+        constraints=({"type": "eq", "fun": lambda w: 1.0 - w.sum()},),
+    )
     w = np.clip(result.x, 0.0, None)
     return w / w.sum()
 
@@ -125,8 +130,12 @@ class CAGrad(Weighting):
         self._shared, self._specific = shared_and_specific(model, "CAGrad")
         self._coef = torch.ones(len(self.task_names))
 
-    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module,
-                 extra: torch.Tensor | None = None) -> torch.Tensor:
+    def backward(
+        self,
+        losses: Mapping[str, torch.Tensor],
+        model: nn.Module,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         values = torch.stack(list(losses.values()))  # [T]
         grads = global_task_gradients(list(values), self._shared)  # [T, P]
         present = present_tasks(grads @ grads.T)  # [T]; the others sit the step out
@@ -136,8 +145,9 @@ class CAGrad(Weighting):
         if n:
             direction, coef = cagrad_direction(grads[present], self.c)  # [P], [n]
             self._coef[present] = (n * coef).detach()
-        return backward_split(values, self._shared, self._specific, extra,
-                              shared_grad=n * direction)
+        return backward_split(
+            values, self._shared, self._specific, extra, shared_grad=n * direction
+        )
 
     @property
     def weights(self) -> dict[str, float]:

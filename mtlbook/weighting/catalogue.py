@@ -47,15 +47,17 @@ def standard_strategies(
     if schedule is not None:
         options = dict(schedule)
         strategies["scheduled"] = lambda: ScheduledWeights(**options)
-    strategies.update({
-        "uncertainty": UncertaintyWeighting,
-        "dwa": DWA,
-        "rlw": lambda: RLW(seed=seed),
-        "famo": FAMO,
-        "gradnorm": GradNorm,
-        "pcgrad": lambda: PCGrad(seed=seed),
-        "mgda": MGDA,
-        "cagrad": CAGrad,
-        "imtl": IMTL,
-    })
+    strategies.update(
+        {
+            "uncertainty": UncertaintyWeighting,
+            "dwa": DWA,
+            "rlw": lambda: RLW(seed=seed),
+            "famo": FAMO,
+            "gradnorm": GradNorm,
+            "pcgrad": lambda: PCGrad(seed=seed),
+            "mgda": MGDA,
+            "cagrad": CAGrad,
+            "imtl": IMTL,
+        }
+    )
     return strategies

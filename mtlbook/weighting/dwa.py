@@ -58,7 +58,8 @@ class DWA(Weighting):
                 raise ValueError(
                     f"DWA divides epoch losses, so they must be positive and finite; task "
                     f"{name!r} had a mean training loss of {value} in epoch {epoch} (a masked "
-                    "task without any labelled sample?)")
+                    "task without any labelled sample?)"
+                )
             row.append(value)
         self._epoch_losses.append(row)
 
@@ -67,16 +68,19 @@ class DWA(Weighting):
         with the recorded losses of epochs ``epoch − 1`` and ``epoch − 2``."""
         n_known = len(self._epoch_losses)
         if not isinstance(epoch, int) or not 1 <= epoch <= n_known + 1:
-            raise ValueError(f"epoch must be an integer from 1 to {n_known + 1} (the losses of "
-                             f"{n_known} epoch(s) are known), got {epoch!r}")
+            raise ValueError(
+                f"epoch must be an integer from 1 to {n_known + 1} (the losses of "
+                f"{n_known} epoch(s) are known), got {epoch!r}"
+            )
         return dict(zip(self.task_names, self._weights_tensor(epoch).tolist(), strict=True))
 
     def _weights_tensor(self, epoch: int) -> torch.Tensor:
         k = len(self.task_names)
         if epoch <= 2:
             return torch.ones(k, dtype=torch.float64)
-        last, before = (torch.tensor(self._epoch_losses[epoch - i], dtype=torch.float64)
-                        for i in (2, 3))  # L(t−1), L(t−2), [n_tasks] each
+        last, before = (
+            torch.tensor(self._epoch_losses[epoch - i], dtype=torch.float64) for i in (2, 3)
+        )  # L(t−1), L(t−2), [n_tasks] each
         ratio = last / before  # r_k(t−1)
         return k * torch.softmax(ratio / self.temperature, dim=0)  # [n_tasks]
 

@@ -79,27 +79,40 @@ class FAMO(Weighting):
     #: The logits ξ, their optimiser, a pending weight step and the latest multipliers.
     state_attributes = ("logits", "_optimizer", "_previous", "_multipliers")
 
-    def __init__(self, lr: float = 0.025, weight_decay: float = 1e-3,
-                 min_losses: Mapping[str, float] | None = None, eps: float = 1e-8,
-                 max_grad_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        lr: float = 0.025,
+        weight_decay: float = 1e-3,
+        min_losses: Mapping[str, float] | None = None,
+        eps: float = 1e-8,
+        max_grad_norm: float | None = None,
+    ) -> None:
         self.lr = check_number("lr", lr, positive=True)
         self.weight_decay = check_number("weight_decay", weight_decay)
         self.eps = check_number("eps", eps, positive=True)
-        self.max_grad_norm = (None if max_grad_norm is None
-                              else check_number("max_grad_norm", max_grad_norm, positive=True))
-        self._min_given = (None if min_losses is None
-                           else check_task_values("min_losses", min_losses))
+        self.max_grad_norm = (
+            None
+            if max_grad_norm is None
+            else check_number("max_grad_norm", max_grad_norm, positive=True)
+        )
+        self._min_given = (
+            None if min_losses is None else check_task_values("min_losses", min_losses)
+        )
 
     def setup(self, task_names, model) -> None:
         super().setup(task_names, model)
         k = len(self.task_names)
         device = model_device(model)
-        mins = ([0.0] * k if self._min_given is None
-                else in_task_order("min_losses", self._min_given, self.task_names))
+        mins = (
+            [0.0] * k
+            if self._min_given is None
+            else in_task_order("min_losses", self._min_given, self.task_names)
+        )
         self._min = torch.tensor(mins, device=device)  # [n_tasks]
         self.logits = torch.zeros(k, device=device, requires_grad=True)  # ξ, [n_tasks]
-        self._optimizer = torch.optim.Adam([self.logits], lr=self.lr,
-                                           weight_decay=self.weight_decay)
+        self._optimizer = torch.optim.Adam(
+            [self.logits], lr=self.lr, weight_decay=self.weight_decay
+        )
         # ℓ(t) − m + ε of the last step and which tasks took part, until its weight step.
         self._previous: tuple[torch.Tensor, torch.Tensor] | None = None
         self._multipliers = torch.zeros(k, device=device)
@@ -119,8 +132,11 @@ class FAMO(Weighting):
         """
         if self._previous is None:
             return
-        values = (losses_after_step if isinstance(losses_after_step, torch.Tensor)
-                  else stack_losses(losses_after_step, self.task_names))
+        values = (
+            losses_after_step
+            if isinstance(losses_after_step, torch.Tensor)
+            else stack_losses(losses_after_step, self.task_names)
+        )
         current, present = self._shifted(values.detach().to(self._min.device))
         (previous, was_present), self._previous = self._previous, None
         if not bool((present & was_present).all()):
@@ -159,8 +175,9 @@ class FAMO(Weighting):
             torch.nn.utils.clip_grad_norm_(model.shared_parameters(), self.max_grad_norm)
         self._previous = (shifted, present)
         # For the history: the task losses weighted by the multipliers this step applied.
-        return add_extra((self._multipliers * values.detach()).sum(),
-                         None if extra is None else extra.detach())
+        return add_extra(
+            (self._multipliers * values.detach()).sum(), None if extra is None else extra.detach()
+        )
 
     # ------------------------------------------------------------------ reporting
     @property

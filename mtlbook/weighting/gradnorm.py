@@ -78,9 +78,13 @@ class GradNorm(Weighting):
     #: The weights, their optimiser, the initial losses L_i(0) and the applied weights.
     state_attributes = ("_w", "_optimizer", "_initial", "_applied")
 
-    def __init__(self, alpha: float = 1.5, lr: float = 0.025,
-                 layer: str | Sequence[str | nn.Parameter] | None = None,
-                 min_weight: float = 1e-3) -> None:
+    def __init__(
+        self,
+        alpha: float = 1.5,
+        lr: float = 0.025,
+        layer: str | Sequence[str | nn.Parameter] | None = None,
+        min_weight: float = 1e-3,
+    ) -> None:
         if not alpha >= 0:
             raise ValueError(f"GradNorm: alpha must be ≥ 0, got {alpha!r}")
         if not lr > 0:
@@ -102,8 +106,12 @@ class GradNorm(Weighting):
         self._initial: torch.Tensor | None = None  # L_i(0), [T]
         self._applied = self._w.detach().clone()
 
-    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module,
-                 extra: torch.Tensor | None = None) -> torch.Tensor:
+    def backward(
+        self,
+        losses: Mapping[str, torch.Tensor],
+        model: nn.Module,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         values = torch.stack(list(losses.values()))  # [T]
         # ‖∇_W L_i‖ of the global batch (averaged over the processes of a distributed fit).
         norms = global_task_gradients(list(values), self._layer).norm(dim=1)  # [T]
@@ -146,8 +154,9 @@ def _is_bias(name: str) -> bool:
     return any(part.startswith("bias") for part in name.split("."))
 
 
-def _resolve_layer(layer, model: nn.Module, shared: list[nn.Parameter]
-                   ) -> tuple[list[str], list[nn.Parameter]]:
+def _resolve_layer(
+    layer, model: nn.Module, shared: list[nn.Parameter]
+) -> tuple[list[str], list[nn.Parameter]]:
     """Names and tensors of the layer GradNorm measures the gradients on."""
     names = {id(p): n for n, p in model.named_parameters()}
     shared_ids = {id(p) for p in shared}
@@ -163,9 +172,11 @@ def _resolve_layer(layer, model: nn.Module, shared: list[nn.Parameter]
         for item in items:
             if isinstance(item, str):
                 if item not in by_name:
-                    raise ValueError(f"GradNorm: {type(model).__name__} has no parameter "
-                                     f"{item!r}; its shared parameters are "
-                                     f"{[names.get(id(p), '?') for p in shared]}")
+                    raise ValueError(
+                        f"GradNorm: {type(model).__name__} has no parameter "
+                        f"{item!r}; its shared parameters are "
+                        f"{[names.get(id(p), '?') for p in shared]}"
+                    )
                 item = by_name[item]
             if id(item) not in shared_ids:
                 raise ValueError(

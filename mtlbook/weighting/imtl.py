@@ -124,18 +124,24 @@ class IMTL(Weighting):
         n = len(self.task_names)
         if self.mode != "loss":
             self._shared, self._specific = shared_and_specific(model, self.name)
-        self._alpha = torch.full((n,), 1.0 / n if self.mode == "grad" else 1.0,
-                                 dtype=torch.float64)
-        self._log_scale = (None if self.mode == "grad"
-                           else nn.Parameter(torch.zeros(n, device=model_device(model))))
+        self._alpha = torch.full((n,), 1.0 / n if self.mode == "grad" else 1.0, dtype=torch.float64)
+        self._log_scale = (
+            None
+            if self.mode == "grad"
+            else nn.Parameter(torch.zeros(n, device=model_device(model)))
+        )
 
     def parameters(self) -> list[nn.Parameter]:
         """The log-scales ``s_t`` of IMTL-L (none in mode ``"grad"``)."""
         scale = getattr(self, "_log_scale", None)
         return [] if scale is None else [scale]
 
-    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module,
-                 extra: torch.Tensor | None = None) -> torch.Tensor:
+    def backward(
+        self,
+        losses: Mapping[str, torch.Tensor],
+        model: nn.Module,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         values = torch.stack(list(losses.values()))  # [T]
         if self._log_scale is not None:
             s = self._log_scale.to(values.dtype)
@@ -146,8 +152,9 @@ class IMTL(Weighting):
             total = add_extra(regularised.sum(), extra)
             total.backward()
             # Several processes: average here (this strategy bypasses DDP's hooks).
-            average_gradients([*(p for p in model.parameters() if p.requires_grad),
-                               self._log_scale])
+            average_gradients(
+                [*(p for p in model.parameters() if p.requires_grad), self._log_scale]
+            )
             return total.detach()
         on_model = values if self._log_scale is None else scaled  # what IMTL-G balances
         grads = global_task_gradients(list(on_model), self._shared)  # [T, P]
@@ -157,17 +164,30 @@ class IMTL(Weighting):
             alpha[present.cpu()] = imtl_weights(grads[present])
         self._alpha = alpha
         if self._log_scale is None:
-            return backward_split(values, self._shared, self._specific, extra,
-                                  shared_grad=alpha.to(grads.device, grads.dtype) @ grads)
+            return backward_split(
+                values,
+                self._shared,
+                self._specific,
+                extra,
+                shared_grad=alpha.to(grads.device, grads.dtype) @ grads,
+            )
         # The log-scales are trained like the towers, on the sum of the L̂_t.
-        return backward_split(regularised, self._shared, [*self._specific, self._log_scale],
-                              extra, shared_grad=alpha.to(grads.device, grads.dtype) @ grads)
+        return backward_split(
+            regularised,
+            self._shared,
+            [*self._specific, self._log_scale],
+            extra,
+            shared_grad=alpha.to(grads.device, grads.dtype) @ grads,
+        )
 
     @property
     def loss_scales(self) -> dict[str, float]:
         """``e^{s_t}`` of IMTL-L (all 1 in mode ``"grad"``)."""
-        scale = (torch.ones(len(self.task_names)) if self._log_scale is None
-                 else self._log_scale.detach().exp().cpu())
+        scale = (
+            torch.ones(len(self.task_names))
+            if self._log_scale is None
+            else self._log_scale.detach().exp().cpu()
+        )
         return dict(zip(self.task_names, scale.tolist(), strict=True))
 
     @property

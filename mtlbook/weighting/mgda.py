@@ -61,8 +61,7 @@ def min_norm_two(v11: float, v12: float, v22: float, tie: float = 0.5) -> float:
     return min(max((v22 - v12) / denom, 0.0), 1.0)
 
 
-def min_norm_weights(gram: torch.Tensor, max_iter: int = 250, tol: float = 1e-5
-                     ) -> torch.Tensor:
+def min_norm_weights(gram: torch.Tensor, max_iter: int = 250, tol: float = 1e-5) -> torch.Tensor:
     """The weights ``α`` ``[T]`` (float64) of the minimum-norm point of the convex hull of ``T``
     vectors, from their Gram matrix ``gram`` ``[T, T]``.
 
@@ -73,8 +72,9 @@ def min_norm_weights(gram: torch.Tensor, max_iter: int = 250, tol: float = 1e-5
     than ``tol`` (L1). The result lies in the simplex.
     """
     if gram.dim() != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] == 0:
-        raise ValueError(f"gram must be a non-empty square [T, T] matrix, got shape "
-                         f"{tuple(gram.shape)}")
+        raise ValueError(
+            f"gram must be a non-empty square [T, T] matrix, got shape {tuple(gram.shape)}"
+        )
     m = gram.detach().to("cpu", torch.float64).numpy()
     n = m.shape[0]
     if n == 1:
@@ -94,8 +94,7 @@ def min_norm_weights(gram: torch.Tensor, max_iter: int = 250, tol: float = 1e-5
         t = int(np.argmin(m_alpha))
         # Line search between the current point Σ α_i g_i and the vertex g_t; ``tie=1``: the
         # vertex is the current point, nothing to gain.
-        gamma = min_norm_two(float(alpha @ m_alpha), float(m_alpha[t]), float(m[t, t]),
-                             tie=1.0)
+        gamma = min_norm_two(float(alpha @ m_alpha), float(m_alpha[t]), float(m[t, t]), tie=1.0)
         new = gamma * alpha
         new[t] += 1.0 - gamma
         change = float(np.abs(new - alpha).sum())
@@ -148,11 +147,17 @@ class MGDA(Weighting):
     #: The latest step's weights α.
     state_attributes = ("_alpha",)
 
-    def __init__(self, normalization: str = "none", upper_bound: bool = False,
-                 max_iter: int = 250, tol: float = 1e-5) -> None:
+    def __init__(
+        self,
+        normalization: str = "none",
+        upper_bound: bool = False,
+        max_iter: int = 250,
+        tol: float = 1e-5,
+    ) -> None:
         if normalization not in _NORMALIZATIONS:
-            raise ValueError(f"MGDA: normalization must be one of {_NORMALIZATIONS}, got "
-                             f"{normalization!r}")
+            raise ValueError(
+                f"MGDA: normalization must be one of {_NORMALIZATIONS}, got {normalization!r}"
+            )
         if not (isinstance(max_iter, int) and max_iter >= 1):
             raise ValueError(f"MGDA: max_iter must be a positive integer, got {max_iter!r}")
         self.normalization = normalization
@@ -170,8 +175,12 @@ class MGDA(Weighting):
         n = len(self.task_names)
         self._alpha = torch.full((n,), 1.0 / n, dtype=torch.float64)
 
-    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module,
-                 extra: torch.Tensor | None = None) -> torch.Tensor:
+    def backward(
+        self,
+        losses: Mapping[str, torch.Tensor],
+        model: nn.Module,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         values = torch.stack(list(losses.values()))  # [T]
         if self.upper_bound:
             grads = self._representation_gradients(values, model)  # [T, batch·units]
@@ -185,24 +194,25 @@ class MGDA(Weighting):
         if bool(present.any()):
             sub = gram[present][:, present]
             scale = self._normalizers(sub, values[present.to(values.device)])
-            self._alpha[present] = min_norm_weights(sub / torch.outer(scale, scale),
-                                                    self.max_iter, self.tol)
+            self._alpha[present] = min_norm_weights(
+                sub / torch.outer(scale, scale), self.max_iter, self.tol
+            )
         alpha = self._alpha.to(grads.device, grads.dtype)
         if self.upper_bound:
-            return backward_split(values, self._shared, self._specific, extra,
-                                  shared_weights=alpha)
-        return backward_split(values, self._shared, self._specific, extra,
-                              shared_grad=alpha @ grads)
+            return backward_split(values, self._shared, self._specific, extra, shared_weights=alpha)
+        return backward_split(
+            values, self._shared, self._specific, extra, shared_grad=alpha @ grads
+        )
 
     def _normalizers(self, gram: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         norms = gram.diagonal().clamp_min(0).sqrt()  # ‖g_i‖, [T]
         loss = values.detach().to("cpu", torch.float64)
-        scale = {"none": torch.ones_like(norms), "l2": norms, "loss": loss,
-                 "loss+": loss * norms}[self.normalization]
+        scale = {"none": torch.ones_like(norms), "l2": norms, "loss": loss, "loss+": loss * norms}[
+            self.normalization
+        ]
         return scale.clamp_min(torch.finfo(torch.float64).tiny)
 
-    def _representation_gradients(self, values: torch.Tensor, model: nn.Module
-                                  ) -> torch.Tensor:
+    def _representation_gradients(self, values: torch.Tensor, model: nn.Module) -> torch.Tensor:
         getter = getattr(model, "shared_representation", None)
         rep = getter() if callable(getter) else None
         if rep is None or not rep.requires_grad:

@@ -30,8 +30,9 @@ from .base import Weighting
 __all__ = ["PCGrad", "project_conflicting"]
 
 
-def project_conflicting(grads: torch.Tensor, generator: torch.Generator | None = None
-                        ) -> torch.Tensor:
+def project_conflicting(
+    grads: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The projected gradients ``g_i^PC``, ``[T, P]``, of the task gradients ``grads`` ``[T, P]``.
 
     Each row is projected onto the normal planes of the ORIGINAL gradients of the other tasks
@@ -49,8 +50,11 @@ def project_conflicting(grads: torch.Tensor, generator: torch.Generator | None =
             j = others[k]
             dot = torch.dot(g, grads[j])
             # Only where they conflict (dot < 0); a zero gradient g_j never conflicts.
-            coef = torch.where(dot < 0, dot / sq_norms[j].clamp_min(torch.finfo(g.dtype).tiny),
-                               torch.zeros_like(dot))
+            coef = torch.where(
+                dot < 0,
+                dot / sq_norms[j].clamp_min(torch.finfo(g.dtype).tiny),
+                torch.zeros_like(dot),
+            )
             g.sub_(coef * grads[j])
     return projected
 
@@ -92,8 +96,12 @@ class PCGrad(Weighting):
         self._generator = torch.Generator().manual_seed(self.seed)
         self._weights = torch.ones(len(self.task_names))
 
-    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module,
-                 extra: torch.Tensor | None = None) -> torch.Tensor:
+    def backward(
+        self,
+        losses: Mapping[str, torch.Tensor],
+        model: nn.Module,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         values = torch.stack(list(losses.values()))  # [T]
         grads = global_task_gradients(list(values), self._shared)  # [T, P]
         present = present_tasks(grads @ grads.T)  # [T]; the others sit the step out
@@ -101,8 +109,9 @@ class PCGrad(Weighting):
         before, after = grads[present].norm(dim=1), projected.norm(dim=1)  # [present]
         self._weights = torch.ones(len(values))
         self._weights[present.cpu()] = (after / before).detach().cpu()
-        return backward_split(values, self._shared, self._specific, extra,
-                              shared_grad=projected.sum(dim=0))
+        return backward_split(
+            values, self._shared, self._specific, extra, shared_grad=projected.sum(dim=0)
+        )
 
     @property
     def weights(self) -> dict[str, float]:

@@ -45,8 +45,7 @@ class RLW(Weighting):
 
     def __init__(self, distribution: str = "normal", seed: int | None = 0) -> None:
         if distribution not in _DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {_DISTRIBUTIONS}, "
-                             f"got {distribution!r}")
+            raise ValueError(f"distribution must be one of {_DISTRIBUTIONS}, got {distribution!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an integer or None, got {seed!r}")
         self.distribution = distribution

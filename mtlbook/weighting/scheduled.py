@@ -58,16 +58,24 @@ class ScheduledWeights(Weighting):
     #: The current ``t``, the finished epochs and steps, and the current weights.
     state_attributes = ("_t", "_epochs", "_steps", "_vector")
 
-    def __init__(self, initial_weights: Mapping[str, float] | None = None,
-                 ratios: Mapping[str, float] | float = 1.0, per: str = "epoch") -> None:
+    def __init__(
+        self,
+        initial_weights: Mapping[str, float] | None = None,
+        ratios: Mapping[str, float] | float = 1.0,
+        per: str = "epoch",
+    ) -> None:
         if per not in ("epoch", "step"):
             raise ValueError(f"per must be 'epoch' or 'step', got {per!r}")
         self.per = per
-        self._initial = (None if initial_weights is None
-                         else check_task_values("initial_weights", initial_weights))
+        self._initial = (
+            None
+            if initial_weights is None
+            else check_task_values("initial_weights", initial_weights)
+        )
         if isinstance(ratios, Mapping):
-            self._ratios: dict[str, float] | float = check_task_values("ratios", ratios,
-                                                                       positive=True)
+            self._ratios: dict[str, float] | float = check_task_values(
+                "ratios", ratios, positive=True
+            )
         else:
             self._ratios = check_number("ratios", ratios, positive=True)
         self._t = 0
@@ -76,18 +84,25 @@ class ScheduledWeights(Weighting):
         super().setup(task_names, model)
         initial = self._in_order(self.task_names)
         if not any(w for w, _ in initial):
-            raise ValueError(f"every initial weight is 0, so no task would be trained: "
-                             f"{self._initial}")
+            raise ValueError(
+                f"every initial weight is 0, so no task would be trained: {self._initial}"
+            )
         self._device = model_device(model)
         self._t, self._epochs, self._steps = 0, 0, 0
         self._vector = self._weights_tensor(0)
 
     def _in_order(self, names) -> list[tuple[float, float]]:
         """``(ω_{k,0}, γ_k)`` of each task in ``names``."""
-        initial = ([1.0] * len(names) if self._initial is None
-                   else in_task_order("initial_weights", self._initial, names))
-        ratios = ([self._ratios] * len(names) if isinstance(self._ratios, float)
-                  else in_task_order("ratios", self._ratios, names))
+        initial = (
+            [1.0] * len(names)
+            if self._initial is None
+            else in_task_order("initial_weights", self._initial, names)
+        )
+        ratios = (
+            [self._ratios] * len(names)
+            if isinstance(self._ratios, float)
+            else in_task_order("ratios", self._ratios, names)
+        )
         return list(zip(initial, ratios, strict=True))
 
     def weights_at(self, t: int) -> dict[str, float]:
@@ -97,15 +112,20 @@ class ScheduledWeights(Weighting):
         names = getattr(self, "task_names", None)
         if names is None:
             if self._initial is None:
-                raise RuntimeError("the task names are not known yet: give initial_weights "
-                                   "or call setup(task_names, model) first (mtlbook.fit does)")
+                raise RuntimeError(
+                    "the task names are not known yet: give initial_weights "
+                    "or call setup(task_names, model) first (mtlbook.fit does)"
+                )
             names = tuple(self._initial)
-        return {name: omega0 * gamma ** t
-                for name, (omega0, gamma) in zip(names, self._in_order(names), strict=True)}
+        return {
+            name: omega0 * gamma**t
+            for name, (omega0, gamma) in zip(names, self._in_order(names), strict=True)
+        }
 
     def _weights_tensor(self, t: int) -> torch.Tensor:
-        return torch.tensor(list(self.weights_at(t).values()), dtype=torch.float64,
-                            device=self._device)  # [n_tasks]
+        return torch.tensor(
+            list(self.weights_at(t).values()), dtype=torch.float64, device=self._device
+        )  # [n_tasks]
 
     def backward(self, losses, model, extra=None):
         values = stack_losses(losses, self.task_names)  # [n_tasks]

@@ -47,14 +47,16 @@ class UncertaintyWeighting(Weighting):
         super().setup(task_names, model)
         schema = getattr(model, "schema", None)
         if schema is None:
-            raise TypeError("UncertaintyWeighting reads the task kinds from model.schema; "
-                            f"{type(model).__name__} has no schema (use a MultiTaskModel)")
+            raise TypeError(
+                "UncertaintyWeighting reads the task kinds from model.schema; "
+                f"{type(model).__name__} has no schema (use a MultiTaskModel)"
+            )
         kinds = [schema.task(name).kind for name in self.task_names]
-        unknown = [(n, k) for n, k in zip(self.task_names, kinds, strict=True)
-                   if k not in _FACTOR]
+        unknown = [(n, k) for n, k in zip(self.task_names, kinds, strict=True) if k not in _FACTOR]
         if unknown:
-            raise ValueError(f"UncertaintyWeighting knows task kinds {list(_FACTOR)}, "
-                             f"got {unknown}")
+            raise ValueError(
+                f"UncertaintyWeighting knows task kinds {list(_FACTOR)}, got {unknown}"
+            )
         device = model_device(model)
         self.kinds = dict(zip(self.task_names, kinds, strict=True))
         self._factor = torch.tensor([_FACTOR[k] for k in kinds], device=device)  # [n_tasks]

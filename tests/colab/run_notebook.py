@@ -27,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebook", type=Path, help="the notebook to execute")
     parser.add_argument("executed", type=Path, help="where to write the executed copy")
     parser.add_argument("--kernel", required=True, help="name of the kernel spec to start")
-    parser.add_argument("--cell-timeout", type=int, default=300,
-                        help="seconds one cell may run (default: 300)")
+    parser.add_argument(
+        "--cell-timeout", type=int, default=300, help="seconds one cell may run (default: 300)"
+    )
     args = parser.parse_args(argv)
 
     notebook = nbformat.read(args.notebook, as_version=4)

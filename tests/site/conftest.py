@@ -96,11 +96,11 @@ def browser():
         pytest.fail("the browser test needs Playwright: pip install -e '.[site-test]'")
     executable = os.environ.get("MTLBOOK_CHROMIUM", "/usr/bin/chromium")
     if not Path(executable).is_file():
-        pytest.fail(f"no Chromium at {executable} (apt-get install chromium, or set "
-                    "MTLBOOK_CHROMIUM)")
+        pytest.fail(
+            f"no Chromium at {executable} (apt-get install chromium, or set MTLBOOK_CHROMIUM)"
+        )
     with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=executable, headless=True,
-                                      args=CHROMIUM_ARGS)
+        chromium = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:

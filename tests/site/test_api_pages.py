@@ -28,7 +28,8 @@ def public_modules() -> set[str]:
     are documented by its page."""
     by_path = ("mtlbook.training.", "mtlbook.analysis.", "mtlbook.book.")
     names = {
-        info.name for info in pkgutil.walk_packages(mtlbook.__path__, "mtlbook.")
+        info.name
+        for info in pkgutil.walk_packages(mtlbook.__path__, "mtlbook.")
         if not any(part.startswith("_") for part in info.name.split("."))
     }
     return {name for name in names if name.count(".") == 1 or name.startswith(by_path)}

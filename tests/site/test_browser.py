@@ -62,8 +62,11 @@ def _toc_notebooks() -> list[str]:
 
     toc = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
     walk(toc.get("parts", []) + toc.get("chapters", []))
-    return sorted(f.removeprefix("chapters/") for f in files
-                  if f.startswith("chapters/") and (REPO / f"{f}.ipynb").is_file())
+    return sorted(
+        f.removeprefix("chapters/")
+        for f in files
+        if f.startswith("chapters/") and (REPO / f"{f}.ipynb").is_file()
+    )
 
 
 PAGES = _pages()
@@ -185,7 +188,8 @@ def test_page(open_page, path: str) -> None:
     if math["formulas"]:
         assert math["loaded"], f"{path}: has {math['formulas']} formulas but no MathJax"
         assert math["typeset"] >= math["formulas"], (
-            f"{path}: MathJax typeset {math['typeset']} of {math['formulas']} formulas")
+            f"{path}: MathJax typeset {math['typeset']} of {math['formulas']} formulas"
+        )
         assert math["errors"] == 0, f"{path}: {math['errors']} MathJax errors"
     assert not math["rawDollars"], f"{path}: raw $$ left in the text"
 
@@ -205,15 +209,18 @@ def test_chapter_buttons(open_page, site_url: str, chapter: str) -> None:
     page, watch = open_page(f"chapters/{chapter}.html")
 
     colab = page.eval_on_selector_all(
-        'a[href^="https://colab.research.google.com/"]', "els => els.map(e => e.href)")
+        'a[href^="https://colab.research.google.com/"]', "els => els.map(e => e.href)"
+    )
     expected = f"{COLAB_PREFIX}chapters/{chapter}.ipynb"
     assert expected in colab, f"Colab links {colab}, expected {expected}"
 
     downloads = page.eval_on_selector_all(
-        "a[href]", "els => els.map(e => e.href).filter(h => h.endsWith('.ipynb'))")
+        "a[href]", "els => els.map(e => e.href).filter(h => h.endsWith('.ipynb'))"
+    )
     local = [h for h in downloads if h.startswith(site_url)]
-    assert any(unquote(urlsplit(h).path).endswith(f"/_sources/chapters/{chapter}.ipynb")
-               for h in local), f"no notebook download link among {downloads}"
+    assert any(
+        unquote(urlsplit(h).path).endswith(f"/_sources/chapters/{chapter}.ipynb") for h in local
+    ), f"no notebook download link among {downloads}"
     response = page.request.get(local[0])
     assert response.ok, f"{local[0]}: HTTP {response.status}"
     notebook = json.loads(response.body())
@@ -236,9 +243,12 @@ def test_search(open_page, query: str) -> None:
     page.wait_for_function(
         "() => document.querySelector('#search-results') &&"
         " /\\S/.test(document.querySelector('#search-results .search-summary')?.textContent"
-        " || '')", timeout=TIMEOUT_MS)
+        " || '')",
+        timeout=TIMEOUT_MS,
+    )
     hits = page.eval_on_selector_all(
-        "#search-results ul.search li a", "els => els.map(e => e.getAttribute('href'))")
+        "#search-results ul.search li a", "els => els.map(e => e.getAttribute('href'))"
+    )
     assert hits, f"search for {query!r} found nothing"
     assert watch.problems() == []
 
@@ -259,7 +269,8 @@ def test_figures_stay_light_in_dark_mode(open_page) -> None:
     style = page.eval_on_selector(
         "div.cell_output img",
         "img => { const s = getComputedStyle(img);"
-        " return {background: s.backgroundColor, filter: s.filter}; }")
+        " return {background: s.backgroundColor, filter: s.filter}; }",
+    )
     assert style == {"background": "rgb(255, 255, 255)", "filter": "none"}
 
 
@@ -268,14 +279,17 @@ def test_site_is_self_contained() -> None:
     root = site_dir()
     pattern = re.compile(
         r"<(?:script|img|iframe|source|audio|video)\b[^>]*\bsrc=[\"'](https?:)?//"
-        r"|<link\b[^>]*\bhref=[\"'](https?:)?//[^\"']*[\"'][^>]*>", re.I)
+        r"|<link\b[^>]*\bhref=[\"'](https?:)?//[^\"']*[\"'][^>]*>",
+        re.I,
+    )
     offenders = {}
     for rel in PAGES:
         html = (root / rel).read_text(encoding="utf-8", errors="replace")
         for match in pattern.finditer(html):
-            tag = html[match.start():html.find(">", match.start()) + 1]
+            tag = html[match.start() : html.find(">", match.start()) + 1]
             if tag.lower().startswith("<link") and not re.search(
-                    r"rel=[\"'](?:stylesheet|preload|modulepreload|icon|shortcut icon)", tag):
+                r"rel=[\"'](?:stylesheet|preload|modulepreload|icon|shortcut icon)", tag
+            ):
                 continue  # canonical/alternate links are not loaded
             offenders.setdefault(rel, []).append(tag[:160])
     assert offenders == {}, offenders

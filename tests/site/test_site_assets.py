@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 def fsa(tmp_path, monkeypatch):
     """The fetch script as a module, writing under tmp_path instead of _build/."""
     spec = importlib.util.spec_from_file_location(
-        "fetch_site_assets", REPO / "tools" / "fetch_site_assets.py")
+        "fetch_site_assets", REPO / "tools" / "fetch_site_assets.py"
+    )
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look the module up
     spec.loader.exec_module(module)
@@ -35,8 +36,11 @@ def fsa(tmp_path, monkeypatch):
     return module
 
 
-def make_tarball(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None,
-                 ) -> str:
+def make_tarball(
+    path: Path,
+    files: dict[str, bytes],
+    links: dict[str, str] | None = None,
+) -> str:
     with tarfile.open(path, "w:gz") as tar:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
@@ -64,7 +68,8 @@ def test_pin_is_the_registry_tarball(fsa) -> None:
     asset = fsa.MATHJAX
     assert re.fullmatch(r"[0-9a-f]{64}", asset.sha256)
     assert asset.url("https://registry.npmjs.org/") == (
-        "https://registry.npmjs.org/mathjax/-/mathjax-3.2.2.tgz")
+        "https://registry.npmjs.org/mathjax/-/mathjax-3.2.2.tgz"
+    )
     assert "latest.js" in asset.skip
 
 
@@ -118,10 +123,13 @@ def test_download_is_verified_and_atomic(fsa, tmp_path) -> None:
     assert list(target.parent.iterdir()) == []  # no temporary file left
 
 
-@pytest.mark.parametrize("hostile", [
-    {"files": {"package/es5/../../evil.js": b"x"}},
-    {"files": {}, "links": {"package/es5/link.js": "/etc/passwd"}},
-])
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        {"files": {"package/es5/../../evil.js": b"x"}},
+        {"files": {}, "links": {"package/es5/link.js": "/etc/passwd"}},
+    ],
+)
 def test_unsafe_members_are_refused(fsa, tmp_path, hostile) -> None:
     tarball = tmp_path / "hostile.tgz"
     digest = make_tarball(tarball, {**GOOD, **hostile["files"]}, hostile.get("links"))

@@ -31,9 +31,14 @@ def build(tmp_path: Path, body: str) -> tuple[str, str]:
     (src / "index.rst").write_text(textwrap.dedent(body), encoding="utf-8")
     warnings = io.StringIO()
     app = Sphinx(
-        srcdir=str(src), confdir=None, outdir=str(tmp_path / "out"),
-        doctreedir=str(tmp_path / "doctrees"), buildername="html", status=None,
-        warning=warnings, freshenv=True,
+        srcdir=str(src),
+        confdir=None,
+        outdir=str(tmp_path / "out"),
+        doctreedir=str(tmp_path / "doctrees"),
+        buildername="html",
+        status=None,
+        warning=warnings,
+        freshenv=True,
         confoverrides={
             "extensions": ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "mtlbook_xref"],
             "nitpicky": True,
@@ -47,7 +52,9 @@ def build(tmp_path: Path, body: str) -> tuple[str, str]:
 
 
 def test_names_resolve_like_python(tmp_path) -> None:
-    html, warnings = build(tmp_path, """
+    html, warnings = build(
+        tmp_path,
+        """
         Test
         ====
 
@@ -65,7 +72,8 @@ def test_names_resolve_like_python(tmp_path) -> None:
            :attr:`mtlbook.training.FitResult.history`. Other packages: :class:`pd.DataFrame`,
            :class:`torch.Tensor`,
            :class:`collections.abc.Mapping`.
-        """)
+        """,
+    )
     assert 'href="#mtlbook.training.loop.fit"' in html
     assert 'href="#mtlbook.training.loop.FitResult.history"' in html
     # Another package: shown as code, linked nowhere, no warning.
@@ -77,7 +85,9 @@ def test_names_resolve_like_python(tmp_path) -> None:
 
 
 def test_a_misspelt_name_still_fails(tmp_path) -> None:
-    _, warnings = build(tmp_path, """
+    _, warnings = build(
+        tmp_path,
+        """
         Test
         ====
 
@@ -87,20 +97,27 @@ def test_a_misspelt_name_still_fails(tmp_path) -> None:
         .. py:function:: probe()
 
            See :func:`mtlbook.fitt` and :class:`pandas.DataFrme`.
-        """)
+        """,
+    )
     assert "mtlbook.fitt" in warnings
     assert "pandas.DataFrme" in warnings
 
 
 def test_contexts_go_from_the_class_outwards() -> None:
     assert mtlbook_xref._contexts("mtlbook.models.mmoe", "MMoE") == [
-        "mtlbook.models.mmoe.MMoE", "mtlbook.models.mmoe", "mtlbook.models", "mtlbook", None]
+        "mtlbook.models.mmoe.MMoE",
+        "mtlbook.models.mmoe",
+        "mtlbook.models",
+        "mtlbook",
+        None,
+    ]
     assert mtlbook_xref._contexts(None, None) == [None]
 
 
 def test_glossary_terms(tmp_path) -> None:
     glossary = tmp_path / "glossary.md"
-    glossary.write_text(textwrap.dedent("""\
+    glossary.write_text(
+        textwrap.dedent("""\
         | 中文 | English |
         |---|---|
         | 负迁移 | negative transfer |
@@ -108,7 +125,9 @@ def test_glossary_terms(tmp_path) -> None:
         | 训练集 / 验证集 | train / valid |
         | AUC | area under the curve |
         not a table | 跳过 |
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     assert mtlbook_site.glossary_terms(glossary) == ["负迁移", "购买", "转化", "训练集", "验证集"]
 
 
@@ -116,12 +135,18 @@ def test_inline_scripts_are_kept_once() -> None:
     from sphinx.builders.html._assets import _JavaScript
 
     body = {"body": "const X = 1"}
-    scripts = [_JavaScript("_static/a.js"), _JavaScript(None, **body),
-               _JavaScript("", **body), _JavaScript("_static/a.js")]
+    scripts = [
+        _JavaScript("_static/a.js"),
+        _JavaScript(None, **body),
+        _JavaScript("", **body),
+        _JavaScript("_static/a.js"),
+    ]
     context = {"script_files": scripts}
     mtlbook_site.dedupe_scripts(None, "page", "page.html", context, None)
     assert [(s.filename, s.attributes) for s in context["script_files"]] == [
-        ("_static/a.js", {}), (None, body)]
+        ("_static/a.js", {}),
+        (None, body),
+    ]
 
 
 @pytest.mark.parametrize("target", ["One row per task", ""])

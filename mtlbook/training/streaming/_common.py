@@ -19,6 +19,8 @@ def _arrow() -> tuple[Any, Any, Any]:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("mtlbook.training.streaming needs pyarrow: pip install 'mtlbook[stream]' "
-                          "(or pip install pyarrow)") from err
+        raise ImportError(
+            "mtlbook.training.streaming needs pyarrow: pip install 'mtlbook[stream]' "
+            "(or pip install pyarrow)"
+        ) from err
     return pa, pc, pq

@@ -55,7 +55,8 @@ class _Block:
         first = blocks[0]
         return _Block(
             dense=None if first.dense is None else np.concatenate([b.dense for b in blocks]),
-            categorical=None if first.categorical is None
+            categorical=None
+            if first.categorical is None
             else np.concatenate([b.categorical for b in blocks]),
             labels={k: np.concatenate([b.labels[k] for b in blocks]) for k in first.labels},
             masks={k: np.concatenate([b.masks[k] for b in blocks]) for k in first.masks},
@@ -86,8 +87,9 @@ class _RowGroup:
 def _check_mode(shuffle_mode: Any, buffer_rows: Any) -> None:
     if shuffle_mode not in SHUFFLE_MODES:
         raise ValueError(f"shuffle_mode must be one of {SHUFFLE_MODES}, got {shuffle_mode!r}")
-    if buffer_rows is not None and (isinstance(buffer_rows, bool)
-                                    or not isinstance(buffer_rows, int) or buffer_rows < 1):
+    if buffer_rows is not None and (
+        isinstance(buffer_rows, bool) or not isinstance(buffer_rows, int) or buffer_rows < 1
+    ):
         raise ValueError(f"buffer_rows must be None or a positive integer, got {buffer_rows!r}")
 
 
@@ -108,26 +110,42 @@ class ParquetLoader:
     batch).
     """
 
-    def __init__(self, source: ParquetSource, batch_size: int, shuffle: bool, seed: int,
-                 drop_last: bool = False, shuffle_mode: str = "buffer",
-                 buffer_rows: int | None = None, shard: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        source: ParquetSource,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool = False,
+        shuffle_mode: str = "buffer",
+        buffer_rows: int | None = None,
+        shard: tuple[int, int] | None = None,
+    ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if shard is not None:
-            ok = (isinstance(shard, tuple | list) and len(shard) == 2
-                  and all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
-                  and shard[1] >= 1 and 0 <= shard[0] < shard[1])
+            ok = (
+                isinstance(shard, tuple | list)
+                and len(shard) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
+                and shard[1] >= 1
+                and 0 <= shard[0] < shard[1]
+            )
             if not ok:
-                raise ValueError("shard must be None or (rank, world_size) with "
-                                 f"0 <= rank < world_size, got {shard!r}")
+                raise ValueError(
+                    "shard must be None or (rank, world_size) with "
+                    f"0 <= rank < world_size, got {shard!r}"
+                )
             shard = (int(shard[0]), int(shard[1]))
         self.shard = shard
         _check_mode(shuffle_mode, buffer_rows)
         if buffer_rows is None:
             buffer_rows = DEFAULT_BUFFER_ROWS if shuffle_mode == "buffer" else max(1, len(source))
         if shuffle and shuffle_mode == "buffer" and buffer_rows < 2 * batch_size:
-            raise ValueError(f"buffer_rows must be at least 2 × batch_size = {2 * batch_size} "
-                             f"in shuffle_mode='buffer', got {buffer_rows}")
+            raise ValueError(
+                f"buffer_rows must be at least 2 × batch_size = {2 * batch_size} "
+                f"in shuffle_mode='buffer', got {buffer_rows}"
+            )
         self.source = source
         self.batch_size = batch_size
         self.shuffle = bool(shuffle)
@@ -142,10 +160,15 @@ class ParquetLoader:
 
     def state_dict(self) -> dict[str, Any]:
         """The shuffling state between two passes (plain tensors and numbers)."""
-        return {"generator": self._generator.get_state(), "n_samples": len(self.source),
-                "batch_size": self.batch_size, "shuffle": self.shuffle,
-                "drop_last": self.drop_last, "shuffle_mode": self.shuffle_mode,
-                "buffer_rows": self.buffer_rows}
+        return {
+            "generator": self._generator.get_state(),
+            "n_samples": len(self.source),
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+            "shuffle_mode": self.shuffle_mode,
+            "buffer_rows": self.buffer_rows,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` of a loader with the same settings over a source of
@@ -156,23 +179,28 @@ class ParquetLoader:
         """
         keys = ("generator", "n_samples", "batch_size", "shuffle", "drop_last")
         if not isinstance(state, Mapping) or any(k not in state for k in keys):
-            raise ValueError(f"state must be a loader's state_dict() with keys {keys}, "
-                             f"got {state!r:.200}")
-        mine = {"n_samples": len(self.source), "batch_size": self.batch_size,
-                "shuffle": self.shuffle, "drop_last": self.drop_last,
-                # An in-memory loader's state is one of the exact mode.
-                "shuffle_mode": self.shuffle_mode}
+            raise ValueError(
+                f"state must be a loader's state_dict() with keys {keys}, got {state!r:.200}"
+            )
+        mine = {
+            "n_samples": len(self.source),
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+            # An in-memory loader's state is one of the exact mode.
+            "shuffle_mode": self.shuffle_mode,
+        }
         theirs = {**state, "shuffle_mode": state.get("shuffle_mode", "exact")}
         if not self.shuffle:
             mine.pop("shuffle_mode")
         elif self.shuffle_mode == "buffer":  # the buffer's size shapes the order too
             mine["buffer_rows"] = self.buffer_rows
             theirs.setdefault("buffer_rows", None)
-        differ = [f"{k}: state {theirs[k]!r}, loader {v!r}" for k, v in mine.items()
-                  if theirs[k] != v]
+        differ = [
+            f"{k}: state {theirs[k]!r}, loader {v!r}" for k, v in mine.items() if theirs[k] != v
+        ]
         if differ:
-            raise ValueError("the loader state was saved with other settings: "
-                             + "; ".join(differ))
+            raise ValueError("the loader state was saved with other settings: " + "; ".join(differ))
         self._generator.set_state(state["generator"].cpu())
 
     def __iter__(self) -> Iterator[Batch]:
@@ -224,7 +252,7 @@ class ParquetLoader:
         groups = self.source._row_groups
         starts = np.array([rg.offset for rg in groups] + [n], dtype=np.int64)
         for lo in range(0, stop, chunk):
-            wanted = order[lo:min(stop, lo + chunk)]
+            wanted = order[lo : min(stop, lo + chunk)]
             # The wanted rows in file order, and where each one lands in that order.
             sorter = np.argsort(wanted)
             rows = wanted[sorter]
@@ -235,12 +263,13 @@ class ParquetLoader:
             needed = [g for g in range(len(groups)) if cuts[g + 1] > cuts[g]]
             parts = []
             for rg, block, _ in self.source._read([groups[g] for g in needed]):
-                g_rows = rows[np.searchsorted(rows, rg.offset):
-                              np.searchsorted(rows, rg.offset + rg.rows)]
+                g_rows = rows[
+                    np.searchsorted(rows, rg.offset) : np.searchsorted(rows, rg.offset + rg.rows)
+                ]
                 parts.append(block if len(g_rows) == rg.rows else block.take(g_rows - rg.offset))
             held = _Block.concat(parts)
             for b in range(0, len(wanted), bs):
-                yield self._batch(held, position[b:b + bs])
+                yield self._batch(held, position[b : b + bs])
 
     def _buffered(self) -> Iterator[Batch]:
         source, bs, capacity = self.source, self.batch_size, self.buffer_rows
@@ -251,8 +280,9 @@ class ParquetLoader:
         visit = []
         for s in torch.randperm(len(shards), generator=self._generator).tolist():
             groups = by_shard[shards[s]]
-            visit += [groups[i] for i in torch.randperm(len(groups),
-                                                        generator=self._generator).tolist()]
+            visit += [
+                groups[i] for i in torch.randperm(len(groups), generator=self._generator).tolist()
+            ]
         pending: list[_Block] = []
         held = 0
         for _, block, _ in source._read(visit):
@@ -264,7 +294,7 @@ class ParquetLoader:
             perm = torch.randperm(len(merged), generator=self._generator).numpy()
             out = (len(merged) - capacity // 2) // bs * bs
             for lo in range(0, out, bs):
-                yield self._batch(merged, perm[lo:lo + bs])
+                yield self._batch(merged, perm[lo : lo + bs])
             pending = [merged.take(perm[out:])]
             held = len(merged) - out
         if held:

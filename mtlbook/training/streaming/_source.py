@@ -29,8 +29,10 @@ def _resolve_paths(paths: Any) -> tuple[Path, ...]:
     elif isinstance(paths, Sequence) and not isinstance(paths, bytes):
         items = list(paths)
     else:
-        raise TypeError("paths must be a file, a folder, a glob pattern or a list of files, "
-                        f"got {type(paths).__name__}")
+        raise TypeError(
+            "paths must be a file, a folder, a glob pattern or a list of files, "
+            f"got {type(paths).__name__}"
+        )
     if not items:
         raise ValueError("paths is empty; give at least one Parquet file")
     out: list[Path] = []
@@ -147,8 +149,12 @@ class ParquetSource:
             try:
                 with pq.ParquetFile(path) as footer:
                     schemas.append(footer.schema_arrow)
-                    sizes.append([footer.metadata.row_group(g).num_rows
-                                  for g in range(footer.metadata.num_row_groups)])
+                    sizes.append(
+                        [
+                            footer.metadata.row_group(g).num_rows
+                            for g in range(footer.metadata.num_row_groups)
+                        ]
+                    )
             except (OSError, pa.ArrowInvalid) as err:
                 raise ValueError(f"{str(path)!r} is not a readable Parquet file: {err}") from err
             stored.append((schemas[-1].metadata or {}).get(METADATA_KEY))
@@ -157,23 +163,34 @@ class ParquetSource:
         if stored[0] is not None and all(s == stored[0] for s in stored):
             spec = json.loads(stored[0])
             if spec.get("format") != _FORMAT:
-                raise ValueError(f"the shards' mtlbook metadata has format "
-                                 f"{spec.get('format')!r}; this version reads format {_FORMAT}")
+                raise ValueError(
+                    f"the shards' mtlbook metadata has format "
+                    f"{spec.get('format')!r}; this version reads format {_FORMAT}"
+                )
 
         if tasks is None:
             given = {"dense": dense, "categorical": categorical, "group": group}
             extra = [k for k, v in given.items() if v is not None]
             if extra:
-                raise ValueError(f"{extra} given without tasks; give tasks too, or leave the "
-                                 "column spec out to read it from the shards' metadata")
+                raise ValueError(
+                    f"{extra} given without tasks; give tasks too, or leave the "
+                    "column spec out to read it from the shards' metadata"
+                )
             if spec is None:
-                why = ("no shard carries" if all(s is None for s in stored)
-                       else "the shards carry different")
-                raise ValueError(f"tasks is None but {why} mtlbook metadata (written by "
-                                 "write_parquet_shards); give dense, categorical and tasks")
+                why = (
+                    "no shard carries"
+                    if all(s is None for s in stored)
+                    else "the shards carry different"
+                )
+                raise ValueError(
+                    f"tasks is None but {why} mtlbook metadata (written by "
+                    "write_parquet_shards); give dense, categorical and tasks"
+                )
             dense, categorical, group = spec["dense"], spec["categorical"], spec["group"]
-            tasks = {t["name"]: ({"kind": t["kind"], "mask": t["mask"]} if t["mask"]
-                                 else t["kind"]) for t in spec["tasks"]}
+            tasks = {
+                t["name"]: ({"kind": t["kind"], "mask": t["mask"]} if t["mask"] else t["kind"])
+                for t in spec["tasks"]
+            }
         self._parse_spec(list(dense or ()), list(categorical or ()), tasks, group)
 
         for path, schema in zip(self.shards, schemas, strict=True):
@@ -191,8 +208,13 @@ class ParquetSource:
         self._n = offset
 
         stored_vocab = (spec or {}).get("categories") or {}
-        stored_cards = dict(zip((spec or {}).get("categorical", ()),
-                                (spec or {}).get("cardinalities", ()), strict=True))
+        stored_cards = dict(
+            zip(
+                (spec or {}).get("categorical", ()),
+                (spec or {}).get("cardinalities", ()),
+                strict=True,
+            )
+        )
         self.categories = self._vocabularies(categories, stored_vocab, stored_cards)
         self.schema = Schema(
             dense=tuple(self._dense),
@@ -205,11 +227,13 @@ class ParquetSource:
                 pass
 
     # ------------------------------------------------------------------ spec
-    def _parse_spec(self, dense: list[str], categorical: list[str],
-                    tasks: Mapping[str, Any], group: str | None) -> None:
+    def _parse_spec(
+        self, dense: list[str], categorical: list[str], tasks: Mapping[str, Any], group: str | None
+    ) -> None:
         if not isinstance(tasks, Mapping) or not tasks:
-            raise ValueError("tasks must be a non-empty mapping of label column -> kind, "
-                             f"got {tasks!r}")
+            raise ValueError(
+                f"tasks must be a non-empty mapping of label column -> kind, got {tasks!r}"
+            )
         for name, cols in (("dense", dense), ("categorical", categorical)):
             if any(not isinstance(c, str) for c in cols):
                 raise ValueError(f"{name} must be a sequence of column names, got {cols!r}")
@@ -244,42 +268,57 @@ class ParquetSource:
         names = schema.names
         missing = [c for c in wanted if c not in names]
         if missing:
-            raise ValueError(f"column(s) {missing} not found in shard {str(path)!r}; "
-                             f"it has {names}")
+            raise ValueError(
+                f"column(s) {missing} not found in shard {str(path)!r}; it has {names}"
+            )
         for col in self._dense:
             kind = schema.field(col).type
             if pa.types.is_dictionary(kind):
                 kind = kind.value_type
-            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)
-                    or pa.types.is_boolean(kind) or pa.types.is_decimal(kind)
-                    or pa.types.is_null(kind)):
-                raise ValueError(f"dense columns must be numeric: column {col!r} of shard "
-                                 f"{str(path)!r} has type {kind}")
+            if not (
+                pa.types.is_integer(kind)
+                or pa.types.is_floating(kind)
+                or pa.types.is_boolean(kind)
+                or pa.types.is_decimal(kind)
+                or pa.types.is_null(kind)
+            ):
+                raise ValueError(
+                    f"dense columns must be numeric: column {col!r} of shard "
+                    f"{str(path)!r} has type {kind}"
+                )
 
-    def _vocabularies(self, given: Mapping[str, Sequence[Any]] | None,
-                      stored: Mapping[str, Any], stored_cards: Mapping[str, int]
-                      ) -> dict[str, pd.Index]:
+    def _vocabularies(
+        self,
+        given: Mapping[str, Sequence[Any]] | None,
+        stored: Mapping[str, Any],
+        stored_cards: Mapping[str, int],
+    ) -> dict[str, pd.Index]:
         given = dict(given or {})
         unknown = sorted(set(given) - set(self._categorical))
         if unknown:
-            raise ValueError(f"categories given for {unknown}, which are not categorical "
-                             f"columns; those are {self._categorical}")
+            raise ValueError(
+                f"categories given for {unknown}, which are not categorical "
+                f"columns; those are {self._categorical}"
+            )
         vocab: dict[str, pd.Index] = {}
         for col, values in given.items():
-            if isinstance(values, str | bytes) or not isinstance(values, Sequence | pd.Index
-                                                                 | np.ndarray):
-                raise ValueError(f"categories[{col!r}] must be a sequence of values, "
-                                 f"got {values!r:.100}")
+            if isinstance(values, str | bytes) or not isinstance(
+                values, Sequence | pd.Index | np.ndarray
+            ):
+                raise ValueError(
+                    f"categories[{col!r}] must be a sequence of values, got {values!r:.100}"
+                )
             index = pd.Index(list(values))
             if len(index) == 0:
                 raise ValueError(f"categories[{col!r}] is empty")
             if index.hasnans:
-                raise ValueError(f"categories[{col!r}] holds a missing value; a category must "
-                                 "be an explicit value")
+                raise ValueError(
+                    f"categories[{col!r}] holds a missing value; a category must "
+                    "be an explicit value"
+                )
             if not index.is_unique:
                 dupes = index[index.duplicated()].unique()[:5].tolist()
-                raise ValueError(f"categories[{col!r}] must hold distinct values, "
-                                 f"{dupes} repeat")
+                raise ValueError(f"categories[{col!r}] must hold distinct values, {dupes} repeat")
             vocab[col] = index
         for col in self._categorical:
             if col in vocab:
@@ -310,8 +349,10 @@ class ParquetSource:
                 merged = pa.chunked_array(parts, type=parts[0].type) if parts else None
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 kinds = sorted({str(p.type) for p in parts})
-                raise ValueError(f"categorical column {col!r} has different types in different "
-                                 f"shards ({kinds}); write it with one type") from None
+                raise ValueError(
+                    f"categorical column {col!r} has different types in different "
+                    f"shards ({kinds}); write it with one type"
+                ) from None
             if merged is None:
                 out[col] = pd.Index([])
                 continue
@@ -320,8 +361,9 @@ class ParquetSource:
         return out
 
     # ------------------------------------------------------------------ reading
-    def _tables(self, row_groups: Sequence[_RowGroup], columns: list[str]
-                ) -> Iterator[tuple[_RowGroup, Any]]:
+    def _tables(
+        self, row_groups: Sequence[_RowGroup], columns: list[str]
+    ) -> Iterator[tuple[_RowGroup, Any]]:
         """``(row group, pyarrow.Table)`` for the given row groups, in the given order;
         consecutive row groups of one shard share one open file."""
         _, _, pq = _arrow()
@@ -338,11 +380,13 @@ class ParquetSource:
             if reader is not None:
                 reader.close()
 
-    def _read(self, row_groups: Sequence[_RowGroup], with_groups: bool = False
-              ) -> Iterator[tuple[_RowGroup, _Block, np.ndarray | None]]:
+    def _read(
+        self, row_groups: Sequence[_RowGroup], with_groups: bool = False
+    ) -> Iterator[tuple[_RowGroup, _Block, np.ndarray | None]]:
         """Validated, decoded row groups: ``(row group, block, raw group ids or None)``."""
-        columns = self._columns + ([self.group] if with_groups and self.group
-                                   and self.group not in self._columns else [])
+        columns = self._columns + (
+            [self.group] if with_groups and self.group and self.group not in self._columns else []
+        )
         for rg, table in self._tables(row_groups, columns):
             block = self._decode(table, rg)
             groups = None
@@ -355,8 +399,10 @@ class ParquetSource:
         return f"shard {str(self.shards[rg.shard])!r}, first at row {rg.start + first}"
 
     def _missing_category(self, col: str, missing: np.ndarray, rg: _RowGroup) -> str:
-        return (f"categorical column {col!r} has {int(missing.sum())} missing values "
-                f"({self._where(rg, missing)}); fill them with an explicit category first")
+        return (
+            f"categorical column {col!r} has {int(missing.sum())} missing values "
+            f"({self._where(rg, missing)}); fill them with an explicit category first"
+        )
 
     def _decode(self, table: Any, rg: _RowGroup) -> _Block:
         pa, _, _ = _arrow()
@@ -369,15 +415,19 @@ class ParquetSource:
                 try:
                     dense[:, j] = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-                    raise ValueError(f"dense columns must be numeric: column {col!r} of shard "
-                                     f"{str(self.shards[rg.shard])!r}: {err}") from err
+                    raise ValueError(
+                        f"dense columns must be numeric: column {col!r} of shard "
+                        f"{str(self.shards[rg.shard])!r}: {err}"
+                    ) from err
             bad = ~np.isfinite(dense)
             if bad.any():
                 counts = bad.sum(axis=0)
                 where = {self._dense[j]: int(c) for j, c in enumerate(counts) if c}
-                raise ValueError(f"dense features contain NaN or inf values: {where} "
-                                 f"(column: count) in {self._where(rg, bad.any(axis=1))}; "
-                                 "impute or drop them first")
+                raise ValueError(
+                    f"dense features contain NaN or inf values: {where} "
+                    f"(column: count) in {self._where(rg, bad.any(axis=1))}; "
+                    "impute or drop them first"
+                )
         categorical = None
         if self._categorical:
             categorical = np.empty((n, len(self._categorical)), dtype=np.int64)
@@ -408,16 +458,20 @@ class ParquetSource:
             bad = ~np.isfinite(inside)
             if bad.any():
                 scope = "" if mask is None else " inside its mask"
-                raise ValueError(f"task {task.name!r} has {int(bad.sum())} NaN or inf "
-                                 f"labels{scope} ({self._where(rg, bad)}); drop those rows "
-                                 "or give the task a mask")
+                raise ValueError(
+                    f"task {task.name!r} has {int(bad.sum())} NaN or inf "
+                    f"labels{scope} ({self._where(rg, bad)}); drop those rows "
+                    "or give the task a mask"
+                )
             if task.kind == "binary":
                 other = (inside != 0.0) & (inside != 1.0)
                 if other.any():
                     shown = np.unique(inside[other])[:5].tolist()
-                    raise ValueError(f"binary task {task.name!r} must have labels 0/1, found "
-                                     f"other values such as {shown} "
-                                     f"({self._where(rg, other)})")
+                    raise ValueError(
+                        f"binary task {task.name!r} must have labels 0/1, found "
+                        f"other values such as {shown} "
+                        f"({self._where(rg, other)})"
+                    )
             if mask is not None:
                 masks[task.name] = mask
             labels[task.name] = inside.astype(np.float32)
@@ -429,22 +483,31 @@ class ParquetSource:
         if pa.types.is_boolean(column.type) and column.null_count == 0:
             return column.to_numpy(zero_copy_only=False).astype(bool)
         values = column.to_numpy(zero_copy_only=False)
-        ok = np.isin(values, (0, 1)) if values.dtype != object else np.array(
-            [v is not None and not isinstance(v, str) and v in (0, 1) for v in values])
+        ok = (
+            np.isin(values, (0, 1))
+            if values.dtype != object
+            else np.array(
+                [v is not None and not isinstance(v, str) and v in (0, 1) for v in values]
+            )
+        )
         if not ok.all():
             first = int(np.flatnonzero(~ok)[0])
-            raise ValueError(f"mask of task {task!r} must be boolean or 0/1; column "
-                             f"{self.masks[task]!r} has {column[first].as_py()!r} "
-                             f"({self._where(rg, ~ok)})")
+            raise ValueError(
+                f"mask of task {task!r} must be boolean or 0/1; column "
+                f"{self.masks[task]!r} has {column[first].as_py()!r} "
+                f"({self._where(rg, ~ok)})"
+            )
         return values.astype(bool)
 
     def _decode_groups(self, column: Any, rg: _RowGroup) -> np.ndarray:
         values = _plain(column)
         missing = _missing(values)
         if missing.any():
-            raise ValueError(f"groups has {int(missing.sum())} missing values "
-                             f"({self._where(rg, missing)}); every sample needs a group id "
-                             "(for example its user id)")
+            raise ValueError(
+                f"groups has {int(missing.sum())} missing values "
+                f"({self._where(rg, missing)}); every sample needs a group id "
+                "(for example its user id)"
+            )
         return values.to_numpy(zero_copy_only=False)
 
     # ------------------------------------------------------------------ public
@@ -452,11 +515,14 @@ class ParquetSource:
         return self._n
 
     def __repr__(self) -> str:
-        tasks = ", ".join(f"{t.name}:{t.kind}{'(masked)' if t.name in self.masks else ''}"
-                          for t in self._tasks)
-        return (f"ParquetSource(n={self._n}, shards={len(self.shards)}, "
-                f"row_groups={len(self._row_groups)}, dense={len(self._dense)}, "
-                f"categorical={len(self._categorical)}, tasks=[{tasks}])")
+        tasks = ", ".join(
+            f"{t.name}:{t.kind}{'(masked)' if t.name in self.masks else ''}" for t in self._tasks
+        )
+        return (
+            f"ParquetSource(n={self._n}, shards={len(self.shards)}, "
+            f"row_groups={len(self._row_groups)}, dense={len(self._dense)}, "
+            f"categorical={len(self._categorical)}, tasks=[{tasks}])"
+        )
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -467,10 +533,17 @@ class ParquetSource:
         """Number of non-empty row groups over all shards."""
         return len(self._row_groups)
 
-    def loader(self, batch_size: int = 256, shuffle: bool = True, seed: int = 0,
-               drop_last: bool = False, *, shuffle_mode: str | None = None,
-               buffer_rows: int | None = None, shard: tuple[int, int] | None = None
-               ) -> ParquetLoader:
+    def loader(
+        self,
+        batch_size: int = 256,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        *,
+        shuffle_mode: str | None = None,
+        buffer_rows: int | None = None,
+        shard: tuple[int, int] | None = None,
+    ) -> ParquetLoader:
         """Mini-batches of :class:`~mtlbook.data.Batch` streamed from the shards; the
         arguments mean what they mean for :meth:`MultiTaskData.loader
         <mtlbook.data.MultiTaskData.loader>`.
@@ -497,11 +570,16 @@ class ParquetSource:
             >>> [len(batch) for batch in loader]
             [64, 64, 64, 64, 64, 64, 64, 52]
         """
-        return ParquetLoader(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
-                             shuffle_mode=self.shuffle_mode if shuffle_mode is None
-                             else shuffle_mode,
-                             buffer_rows=self.buffer_rows if buffer_rows is None
-                             else buffer_rows, shard=shard)
+        return ParquetLoader(
+            self,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            shuffle_mode=self.shuffle_mode if shuffle_mode is None else shuffle_mode,
+            buffer_rows=self.buffer_rows if buffer_rows is None else buffer_rows,
+            shard=shard,
+        )
 
     def to_data(self) -> MultiTaskData:
         """Read the whole source into a :class:`~mtlbook.data.MultiTaskData` (for
@@ -554,8 +632,12 @@ def _plain(column: Any) -> Any:
 def _encode(vocabulary: pd.Index, values: np.ndarray) -> np.ndarray:
     """Codes of ``values`` in ``vocabulary`` (-1 where absent); integer codes ``0..k-1``
     stored as such (a ``RangeIndex`` vocabulary) are only range-checked."""
-    if (isinstance(vocabulary, pd.RangeIndex) and vocabulary.start == 0
-            and vocabulary.step == 1 and np.issubdtype(values.dtype, np.integer)):
+    if (
+        isinstance(vocabulary, pd.RangeIndex)
+        and vocabulary.start == 0
+        and vocabulary.step == 1
+        and np.issubdtype(values.dtype, np.integer)
+    ):
         codes = values.astype(np.int64)
         codes[(codes < 0) | (codes >= len(vocabulary))] = -1
         return codes
@@ -577,9 +659,15 @@ def _numeric(column: Any) -> np.ndarray:
     pa, _, _ = _arrow()
     values = _plain(column)
     kind = values.type
-    if (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
-            or pa.types.is_decimal(kind) or pa.types.is_null(kind)):
-        return np.asarray(values.cast(pa.float64()).to_numpy(zero_copy_only=False),
-                          dtype=np.float64)
+    if (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_null(kind)
+    ):
+        return np.asarray(
+            values.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+        )
     series = pd.Series(values.to_numpy(zero_copy_only=False))
     return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)

@@ -94,8 +94,9 @@ def _metadata(data: MultiTaskData, layout: _Layout) -> dict[bytes, bytes]:
         "categorical": list(schema.categorical),
         "cardinalities": list(schema.cardinalities),
         "categories": layout.vocab,
-        "tasks": [{"name": t.name, "kind": t.kind, "mask": layout.masks.get(t.name)}
-                  for t in schema.tasks],
+        "tasks": [
+            {"name": t.name, "kind": t.kind, "mask": layout.masks.get(t.name)} for t in schema.tasks
+        ],
         "group": layout.group,
     }
     return {METADATA_KEY: json.dumps(spec).encode()}
@@ -108,14 +109,17 @@ def _targets(folder: Path, n_rows: int, rows_per_shard: int) -> list[Path]:
     targets = [folder / f"part-{i:0{width}d}.parquet" for i in range(n_shards)]
     existing = [str(p) for p in targets if p.exists()]
     if existing:
-        raise FileExistsError(f"{existing[:3]}{' ...' if len(existing) > 3 else ''} already "
-                              "exist; nothing is overwritten. Choose another folder or remove "
-                              "them")
+        raise FileExistsError(
+            f"{existing[:3]}{' ...' if len(existing) > 3 else ''} already "
+            "exist; nothing is overwritten. Choose another folder or remove "
+            "them"
+        )
     return targets
 
 
-def _columns(data: MultiTaskData, layout: _Layout, values_of: Mapping[str, Any], lo: int,
-             hi: int) -> dict[str, Any]:
+def _columns(
+    data: MultiTaskData, layout: _Layout, values_of: Mapping[str, Any], lo: int, hi: int
+) -> dict[str, Any]:
     """The Arrow columns of rows ``lo:hi``; ``values_of`` holds each vocabulary written as
     values, as an Arrow array."""
     pa, _, _ = _arrow()
@@ -143,8 +147,9 @@ def _columns(data: MultiTaskData, layout: _Layout, values_of: Mapping[str, Any],
     return columns
 
 
-def _write_files(tables: Iterable[Any], targets: list[Path], folder: Path,
-                 row_group_size: int) -> list[Path]:
+def _write_files(
+    tables: Iterable[Any], targets: list[Path], folder: Path, row_group_size: int
+) -> list[Path]:
     """Write each table (made lazily, one per target) under a temporary name in ``folder``,
     then link them all to their targets; on failure, remove the files of this call."""
     _, _, pq = _arrow()
@@ -152,8 +157,7 @@ def _write_files(tables: Iterable[Any], targets: list[Path], folder: Path,
     temporary: list[str] = []
     try:
         for target, table in zip(targets, tables, strict=True):
-            handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                           dir=folder)
+            handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
             os.close(handle)
             temporary.append(tmp)
             pq.write_table(table, tmp, row_group_size=row_group_size)
@@ -166,8 +170,9 @@ def _write_files(tables: Iterable[Any], targets: list[Path], folder: Path,
             try:
                 os.link(tmp, target)  # fails if the target exists: never overwrites
             except FileExistsError:
-                raise FileExistsError(f"{str(target)!r} appeared while writing; it is not "
-                                      "overwritten") from None
+                raise FileExistsError(
+                    f"{str(target)!r} appeared while writing; it is not overwritten"
+                ) from None
             written.append(target)
     except BaseException:
         for path in written:
@@ -179,8 +184,13 @@ def _write_files(tables: Iterable[Any], targets: list[Path], folder: Path,
     return written
 
 
-def write_parquet_shards(data: MultiTaskData, folder: str | os.PathLike, rows_per_shard: int,
-                         *, row_group_size: int | None = None) -> list[Path]:
+def write_parquet_shards(
+    data: MultiTaskData,
+    folder: str | os.PathLike,
+    rows_per_shard: int,
+    *,
+    row_group_size: int | None = None,
+) -> list[Path]:
     """Write a :class:`~mtlbook.data.MultiTaskData` as Parquet shards that
     :class:`ParquetSource` reads back with the same schema, codes and rows.
 
@@ -229,10 +239,15 @@ def write_parquet_shards(data: MultiTaskData, folder: str | os.PathLike, rows_pe
     metadata = _metadata(data, layout)
     targets = _targets(folder, len(data), rows_per_shard)
     folder.mkdir(parents=True, exist_ok=True)
-    values_of = {col: pa.array(values) for col, values in layout.vocab.items()
-                 if values is not None}
+    values_of = {
+        col: pa.array(values) for col, values in layout.vocab.items() if values is not None
+    }
     n = len(data)
     # One table per shard, made only when that shard is written.
-    tables = (pa.table(_columns(data, layout, values_of, lo, min(n, lo + rows_per_shard)))
-              .replace_schema_metadata(metadata) for lo in range(0, n, rows_per_shard))
+    tables = (
+        pa.table(
+            _columns(data, layout, values_of, lo, min(n, lo + rows_per_shard))
+        ).replace_schema_metadata(metadata)
+        for lo in range(0, n, rows_per_shard)
+    )
     return _write_files(tables, targets, folder, row_group_size)
