@@ -11,8 +11,9 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$MTLBOOK_ROOT"
 
-echo "== ruff check ."
+echo "== ruff check . && ruff format --check ."
 ruff check .
+ruff format --check .
 echo "== mypy (the mtlbook package; settings in pyproject.toml)"
 mypy
 
