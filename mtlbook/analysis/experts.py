@@ -236,6 +236,28 @@ def plot_expert_utilization(utilization: pd.DataFrame) -> plt.Figure:
         >>> util = expert_utilization(MMoE(data.schema, expert_units=(8,)), data)
         >>> fig = plot_expert_utilization(util)
     """
+    group = _utilization_group(utilization)
+    util = utilization.copy()
+    multi_level = util["level"].nunique() > 1
+    util["label"] = [
+        f"L{lv} {g}" if multi_level else str(g)
+        for lv, g in zip(util["level"], util["gate"], strict=True)
+    ]
+    gates = list(dict.fromkeys(util["label"]))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(gates) + 2.0), 3.8))
+    _draw_effective_bars(ax, util, gates, group)
+    _mark_gate_choices(ax, util, gates)
+    ax.set(xlabel="gate", ylabel="effective number of experts", ylim=(0, None))
+    ax.margins(y=0.25)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, title=group, title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _utilization_group(utilization: pd.DataFrame) -> str | None:
+    """Check that ``utilization`` is an :func:`expert_utilization` frame; its grouping column
+    (the first column that frame does not always have), or ``None``."""
     needed = (
         "level",
         "gate",
@@ -250,15 +272,14 @@ def plot_expert_utilization(utilization: pd.DataFrame) -> plt.Figure:
         raise ValueError(f"not an expert_utilization() frame: column(s) {missing} are missing")
     known = {*needed, "entropy", "sample_entropy", "top_expert", "top_weight"}
     extra = [c for c in utilization.columns if c not in known]
-    group = extra[0] if extra else None
-    util = utilization.copy()
-    multi_level = util["level"].nunique() > 1
-    util["label"] = [
-        f"L{lv} {g}" if multi_level else str(g)
-        for lv, g in zip(util["level"], util["gate"], strict=True)
-    ]
-    gates = list(dict.fromkeys(util["label"]))
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(gates) + 2.0), 3.8))
+    return extra[0] if extra else None
+
+
+def _draw_effective_bars(
+    ax: plt.Axes, util: pd.DataFrame, gates: list[str], group: str | None
+) -> None:
+    """The bars: per gate label, the effective number of experts of the mean weights and per
+    sample, or (grouped) that of the mean weights, one bar per group."""
     if group is None:
         long = util.melt(
             id_vars=["label"],
@@ -284,6 +305,11 @@ def plot_expert_utilization(utilization: pd.DataFrame) -> plt.Figure:
             palette="colorblind",
             errorbar=None,
         )
+
+
+def _mark_gate_choices(ax: plt.Axes, util: pd.DataFrame, gates: list[str]) -> None:
+    """A dashed tick at each gate's number of choices ``n_g``, noting above it a collapsed gate
+    and the experts it leaves unused."""
     first = util.drop_duplicates("label").set_index("label")
     for x, label in enumerate(gates):
         row = first.loc[label]
@@ -311,9 +337,3 @@ def plot_expert_utilization(utilization: pd.DataFrame) -> plt.Figure:
                 fontsize=7,
                 color="#b2182b",
             )
-    ax.set(xlabel="gate", ylabel="effective number of experts", ylim=(0, None))
-    ax.margins(y=0.25)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, title=group, title_fontsize=8)
-    fig.tight_layout()
-    return fig

@@ -352,7 +352,6 @@ def plot_seesaw(
         'task1 MSE (test; ↓ better, axis reversed)'
     """
     import matplotlib.pyplot as plt
-    from matplotlib.colors import to_rgba
 
     table = seesaw_table(frame, task_a, task_b, metric_a, metric_b, baseline, confidence)
     (task_a, metric_a), (task_b, metric_b) = table.attrs["tasks"]["a"], table.attrs["tasks"]["b"]
@@ -362,10 +361,43 @@ def plot_seesaw(
         fig, ax = plt.subplots(figsize=(6.4, 5.0))
     else:
         fig = ax.figure
-    has_base = baseline is not None and baseline in set(table["configuration"])
+    base = baseline if baseline is not None and baseline in set(table["configuration"]) else None
+    _draw_seesaw_points(ax, table, x, y, base)
+    _draw_pareto_front(ax, table, x, y)
+    lower_x, lower_y = metric_a in LOWER_IS_BETTER, metric_b in LOWER_IS_BETTER
+    if lower_x:
+        ax.invert_xaxis()
+    if lower_y:
+        ax.invert_yaxis()
+    if base is not None:
+        _draw_baseline_quadrant(ax, table, x, y, base)
+    split = str(frame["split"].iloc[0]) if "split" in frame.columns else "test"
+    for setter, task, metric, lower in (
+        (ax.set_xlabel, task_a, metric_a, lower_x),
+        (ax.set_ylabel, task_b, metric_b, lower_y),
+    ):
+        direction = "↓ better, axis reversed" if lower else "↑ better"
+        setter(f"{task} {metric.upper()} ({split}; {direction})")
+    ax.set_title(
+        f"Seesaw: {task_a} vs {task_b} (mean and {confidence:.0%} interval over seeds)", fontsize=10
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left", framealpha=0.85)
+    tidy_layout(fig)
+    return fig
+
+
+def _draw_seesaw_points(
+    ax: plt.Axes, table: pd.DataFrame, x: str, y: str, baseline: str | None
+) -> None:
+    """One labelled point per configuration with its interval bars in both directions; the
+    baseline (when drawn) as a grey square."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
     colors = plt.get_cmap("tab10")
     for i, row in table.reset_index(drop=True).iterrows():
-        is_base = has_base and row["configuration"] == baseline
+        is_base = baseline is not None and row["configuration"] == baseline
         color = "#444444" if is_base else colors(i % 10)
         xerr = np.nan_to_num([[row[x] - row[f"{x}_lo"]], [row[f"{x}_hi"] - row[x]]])
         yerr = np.nan_to_num([[row[y] - row[f"{y}_lo"]], [row[f"{y}_hi"] - row[y]]])
@@ -393,6 +425,10 @@ def plot_seesaw(
             color=color,
             zorder=5,
         )
+
+
+def _draw_pareto_front(ax: plt.Axes, table: pd.DataFrame, x: str, y: str) -> None:
+    """Ring the configurations on the Pareto front and join them by a line."""
     front = table[table["pareto"]].sort_values(x)
     ax.scatter(
         front[x],
@@ -406,46 +442,33 @@ def plot_seesaw(
     )
     if len(front) > 1:
         ax.plot(front[x], front[y], color="#cc3311", linewidth=1.6, alpha=0.8, zorder=4)
-    lower_x, lower_y = metric_a in LOWER_IS_BETTER, metric_b in LOWER_IS_BETTER
-    if lower_x:
-        ax.invert_xaxis()
-    if lower_y:
-        ax.invert_yaxis()
-    if has_base:
-        ref = table.set_index("configuration").loc[baseline]
-        ax.axvline(
-            ref[x],
-            color="#444444",
-            linestyle="--",
-            linewidth=1,
-            zorder=1,
-            label=f"{baseline} (mean)",
-        )
-        ax.axhline(ref[y], color="#444444", linestyle="--", linewidth=1, zorder=1)
-        x_lim, y_lim = ax.get_xlim(), ax.get_ylim()
-        # Reversed axes keep "better" up and right, so the better quadrant is always there.
-        ax.fill_between(
-            [ref[x], x_lim[1]],
-            ref[y],
-            y_lim[1],
-            color="#2ca02c",
-            alpha=0.07,
-            zorder=0,
-            label=f"better than {baseline} on both",
-        )
-        ax.set_xlim(x_lim)
-        ax.set_ylim(y_lim)
-    split = str(frame["split"].iloc[0]) if "split" in frame.columns else "test"
-    for setter, task, metric, lower in (
-        (ax.set_xlabel, task_a, metric_a, lower_x),
-        (ax.set_ylabel, task_b, metric_b, lower_y),
-    ):
-        direction = "↓ better, axis reversed" if lower else "↑ better"
-        setter(f"{task} {metric.upper()} ({split}; {direction})")
-    ax.set_title(
-        f"Seesaw: {task_a} vs {task_b} (mean and {confidence:.0%} interval over seeds)", fontsize=10
+
+
+def _draw_baseline_quadrant(
+    ax: plt.Axes, table: pd.DataFrame, x: str, y: str, baseline: str
+) -> None:
+    """Dashed crosshairs at the baseline's means and the shaded quadrant that beats it on both
+    metrics; call it after any axis is reversed, and the axes' limits are kept."""
+    ref = table.set_index("configuration").loc[baseline]
+    ax.axvline(
+        ref[x],
+        color="#444444",
+        linestyle="--",
+        linewidth=1,
+        zorder=1,
+        label=f"{baseline} (mean)",
     )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left", framealpha=0.85)
-    tidy_layout(fig)
-    return fig
+    ax.axhline(ref[y], color="#444444", linestyle="--", linewidth=1, zorder=1)
+    x_lim, y_lim = ax.get_xlim(), ax.get_ylim()
+    # Reversed axes keep "better" up and right, so the better quadrant is always there.
+    ax.fill_between(
+        [ref[x], x_lim[1]],
+        ref[y],
+        y_lim[1],
+        color="#2ca02c",
+        alpha=0.07,
+        zorder=0,
+        label=f"better than {baseline} on both",
+    )
+    ax.set_xlim(x_lim)
+    ax.set_ylim(y_lim)

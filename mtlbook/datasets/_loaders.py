@@ -279,50 +279,17 @@ def load_movielens(
     if not (np.isin(r_user, user_ids).all() and np.isin(r_item, item_ids).all()):
         raise ValueError("ml-100k.inter refers to users or items missing from the other files")
 
-    rng = np.random.default_rng(seed)
-    neg_user, neg_item = [], []
-    order = np.argsort(r_user, kind="stable")
-    bounds = np.searchsorted(r_user[order], user_ids, side="left")
-    ends = np.searchsorted(r_user[order], user_ids, side="right")
-    for uid, lo, hi in zip(user_ids, bounds, ends, strict=True):
-        seen = r_item[order[lo:hi]]
-        unseen = np.setdiff1d(item_ids, seen, assume_unique=False)
-        k = min(round(negatives_per_positive * (hi - lo)), len(unseen))
-        if k:
-            neg_item.append(rng.choice(unseen, size=k, replace=False))
-            neg_user.append(np.full(k, uid))
+    neg_user, neg_item = _sample_unseen(
+        r_user, r_item, user_ids, item_ids, negatives_per_positive, seed
+    )
     n_neg = sum(len(a) for a in neg_item)
     all_user = np.concatenate([r_user, *neg_user]).astype(np.int64)
     all_item = np.concatenate([r_item, *neg_item]).astype(np.int64)
     is_rated = np.concatenate([np.ones(len(r_user)), np.zeros(n_neg)])
     all_rating = np.concatenate([rating, np.zeros(n_neg)])
 
-    u = users.assign(user_id=users["user_id"].astype(np.int64)).set_index("user_id")
-    ages = u["age"].astype(np.int64)
-    lows = np.array([lo for lo, _ in ML_AGE_BINS])
-    u["age_group"] = [ML_AGE_BINS[i][1] for i in np.searchsorted(lows, ages, side="right") - 1]
-    vocab = {
-        "user_id": pd.Index(user_ids),
-        "item_id": pd.Index(item_ids),
-        "age_group": pd.Index([name for _, name in ML_AGE_BINS]),
-        "gender": pd.Index(sorted(u["gender"].unique())),
-        "occupation": pd.Index(sorted(u["occupation"].unique())),
-    }
-    user_rows = u.index.get_indexer(all_user)
-    cat = {
-        "user_id": vocab["user_id"].get_indexer(all_user),
-        "item_id": vocab["item_id"].get_indexer(all_item),
-        "age_group": vocab["age_group"].get_indexer(u["age_group"].to_numpy()[user_rows]),
-        "gender": vocab["gender"].get_indexer(u["gender"].to_numpy()[user_rows]),
-        "occupation": vocab["occupation"].get_indexer(u["occupation"].to_numpy()[user_rows]),
-    }
-    it = items.assign(item_id=items["item_id"].astype(np.int64)).set_index("item_id")
-    genre_sets = it["class"].str.split()
-    unknown = sorted({g for gs in genre_sets for g in gs} - set(ML_GENRES))
-    if unknown:
-        raise ValueError(f"ml-100k.item has unknown genres {unknown[:5]}")
-    genre_matrix = np.array([[g in gs for g in ML_GENRES] for gs in genre_sets], dtype=np.float32)
-    dense = genre_matrix[it.index.get_indexer(all_item)]
+    vocab, cat = _movielens_categoricals(users, user_ids, item_ids, all_user, all_item)
+    dense = _movielens_genres(items, all_item)
     dense_names = [f"genre_{g}" for g in ML_GENRES]
     cat_names = list(cat)
     check_no_leak(cat_names + dense_names, ML_FORBIDDEN, "movielens-100k")
@@ -354,3 +321,72 @@ def load_movielens(
             "n_sampled": n_neg,
         },
     )
+
+
+def _sample_unseen(
+    r_user: np.ndarray,
+    r_item: np.ndarray,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    negatives_per_positive: float,
+    seed: int,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Negative impressions: for each user, ``negatives_per_positive`` times as many items as
+    they rated (at most all the others), drawn without replacement from those they did not
+    rate; their users and items, one array per user that got any."""
+    rng = np.random.default_rng(seed)
+    neg_user, neg_item = [], []
+    order = np.argsort(r_user, kind="stable")
+    bounds = np.searchsorted(r_user[order], user_ids, side="left")
+    ends = np.searchsorted(r_user[order], user_ids, side="right")
+    for uid, lo, hi in zip(user_ids, bounds, ends, strict=True):
+        seen = r_item[order[lo:hi]]
+        unseen = np.setdiff1d(item_ids, seen, assume_unique=False)
+        k = min(round(negatives_per_positive * (hi - lo)), len(unseen))
+        if k:
+            neg_item.append(rng.choice(unseen, size=k, replace=False))
+            neg_user.append(np.full(k, uid))
+    return neg_user, neg_item
+
+
+def _movielens_categoricals(
+    users: pd.DataFrame,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    all_user: np.ndarray,
+    all_item: np.ndarray,
+) -> tuple[dict[str, pd.Index], dict[str, np.ndarray]]:
+    """The vocabularies of the categorical features (user, item, age group, gender,
+    occupation) and their codes for each impression."""
+    u = users.assign(user_id=users["user_id"].astype(np.int64)).set_index("user_id")
+    ages = u["age"].astype(np.int64)
+    lows = np.array([lo for lo, _ in ML_AGE_BINS])
+    u["age_group"] = [ML_AGE_BINS[i][1] for i in np.searchsorted(lows, ages, side="right") - 1]
+    vocab = {
+        "user_id": pd.Index(user_ids),
+        "item_id": pd.Index(item_ids),
+        "age_group": pd.Index([name for _, name in ML_AGE_BINS]),
+        "gender": pd.Index(sorted(u["gender"].unique())),
+        "occupation": pd.Index(sorted(u["occupation"].unique())),
+    }
+    user_rows = u.index.get_indexer(all_user)
+    cat = {
+        "user_id": vocab["user_id"].get_indexer(all_user),
+        "item_id": vocab["item_id"].get_indexer(all_item),
+        "age_group": vocab["age_group"].get_indexer(u["age_group"].to_numpy()[user_rows]),
+        "gender": vocab["gender"].get_indexer(u["gender"].to_numpy()[user_rows]),
+        "occupation": vocab["occupation"].get_indexer(u["occupation"].to_numpy()[user_rows]),
+    }
+    return vocab, cat
+
+
+def _movielens_genres(items: pd.DataFrame, all_item: np.ndarray) -> np.ndarray:
+    """The dense features: each impression's item's genres, one 0/1 column per genre of
+    :data:`ML_GENRES`; a genre not in it is an error."""
+    it = items.assign(item_id=items["item_id"].astype(np.int64)).set_index("item_id")
+    genre_sets = it["class"].str.split()
+    unknown = sorted({g for gs in genre_sets for g in gs} - set(ML_GENRES))
+    if unknown:
+        raise ValueError(f"ml-100k.item has unknown genres {unknown[:5]}")
+    genre_matrix = np.array([[g in gs for g in ML_GENRES] for gs in genre_sets], dtype=np.float32)
+    return genre_matrix[it.index.get_indexer(all_item)]

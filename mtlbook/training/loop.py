@@ -1,7 +1,7 @@
 """The training loop: :func:`fit` trains any model with any loss weighting.
 
 One function reads top to bottom: check the arguments, set up the optimiser and the batches,
-then for every epoch train on the mini-batches (:func:`_train_epoch`), score the validation
+then for every epoch train on the mini-batches (:meth:`_Run.train_epoch`), score the validation
 split, write the epoch's history and let the :class:`~mtlbook.training.selection.Selection`
 keep the best epoch. What the loop delegates lives beside it: model selection and the history
 in :mod:`~mtlbook.training.selection` (shared with :func:`~mtlbook.training.fit_population`),
@@ -34,7 +34,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 import torch
@@ -100,15 +100,119 @@ class FitResult:
 
 @dataclass
 class _Run:
-    """What a run changes while it trains, besides the model, optimiser, weighting, loader
-    and selection: all of it goes into a checkpoint."""
+    """One call of :func:`fit`: the parts it trains and what changes while it trains. All of it
+    goes into a checkpoint (:meth:`state`) and comes back from one (:meth:`restore`)."""
 
+    model: MultiTaskModel
+    weighting: Weighting
+    optimizer: torch.optim.Optimizer
+    loader: Any
+    selection: Selection
+    procs: Processes
     step: int = 0
     epoch: int = 0  # the last epoch completed
     stopped: bool = False
     rows: list[tuple] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None
     seconds_before: float = 0.0  # training time of the runs this one resumes
+    started: float = field(default_factory=time.perf_counter)
+
+    def seconds(self) -> float:
+        """Training time so far, the resumed runs' included."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def train_epoch(
+        self, forward: torch.nn.Module, stepped: Any, callbacks: Sequence[Callback], epoch: int
+    ) -> tuple[dict[str, float], float]:
+        """One pass over the training batches: each task's mean loss and the mean combined
+        loss."""
+        model, procs, weighting, optimizer = self.model, self.procs, self.weighting, self.optimizer
+        model.train()
+        sums = dict.fromkeys(model.task_names, 0.0)
+        total_sum, n_batches = 0.0, 0
+        for batch in self.loader:
+            self.step += 1
+            if procs.device.type != "cpu":
+                batch = batch.to(procs.device)
+            optimizer.zero_grad(set_to_none=True)
+            losses = model.task_losses(forward(batch), batch)
+            losses, extra = procs.global_losses(
+                losses, batch, model.regularization(), model.regularization_reduction
+            )
+            values = torch.stack([v.detach() for v in losses.values()])
+            if not bool(torch.isfinite(values).all()):
+                self._raise_not_finite(losses, values, epoch)
+            total = weighting.backward(losses, model, extra)
+            optimizer.step()
+            weighting.after_step(stepped, batch)
+            step_losses = dict(zip(model.task_names, values.tolist(), strict=True))
+            for name, value in step_losses.items():
+                sums[name] += value
+            total_sum += float(total.detach())
+            n_batches += 1
+            for cb in callbacks if procs.main else ():
+                cb.on_step_end(model, self.step, step_losses)
+        return {k: v / n_batches for k, v in sums.items()}, total_sum / n_batches
+
+    def _raise_not_finite(
+        self, losses: dict[str, torch.Tensor], values: torch.Tensor, epoch: int
+    ) -> NoReturn:
+        bad = next(n for n, v in zip(losses, values, strict=True) if not torch.isfinite(v))
+        raise FloatingPointError(
+            f"the loss of task {bad!r} became {losses[bad].item()} at epoch {epoch}, "
+            f"step {self.step}; lower the learning rate or check the labels' scale"
+        )
+
+    def state(
+        self, fingerprint: dict[str, str], epochs: int, rngs: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Everything a resumed run needs (:data:`~mtlbook.training.checkpoint.RUN_STATE_KEYS`);
+        ``rngs``: every process's random state."""
+        selection = self.selection
+        return {
+            "fingerprint": fingerprint,
+            "epoch": self.epoch,
+            "epochs": epochs,
+            "step": self.step,
+            "stopped": self.stopped,
+            "history": [
+                [int(e), str(sp), str(t), str(m), float(v)] for e, sp, t, m, v in self.rows
+            ],
+            "best_score": None if selection.best_score is None else float(selection.best_score),
+            "best_epoch": selection.best_epoch,
+            "best_state": self.best_state,
+            "stale": selection.stale,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "loader": self.loader.state_dict(),
+            "rng": rngs[0],
+            **({"rng_ranks": rngs} if self.procs.active else {}),
+            "train_seconds": self.seconds(),
+        }
+
+    def save(self, store: RunCheckpoint, fingerprint: dict[str, str], epochs: int) -> None:
+        """Write the checkpoint. Every process calls it; rank 0 writes every process's random
+        state."""
+        self.procs.write(
+            lambda rngs: store.write(self.state(fingerprint, epochs, rngs)),
+            f"the checkpoint {str(store.save_path)!r}",
+        )
+        store.written = self.epoch
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Put the run back in the state a checkpoint holds."""
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.weighting.load_state_dict(saved["weighting"])
+        self.loader.load_state_dict(saved["loader"])
+        self.rows = [tuple(row) for row in saved["history"]]
+        self.step, self.epoch, self.stopped = saved["step"], saved["epoch"], saved["stopped"]
+        self.best_state = saved["best_state"]
+        self.seconds_before = float(saved["train_seconds"])
+        selection = self.selection
+        selection.best_score, selection.best_epoch = saved["best_score"], saved["best_epoch"]
+        selection.stale = saved["stale"]
 
 
 def fit(
@@ -173,12 +277,7 @@ def fit(
         mtlbook.training.checkpoint.CheckpointError: for a checkpoint that cannot be resumed
             (:class:`~mtlbook.training.checkpoint.RunCheckpoint` lists the file errors).
     """
-    _check_arguments(model, train, valid, epochs, lr, early_stopping)
-    weighting = EqualWeight() if weighting is None else weighting
-    if not isinstance(weighting, Weighting):
-        raise TypeError(
-            f"weighting must be a mtlbook.weighting.Weighting, got {type(weighting).__name__}"
-        )
+    weighting = _check_arguments(model, train, valid, epochs, lr, early_stopping, weighting)
     selection = Selection(monitor, check_monitor(monitor, valid), early_stopping)
     store = RunCheckpoint(checkpoint, checkpoint_every, resume)
     procs = Processes(distributed, weighting, device)
@@ -199,41 +298,15 @@ def fit(
     )
     saved = store.open(fingerprint, epochs)
     weighting.setup(model.task_names, model)
-    optimizer = torch.optim.Adam(
-        [*model.parameters(), *weighting.parameters()],
-        lr=lr,
-        weight_decay=weight_decay,
-        foreach=True,
-    )
+    parameters = [*model.parameters(), *weighting.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
     loader = procs.loader(train, batch_size, seed)
-    run = _Run()
+    run = _Run(model, weighting, optimizer, loader, selection, procs)
     if saved is not None:
-        _resume(saved, run, selection, model, optimizer, weighting, loader)
+        run.restore(saved)
     procs.start(train, valid, fingerprint, weighting, epochs=epochs, done=run.epoch)
     forward, stepped, ddp = procs.wrap(model, weighting)
-    start = time.perf_counter()
-
-    def save() -> None:  # every process calls it; rank 0 writes every process's random state
-        procs.write(
-            lambda rngs: store.write(
-                _checkpoint_state(
-                    run,
-                    selection,
-                    fingerprint,
-                    epochs,
-                    model,
-                    optimizer,
-                    weighting,
-                    loader,
-                    rngs,
-                    procs.active,
-                    run.seconds_before + time.perf_counter() - start,
-                )
-            ),
-            f"the checkpoint {str(store.save_path)!r}",
-        )
-        store.written = run.epoch
-
+    run.started = time.perf_counter()
     with torch.random.fork_rng(devices=procs.cuda_devices), procs.scope():
         torch.manual_seed(seed + procs.rank)  # dropout: each process draws its own
         for cb in callbacks if procs.main else ():
@@ -241,18 +314,13 @@ def fit(
         if saved is not None:
             procs.restore_rng(saved, seed)
         remaining = range(0) if run.stopped else range(run.epoch + 1, epochs + 1)
-        bar = tqdm(
-            remaining, desc=type(model).__name__, leave=False, disable=not (progress and procs.main)
-        )
+        show = progress and procs.main
+        bar = tqdm(remaining, desc=type(model).__name__, leave=False, disable=not show)
         for epoch in bar:
-            train_losses, total = _train_epoch(
-                model, forward, stepped, loader, weighting, optimizer, procs, callbacks, run, epoch
-            )
+            train_losses, total = run.train_epoch(forward, stepped, callbacks, epoch)
             weighting.epoch_end(epoch, train_losses)
-            metrics = procs.evaluate(model, valid, eval_batch_size)
-            rows = epoch_rows(
-                epoch, train_losses, total, weighting.weights, metrics.itertuples(index=False)
-            )
+            metrics = procs.evaluate(model, valid, eval_batch_size).itertuples(index=False)
+            rows = epoch_rows(epoch, train_losses, total, weighting.weights, metrics)
             run.rows += rows
             for cb in callbacks if procs.main else ():
                 cb.on_epoch_end(model, epoch, pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)))
@@ -263,82 +331,38 @@ def fit(
             run.epoch, run.stopped = epoch, selection.stopped
             bar.set_postfix({monitor: f"{selection.score(rows):.4f}", "best": selection.best_epoch})
             if store.due(epoch, epochs, run.stopped):
-                save()
+                run.save(store, fingerprint, epochs)
             if run.stopped:
                 break
         bar.close()
-        if store.pending(run.epoch):
-            save()  # resumed from another file without anything left to train
+        if store.pending(run.epoch):  # resumed from another file with nothing left to train
+            run.save(store, fingerprint, epochs)
     del ddp, forward  # when freed, the wrapper removes its gradient hooks from the model
     if restore_best and run.best_state is not None:
         model.load_state_dict(run.best_state)
     model.eval()
-    seconds = procs.broadcast(run.seconds_before + time.perf_counter() - start)
-    history = pd.DataFrame(run.rows, columns=list(HISTORY_COLUMNS))
     assert selection.best_score is not None  # set by the first epoch (epochs ≥ 1)
     return FitResult(
         model=model,
-        history=history,
+        history=pd.DataFrame(run.rows, columns=list(HISTORY_COLUMNS)),
         best_epoch=selection.best_epoch,
         best_score=float(selection.best_score),
         monitor=monitor,
         epochs_run=run.epoch,
-        train_seconds=seconds,
+        train_seconds=procs.broadcast(run.seconds()),
     )
 
 
-def _train_epoch(
-    model: MultiTaskModel,
-    forward: torch.nn.Module,
-    stepped: Any,
-    loader: Any,
-    weighting: Weighting,
-    optimizer: torch.optim.Optimizer,
-    procs: Processes,
-    callbacks: Sequence[Callback],
-    run: _Run,
-    epoch: int,
-) -> tuple[dict[str, float], float]:
-    """One pass over the training batches: each task's mean loss and the mean combined loss."""
-    model.train()
-    sums = dict.fromkeys(model.task_names, 0.0)
-    total_sum, n_batches = 0.0, 0
-    for batch in loader:
-        run.step += 1
-        if procs.device.type != "cpu":
-            batch = batch.to(procs.device)
-        optimizer.zero_grad(set_to_none=True)
-        losses = model.task_losses(forward(batch), batch)
-        losses, extra = procs.global_losses(
-            losses, batch, model.regularization(), model.regularization_reduction
-        )
-        values = torch.stack([v.detach() for v in losses.values()])
-        if not bool(torch.isfinite(values).all()):
-            bad = next(
-                n
-                for n, v in zip(losses, values.tolist(), strict=True)
-                if not torch.isfinite(torch.tensor(v))
-            )
-            raise FloatingPointError(
-                f"the loss of task {bad!r} became {losses[bad].item()} at epoch {epoch}, "
-                f"step {run.step}; lower the learning rate or check the labels' scale"
-            )
-        total = weighting.backward(losses, model, extra)
-        optimizer.step()
-        weighting.after_step(stepped, batch)
-        step_losses = dict(zip(model.task_names, values.tolist(), strict=True))
-        for name, value in step_losses.items():
-            sums[name] += value
-        total_sum += float(total.detach())
-        n_batches += 1
-        for cb in callbacks if procs.main else ():
-            cb.on_step_end(model, run.step, step_losses)
-    return {k: v / n_batches for k, v in sums.items()}, total_sum / n_batches
-
-
 def _check_arguments(
-    model: MultiTaskModel, train: Any, valid: Any, epochs: Any, lr: Any, early_stopping: Any
-) -> None:
+    model: MultiTaskModel,
+    train: Any,
+    valid: Any,
+    epochs: Any,
+    lr: Any,
+    early_stopping: Any,
+    weighting: Any,
+) -> Weighting:
+    """The arguments of :func:`fit` checked; the weighting to train with."""
     if not isinstance(train, MultiTaskData | ParquetSource):
         raise TypeError(
             "train must be a MultiTaskData or a "
@@ -364,60 +388,9 @@ def _check_arguments(
         raise ValueError(
             f"early_stopping must be None or a positive integer, got {early_stopping!r}"
         )
-
-
-def _checkpoint_state(
-    run: _Run,
-    selection: Selection,
-    fingerprint: dict[str, str],
-    epochs: int,
-    model: MultiTaskModel,
-    optimizer: torch.optim.Optimizer,
-    weighting: Weighting,
-    loader: Any,
-    rngs: list[dict[str, Any]],
-    several: bool,
-    seconds: float,
-) -> dict[str, Any]:
-    """Everything a resumed run needs (:data:`~mtlbook.training.checkpoint.RUN_STATE_KEYS`)."""
-    return {
-        "fingerprint": fingerprint,
-        "epoch": run.epoch,
-        "epochs": epochs,
-        "step": run.step,
-        "stopped": run.stopped,
-        "history": [[int(e), str(sp), str(t), str(m), float(v)] for e, sp, t, m, v in run.rows],
-        "best_score": None if selection.best_score is None else float(selection.best_score),
-        "best_epoch": selection.best_epoch,
-        "best_state": run.best_state,
-        "stale": selection.stale,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "weighting": weighting.state_dict(),
-        "loader": loader.state_dict(),
-        "rng": rngs[0],
-        **({"rng_ranks": rngs} if several else {}),
-        "train_seconds": seconds,
-    }
-
-
-def _resume(
-    saved: dict[str, Any],
-    run: _Run,
-    selection: Selection,
-    model: MultiTaskModel,
-    optimizer: torch.optim.Optimizer,
-    weighting: Weighting,
-    loader: Any,
-) -> None:
-    """Put the run back in the state a checkpoint holds."""
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    weighting.load_state_dict(saved["weighting"])
-    loader.load_state_dict(saved["loader"])
-    run.rows = [tuple(row) for row in saved["history"]]
-    run.step, run.epoch, run.stopped = saved["step"], saved["epoch"], saved["stopped"]
-    run.best_state = saved["best_state"]
-    run.seconds_before = float(saved["train_seconds"])
-    selection.best_score, selection.best_epoch = saved["best_score"], saved["best_epoch"]
-    selection.stale = saved["stale"]
+    weighting = EqualWeight() if weighting is None else weighting
+    if not isinstance(weighting, Weighting):
+        raise TypeError(
+            f"weighting must be a mtlbook.weighting.Weighting, got {type(weighting).__name__}"
+        )
+    return weighting

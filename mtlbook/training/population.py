@@ -290,17 +290,10 @@ def fit_population(
         seeds: the members' seeds, distinct integers, e.g. ``range(200)``.
         task_weights: fixed loss weights ``{task: w}`` (as
             :class:`~mtlbook.weighting.FixedWeights`); default 1 for every task.
-        epochs: maximum number of passes over ``train``.
-        batch_size: mini-batch size.
-        lr: Adam learning rate.
-        weight_decay: L2 weight decay (Adam's, coupled).
+        epochs, batch_size, lr, weight_decay, monitor: as in :func:`mtlbook.fit`.
         early_stopping: a member stops after this many epochs without improvement of
-            ``monitor`` (``None``: every member runs every epoch). A stopped member is
-            dropped from the vectorised run; its weights stay those of its best epoch.
-        monitor: ``"loss"`` (sum over tasks of the validation log-loss/MSE) or
-            ``"TASK:METRIC"``, e.g. ``"task1:auc"``.
-        progress: show a progress bar over epochs.
-        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
+            ``monitor`` (``None``: never); it leaves the vectorised run with its best weights.
+        progress, device: a progress bar over epochs; ``"auto"``, ``"cpu"`` or ``"cuda"``.
         eval_batch_size: validation batch size; every member's activations of a batch are held
             at once (members × batch samples).
 
@@ -336,23 +329,11 @@ def fit_population(
     train_parts = _data_parts("train", train, len(seeds))
     valid_parts = _data_parts("valid", valid, len(seeds))
     higher_is_better = check_monitor(monitor, valid_parts[0])
-    members = _build_members(make_model, seeds, train_parts[0])
-    template = members[0]
-    for part in [*train_parts, *valid_parts]:
-        template._check_data(part)
-    for part in train_parts:
-        template.check_training_masks(set(part.masks))
-    weights = _task_weights(task_weights, template.task_names)
     dev = resolve_device(device)
-    params, _ = stack_module_state(members)
-    population = _Population(
-        template,
-        {f"model.{n}": p for n, p in params.items()},
-        None if weights is None else torch.tensor(weights),
+    population, weights = _stacked_population(
+        make_model, seeds, train_parts, valid_parts, task_weights
     )
-    _probe(population, members, train_parts[0], seeds)
-    del members, params
-
+    template = population.template
     start = time.perf_counter()
     template.to(dev).train()
     optimizer = _Adam(
@@ -413,6 +394,33 @@ def fit_population(
         _make_model=make_model,
         _population=population,
     )
+
+
+def _stacked_population(
+    make_model: Callable[[int], MultiTaskModel],
+    seeds: Sequence[int],
+    train_parts: list[MultiTaskData],
+    valid_parts: list[MultiTaskData],
+    task_weights: Mapping[str, float] | None,
+) -> tuple[_Population, list[float] | None]:
+    """The members built and checked against the data, stacked into one population whose
+    vmapped forward pass and gradients :func:`_probe` has compared with each member's own;
+    and the task weights in the model's task order (``None``: all 1)."""
+    members = _build_members(make_model, seeds, train_parts[0])
+    template = members[0]
+    for part in [*train_parts, *valid_parts]:
+        template._check_data(part)
+    for part in train_parts:
+        template.check_training_masks(set(part.masks))
+    weights = _task_weights(task_weights, template.task_names)
+    params, _ = stack_module_state(members)
+    population = _Population(
+        template,
+        {f"model.{n}": p for n, p in params.items()},
+        None if weights is None else torch.tensor(weights),
+    )
+    _probe(population, members, train_parts[0], seeds)
+    return population, weights
 
 
 class _Records:

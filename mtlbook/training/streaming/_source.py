@@ -63,6 +63,90 @@ def _resolve_paths(paths: Any) -> tuple[Path, ...]:
     return tuple(out)
 
 
+# ---------------------------------------------------------------------- footers
+def _read_footers(
+    shards: Sequence[Path],
+) -> tuple[list[Any], list[list[int]], list[bytes | None]]:
+    """Each shard's Arrow schema, the row counts of its row groups, and the mtlbook metadata
+    it stores (``None`` when it has none), reading the footers only."""
+    pa, _, pq = _arrow()
+    schemas, sizes, stored = [], [], []
+    for path in shards:
+        try:
+            with pq.ParquetFile(path) as footer:
+                schemas.append(footer.schema_arrow)
+                sizes.append(
+                    [
+                        footer.metadata.row_group(g).num_rows
+                        for g in range(footer.metadata.num_row_groups)
+                    ]
+                )
+        except (OSError, pa.ArrowInvalid) as err:
+            raise ValueError(f"{str(path)!r} is not a readable Parquet file: {err}") from err
+        stored.append((schemas[-1].metadata or {}).get(METADATA_KEY))
+    return schemas, sizes, stored
+
+
+def _stored_spec(stored: Sequence[bytes | None]) -> dict[str, Any] | None:
+    """The column spec stored in the shards' metadata, or ``None``; a stored spec of another
+    format is an error."""
+    # The stored spec counts only when every shard carries the same one.
+    spec = None
+    if stored[0] is not None and all(s == stored[0] for s in stored):
+        spec = json.loads(stored[0])
+        if spec.get("format") != _FORMAT:
+            raise ValueError(
+                f"the shards' mtlbook metadata has format "
+                f"{spec.get('format')!r}; this version reads format {_FORMAT}"
+            )
+    return spec
+
+
+def _spec_from_metadata(
+    spec: Mapping[str, Any] | None,
+    stored: Sequence[bytes | None],
+    *,
+    dense: Sequence[str] | None,
+    categorical: Sequence[str] | None,
+    group: str | None,
+) -> tuple[list[str], list[str], dict[str, Any], str | None]:
+    """``(dense, categorical, tasks, group)`` from the stored spec, when ``tasks`` is not
+    given; giving the other column arguments without it is an error."""
+    given = {"dense": dense, "categorical": categorical, "group": group}
+    extra = [k for k, v in given.items() if v is not None]
+    if extra:
+        raise ValueError(
+            f"{extra} given without tasks; give tasks too, or leave the "
+            "column spec out to read it from the shards' metadata"
+        )
+    if spec is None:
+        why = "no shard carries" if all(s is None for s in stored) else "the shards carry different"
+        raise ValueError(
+            f"tasks is None but {why} mtlbook metadata (written by "
+            "write_parquet_shards); give dense, categorical and tasks"
+        )
+    tasks = {
+        t["name"]: ({"kind": t["kind"], "mask": t["mask"]} if t["mask"] else t["kind"])
+        for t in spec["tasks"]
+    }
+    return spec["dense"], spec["categorical"], tasks, spec["group"]
+
+
+def _index_row_groups(sizes: Sequence[Sequence[int]]) -> tuple[list[_RowGroup], int]:
+    """The non-empty row groups of the shards, in order, with where each starts in its shard
+    and in the source; and the number of rows."""
+    row_groups: list[_RowGroup] = []
+    offset = 0
+    for s, rows_of_groups in enumerate(sizes):
+        start = 0
+        for g, rows in enumerate(rows_of_groups):
+            if rows:
+                row_groups.append(_RowGroup(s, g, start, offset, rows))
+            start += rows
+            offset += rows
+    return row_groups, offset
+
+
 # ---------------------------------------------------------------------- the source
 class ParquetSource:
     """Multi-task training data streamed from Parquet shards, for data larger than memory.
@@ -137,75 +221,25 @@ class ParquetSource:
         shuffle_mode: str = "buffer",
         buffer_rows: int | None = None,
     ) -> None:
-        pa, _, pq = _arrow()
+        _arrow()  # a missing pyarrow is reported before anything else
         self.shards = _resolve_paths(paths)
         _check_mode(shuffle_mode, buffer_rows)
         self.shuffle_mode = shuffle_mode
         self.buffer_rows = buffer_rows
 
         # Only the footers are read here: each file's schema and row group sizes.
-        schemas, sizes, stored = [], [], []
-        for path in self.shards:
-            try:
-                with pq.ParquetFile(path) as footer:
-                    schemas.append(footer.schema_arrow)
-                    sizes.append(
-                        [
-                            footer.metadata.row_group(g).num_rows
-                            for g in range(footer.metadata.num_row_groups)
-                        ]
-                    )
-            except (OSError, pa.ArrowInvalid) as err:
-                raise ValueError(f"{str(path)!r} is not a readable Parquet file: {err}") from err
-            stored.append((schemas[-1].metadata or {}).get(METADATA_KEY))
-        # The stored spec counts only when every shard carries the same one.
-        spec = None
-        if stored[0] is not None and all(s == stored[0] for s in stored):
-            spec = json.loads(stored[0])
-            if spec.get("format") != _FORMAT:
-                raise ValueError(
-                    f"the shards' mtlbook metadata has format "
-                    f"{spec.get('format')!r}; this version reads format {_FORMAT}"
-                )
-
+        schemas, sizes, stored = _read_footers(self.shards)
+        spec = _stored_spec(stored)
         if tasks is None:
-            given = {"dense": dense, "categorical": categorical, "group": group}
-            extra = [k for k, v in given.items() if v is not None]
-            if extra:
-                raise ValueError(
-                    f"{extra} given without tasks; give tasks too, or leave the "
-                    "column spec out to read it from the shards' metadata"
-                )
-            if spec is None:
-                why = (
-                    "no shard carries"
-                    if all(s is None for s in stored)
-                    else "the shards carry different"
-                )
-                raise ValueError(
-                    f"tasks is None but {why} mtlbook metadata (written by "
-                    "write_parquet_shards); give dense, categorical and tasks"
-                )
-            dense, categorical, group = spec["dense"], spec["categorical"], spec["group"]
-            tasks = {
-                t["name"]: ({"kind": t["kind"], "mask": t["mask"]} if t["mask"] else t["kind"])
-                for t in spec["tasks"]
-            }
+            dense, categorical, tasks, group = _spec_from_metadata(
+                spec, stored, dense=dense, categorical=categorical, group=group
+            )
         self._parse_spec(list(dense or ()), list(categorical or ()), tasks, group)
 
         for path, schema in zip(self.shards, schemas, strict=True):
             self._check_columns(path, schema)
 
-        self._row_groups: list[_RowGroup] = []
-        offset = 0
-        for s, rows_of_groups in enumerate(sizes):
-            start = 0
-            for g, rows in enumerate(rows_of_groups):
-                if rows:
-                    self._row_groups.append(_RowGroup(s, g, start, offset, rows))
-                start += rows
-                offset += rows
-        self._n = offset
+        self._row_groups, self._n = _index_row_groups(sizes)
 
         stored_vocab = (spec or {}).get("categories") or {}
         stored_cards = dict(
