@@ -31,6 +31,8 @@ how summaries of module docstrings, shown in another page's table, find their ta
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
 import inspect
 import re
@@ -119,6 +121,39 @@ ALIASES = {
     "mpl": "matplotlib",
     "sns": "seaborn",
 }
+
+
+@functools.cache
+def _type_checking_imports(modname: str) -> dict[str, str]:
+    """Names that module ``modname`` imports only for type checking (under
+    ``if TYPE_CHECKING:``), as ``{name: dotted path}``: its annotations use them, but Python
+    cannot find them in the imported module."""
+    try:
+        module = importlib.import_module(modname)
+        tree = ast.parse(inspect.getsource(module))
+    except Exception:  # not an importable module with source: nothing to add
+        return {}
+    package = modname if hasattr(module, "__path__") else modname.rpartition(".")[0]
+    names: dict[str, str] = {}
+    for block in tree.body:
+        if not isinstance(block, ast.If) or ast.unparse(block.test) not in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
+            continue
+        for stmt in block.body:
+            if isinstance(stmt, ast.Import):
+                for alias in stmt.names:
+                    if alias.asname:
+                        names[alias.asname] = alias.name
+            elif isinstance(stmt, ast.ImportFrom):
+                source = stmt.module or ""
+                if stmt.level:
+                    base = package.split(".")[: len(package.split(".")) - stmt.level + 1]
+                    source = ".".join([*base, *([source] if source else [])])
+                for alias in stmt.names:
+                    names[alias.asname or alias.name] = f"{source}.{alias.name}"
+    return names
 
 
 def _contexts(modname: str | None, clsname: str | None) -> list[str | None]:
@@ -285,6 +320,10 @@ def on_missing_reference(
     lookups = [(context, parts) for context in _contexts(modname, clsname)]
     if parts[0] in ALIASES:
         lookups.append((None, [*ALIASES[parts[0]].split("."), *parts[1:]]))
+    if modname:
+        checked_only = _type_checking_imports(modname)
+        if parts[0] in checked_only:
+            lookups.append((None, [*checked_only[parts[0]].split("."), *parts[1:]]))
     for context, names in lookups:
         found = _walk(context, names)
         if found is None:

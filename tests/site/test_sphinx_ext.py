@@ -103,6 +103,29 @@ def test_a_misspelt_name_still_fails(tmp_path) -> None:
     assert "pandas.DataFrme" in warnings
 
 
+def test_names_imported_for_type_checking_only_resolve(tmp_path) -> None:
+    """``plot_seesaw`` returns ``Figure | SubFigure``, both imported under TYPE_CHECKING:
+    Python cannot find them in the module, the resolver reads its TYPE_CHECKING block."""
+    assert mtlbook_xref._type_checking_imports("mtlbook.analysis.seesaw")["SubFigure"] == (
+        "matplotlib.figure.SubFigure"
+    )
+    # Relative imports come back absolute.
+    assert mtlbook_xref._type_checking_imports("mtlbook.models.reach") == {
+        "MultiTaskModel": "mtlbook.models.base.MultiTaskModel"
+    }
+    html, warnings = build(
+        tmp_path,
+        """
+        Test
+        ====
+
+        .. autofunction:: mtlbook.analysis.seesaw.plot_seesaw
+        """,
+    )
+    assert "SubFigure" in html
+    assert warnings == "", warnings
+
+
 def test_contexts_go_from_the_class_outwards() -> None:
     assert mtlbook_xref._contexts("mtlbook.models.mmoe", "MMoE") == [
         "mtlbook.models.mmoe.MMoE",
