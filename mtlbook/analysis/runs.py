@@ -31,6 +31,7 @@ from ..utils import dropout_rates
 from ..weighting import EqualWeight, FixedWeights, Weighting
 
 __all__ = [
+    "RESULT_COLUMNS",
     "Factory",
     "FitJob",
     "FitOutcome",
@@ -147,7 +148,9 @@ def train_jobs(
 #: ``(jobs, fit_kwargs, progress) → outcomes``: the type of :func:`repeat_fits`'s ``trainer``.
 Trainer = Callable[[Sequence[FitJob], Mapping[str, Any], bool], list[FitOutcome]]
 
-_COLUMNS = [
+#: The columns of the long results frame of :func:`repeat_fits` (and of the comparisons built
+#: on it): one row per configuration, seed, task and metric.
+RESULT_COLUMNS = [
     "model",
     "weighting",
     "seed",
@@ -287,7 +290,7 @@ def repeat_fits(
         for job, out in zip(jobs, outcomes, strict=True)
         for label in job.labels
     ]
-    return pd.concat(frames, ignore_index=True)[_COLUMNS]
+    return pd.concat(frames, ignore_index=True)[RESULT_COLUMNS]
 
 
 def time_overhead(

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.compare import CompareResult, MetricSelection, resolve_models
-from ..analysis.runs import Factory, PerTask
+from ..analysis.runs import RESULT_COLUMNS, Factory, PerTask
 from ..data import MultiTaskData, Schema, TaskSpec
 from ..metrics import score_predictions
 from ..models.base import MultiTaskModel
@@ -54,18 +54,6 @@ __all__ = [
 ]
 
 Splits = tuple[MultiTaskData, MultiTaskData, MultiTaskData]
-#: Result columns, those of :func:`mtlbook.analysis.runs.repeat_fits`.
-_COLUMNS = [
-    "model",
-    "weighting",
-    "seed",
-    "task",
-    "metric",
-    "value",
-    "best_epoch",
-    "epochs_run",
-    "train_seconds",
-]
 _META_KEY = "conditional_tasks"
 
 
@@ -411,7 +399,7 @@ def compare_on_splits(
                         seconds,
                     )
                 )
-    raw = pd.DataFrame(rows, columns=_COLUMNS)
+    raw = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     result = CompareResult(raw=raw, confidence=confidence, metrics=metrics)
     result.table()  # check the metric selection now
     return result

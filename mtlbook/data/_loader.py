@@ -41,6 +41,34 @@ def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
     return int(n * rank // world_size), int(n * (rank + 1) // world_size)
 
 
+#: What every loader's ``state_dict`` holds: its random generator and the settings that shape
+#: the order of its batches.
+LOADER_STATE_KEYS = ("generator", "n_samples", "batch_size", "shuffle", "drop_last")
+
+
+def restore_loader_state(
+    generator: torch.Generator,
+    state: Any,
+    mine: Mapping[str, Any],
+    what: str,
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """Check a saved loader ``state`` against the loader's own settings ``mine`` and set
+    ``generator`` to the saved one. ``what`` names the state expected in the error;
+    ``defaults`` fills settings that states of other loaders do not hold.
+
+    Raises:
+        ValueError: when the state is not a loader state or its settings differ.
+    """
+    if not isinstance(state, Mapping) or any(k not in state for k in LOADER_STATE_KEYS):
+        raise ValueError(f"state must be {what} with keys {LOADER_STATE_KEYS}, got {state!r:.200}")
+    theirs = {**(defaults or {}), **state}
+    differ = [f"{k}: state {theirs[k]!r}, loader {v!r}" for k, v in mine.items() if theirs[k] != v]
+    if differ:
+        raise ValueError("the loader state was saved with other settings: " + "; ".join(differ))
+    generator.set_state(state["generator"].cpu())
+
+
 class BatchLoader:
     """Iterates over a :class:`MultiTaskData` in mini-batches of :class:`Batch`.
 
@@ -112,23 +140,13 @@ class BatchLoader:
         Raises:
             ValueError: when the state is not a loader state or its settings differ.
         """
-        keys = ("generator", "n_samples", "batch_size", "shuffle", "drop_last")
-        if not isinstance(state, Mapping) or any(k not in state for k in keys):
-            raise ValueError(
-                f"state must be a BatchLoader.state_dict() with keys {keys}, got {state!r:.200}"
-            )
         mine = {
             "n_samples": len(self.data),
             "batch_size": self.batch_size,
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
         }
-        differ = [
-            f"{k}: state {state[k]!r}, loader {v!r}" for k, v in mine.items() if state[k] != v
-        ]
-        if differ:
-            raise ValueError("the loader state was saved with other settings: " + "; ".join(differ))
-        self._generator.set_state(state["generator"].cpu())
+        restore_loader_state(self._generator, state, mine, "a BatchLoader.state_dict()")
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.data)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ...data import Batch
-from ...data._loader import shard_bounds
+from ...data._loader import restore_loader_state, shard_bounds
 
 if TYPE_CHECKING:
     from ._source import ParquetSource
@@ -177,11 +177,6 @@ class ParquetLoader:
         Raises:
             ValueError: when the state is not a loader state or its settings differ.
         """
-        keys = ("generator", "n_samples", "batch_size", "shuffle", "drop_last")
-        if not isinstance(state, Mapping) or any(k not in state for k in keys):
-            raise ValueError(
-                f"state must be a loader's state_dict() with keys {keys}, got {state!r:.200}"
-            )
         mine = {
             "n_samples": len(self.source),
             "batch_size": self.batch_size,
@@ -190,18 +185,17 @@ class ParquetLoader:
             # An in-memory loader's state is one of the exact mode.
             "shuffle_mode": self.shuffle_mode,
         }
-        theirs = {**state, "shuffle_mode": state.get("shuffle_mode", "exact")}
         if not self.shuffle:
             mine.pop("shuffle_mode")
         elif self.shuffle_mode == "buffer":  # the buffer's size shapes the order too
             mine["buffer_rows"] = self.buffer_rows
-            theirs.setdefault("buffer_rows", None)
-        differ = [
-            f"{k}: state {theirs[k]!r}, loader {v!r}" for k, v in mine.items() if theirs[k] != v
-        ]
-        if differ:
-            raise ValueError("the loader state was saved with other settings: " + "; ".join(differ))
-        self._generator.set_state(state["generator"].cpu())
+        restore_loader_state(
+            self._generator,
+            state,
+            mine,
+            "a loader's state_dict()",
+            defaults={"shuffle_mode": "exact", "buffer_rows": None},
+        )
 
     def __iter__(self) -> Iterator[Batch]:
         if not self.shuffle:
