@@ -4,6 +4,7 @@ their result."""
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 
 import pytest
@@ -48,11 +49,22 @@ def test_script_without_result_raises(tmp_path):
         scaling.run_torchrun(script, 1, timeout_s=120)
 
 
-def test_timeout_raises(tmp_path):
+def test_timeout_raises_and_ends_the_workers(tmp_path):
     script = tmp_path / "sleeps.py"
-    script.write_text("import time\ntime.sleep(60)\n")
+    pid_file = tmp_path / "worker.pid"
+    script.write_text(
+        "import os, time\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "os.close(1), os.close(2)  # let go of the output pipe: only the signals can end it\n"
+        "time.sleep(60)\n"
+    )
     with pytest.raises(RuntimeError, match="timed out"):
-        scaling.run_torchrun(script, 1, timeout_s=2)
+        scaling.run_torchrun(script, 1, timeout_s=5)
+    # The worker runs in a session of its own: the timeout must end it too.
+    assert pid_file.exists(), "the worker never started; raise timeout_s"
+    worker = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
 
 
 @pytest.mark.parametrize(

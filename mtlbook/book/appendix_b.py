@@ -123,7 +123,7 @@ def run_torchrun(
             "OMP_NUM_THREADS": str(threads),
         }
         start = time.perf_counter()
-        # A session of its own, so that a timeout ends torchrun *and* its workers.
+        # A session of its own, so that a timeout can signal torchrun's whole group.
         process = subprocess.Popen(
             command,
             env=full_env,
@@ -135,9 +135,7 @@ def run_torchrun(
         try:
             output, _ = process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
+            output = _stop(process)
             raise RuntimeError(
                 f"torchrun with {nproc} processes timed out after "
                 f"{timeout_s} s; output:\n{output[-3000:]}"
@@ -155,3 +153,16 @@ def run_torchrun(
         result = json.loads(out.read_text())
     result["launch_seconds"] = seconds
     return result
+
+
+def _stop(process: subprocess.Popen) -> str:
+    """End a launch that timed out and return its output so far. SIGTERM first: torchrun
+    passes it on to its workers, which run in sessions of their own (a signal to torchrun's
+    group alone would leave them running and holding the output pipe); then SIGKILL for
+    whatever is left of the group."""
+    for sig, grace_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return process.communicate(timeout=grace_s)[0] or ""
+    return ""
