@@ -59,7 +59,7 @@ def test_timeout_raises_and_ends_the_workers(tmp_path):
         "time.sleep(60)\n"
     )
     with pytest.raises(RuntimeError, match="timed out"):
-        scaling.run_torchrun(script, 1, timeout_s=5)
+        scaling.run_torchrun(script, 1, timeout_s=10)
     # The worker runs in a session of its own: the timeout must end it too.
     assert pid_file.exists(), "the worker never started; raise timeout_s"
     worker = int(pid_file.read_text())
