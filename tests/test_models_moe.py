@@ -395,6 +395,28 @@ def test_mix_matches_einsum_and_its_gradient():
     assert torch.autograd.gradcheck(mix, (w, h))
 
 
+def test_gate_softmax_equals_torch_softmax_with_blocked_experts_and_under_vmap():
+    from mtlbook.models.experts import _FewSoftmax
+
+    torch.manual_seed(0)
+    x = torch.randn(7, 3, 8, dtype=torch.double)
+    x[:, 1, 5:] = float("-inf")  # a gate that may not use three experts
+    x.requires_grad_()
+    ours, ref = _FewSoftmax.apply(x), torch.softmax(x, -1)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-15)
+    assert (ours[:, 1, 5:] == 0).all()
+    g = torch.randn_like(ours)
+    (ga,) = torch.autograd.grad(ours, x, g)
+    (gb,) = torch.autograd.grad(ref, x, g)
+    torch.testing.assert_close(ga, gb, rtol=0, atol=1e-15)
+    finite = torch.randn(4, 2, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(_FewSoftmax.apply, (finite,))
+    # GradNorm differentiates gradients: the backward must be differentiable too
+    assert torch.autograd.gradgradcheck(_FewSoftmax.apply, (finite,))
+    members = torch.randn(5, 6, 2, 4)
+    torch.testing.assert_close(torch.vmap(_FewSoftmax.apply)(members), torch.softmax(members, -1))
+
+
 # ---------------------------------------------------------------------------- DSelect-k
 def test_smooth_step():
     gamma = 2.0

@@ -217,7 +217,7 @@ class SoftmaxGates(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(x), dim=-1)  # [batch, gates, experts]
+        return _FewSoftmax.apply(self.logits(x))  # [batch, gates, experts]
 
     def experts_of(self, gate: int) -> list[int]:
         """Indices of the experts gate ``gate`` may choose from."""
@@ -236,6 +236,29 @@ class SoftmaxGates(nn.Module):
             f"in_dim={self.in_dim}, gates={self.n_gates}, experts={self.n_experts}, "
             f"pairs={self.weight.shape[1]}"
         )
+
+
+class _FewSoftmax(torch.autograd.Function):
+    """``softmax`` over a last dimension of a few entries (a gate's experts): the same values
+    as :func:`torch.softmax`, in a few whole-tensor passes. On the CPU, torch's softmax kernel
+    walks such short rows one by one and takes several times as long (about 5× for rows of 8);
+    a vectorised population of models has many of them."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits: torch.Tensor) -> torch.Tensor:
+        e = (logits - logits.amax(-1, keepdim=True)).exp_()
+        return e.div_(e.sum(-1, keepdim=True))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return y * (grad - (grad * y).sum(-1, keepdim=True))  # the softmax's Jacobian-vector
 
 
 class _BatchedMix(torch.autograd.Function):
