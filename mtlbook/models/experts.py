@@ -242,9 +242,9 @@ class _FewSoftmax(torch.autograd.Function):
     """``softmax`` over a last dimension of a few entries (a gate's experts): the same values
     as :func:`torch.softmax`, in a few whole-tensor passes. On the CPU, torch's softmax kernel
     walks such short rows one by one and takes several times as long (about 5× for rows of 8);
-    a vectorised population of models has many of them."""
-
-    generate_vmap_rule = True
+    a vectorised population of models has many of them. Under ``torch.vmap`` (a population)
+    :meth:`vmap` applies it once to all members: the rule torch would generate costs more
+    Python per call than the arithmetic it wraps."""
 
     @staticmethod
     def forward(logits: torch.Tensor) -> torch.Tensor:
@@ -259,6 +259,14 @@ class _FewSoftmax(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (y,) = ctx.saved_tensors
         return y * (grad - (grad * y).sum(-1, keepdim=True))  # the softmax's Jacobian-vector
+
+    @staticmethod
+    def vmap(info, in_dims, logits: torch.Tensor):
+        # Rows along the last dimension are independent: the members are more leading rows.
+        (dim,) = in_dims
+        if logits.dim() > 0 and dim in (-1, logits.dim() - 1):  # members along the softmax axis
+            logits, dim = logits.movedim(dim, 0), 0
+        return _FewSoftmax.apply(logits), dim
 
 
 class _BatchedMix(torch.autograd.Function):
