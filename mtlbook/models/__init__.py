@@ -9,6 +9,7 @@ from .base import GateRecord as GateRecord
 from .base import MultiTaskModel as MultiTaskModel
 from .layers import InputLayer as InputLayer
 from .layers import ParallelMLP as ParallelMLP
+from .layers import sparse_embeddings as sparse_embeddings
 from .shared_bottom import SharedBottom
 from .single_task import SingleTask
 

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from ..data import MultiTaskData
 from ..models.base import MultiTaskModel
 from ..weighting import EqualWeight, Weighting
+from ._optimizer import DenseAndSparseAdam, make_optimizer
 from .checkpoint import RunCheckpoint, run_fingerprint
 from .processes import Processes
 from .selection import HISTORY_COLUMNS, Selection, check_monitor, epoch_rows
@@ -105,7 +106,7 @@ class _Run:
 
     model: MultiTaskModel
     weighting: Weighting
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | DenseAndSparseAdam
     loader: Any
     selection: Selection
     procs: Processes
@@ -253,7 +254,9 @@ def fit(
         valid: validation data: the only data model selection and early stopping look at.
         epochs: passes over ``train`` at most.
         batch_size: mini-batch size (the global batch on several processes).
-        lr, weight_decay: Adam's learning rate and (coupled) weight decay.
+        lr, weight_decay: Adam's learning rate and (coupled) weight decay. Embedding tables
+            with sparse gradients (:func:`mtlbook.models.sparse_embeddings`) are updated by
+            SparseAdam, which has no weight decay.
         weighting: a :class:`~mtlbook.weighting.Weighting` (``None``: equal weights).
         seed: seed of the shuffling and the dropout (the model's own seed sets its weights).
         device, progress: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``; a progress bar.
@@ -299,7 +302,7 @@ def fit(
     saved = store.open(fingerprint, epochs)
     weighting.setup(model.task_names, model)
     parameters = [*model.parameters(), *weighting.parameters()]
-    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
+    optimizer = make_optimizer(model, parameters, lr, weight_decay, weighting, procs.active)
     loader = procs.loader(train, batch_size, seed)
     run = _Run(model, weighting, optimizer, loader, selection, procs)
     if saved is not None:

@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 from ..data import MultiTaskData
 from ..models.base import MultiTaskModel
 from ..utils import resolve_device
+from ._optimizer import sparse_tables
 from ._vectorised import _Adam, _Batches, _build_members, _MemberData, _Population, _probe, _score
 from .selection import Selection, check_monitor, epoch_rows
 
@@ -408,6 +409,13 @@ def _stacked_population(
     and the task weights in the model's task order (``None``: all 1)."""
     members = _build_members(make_model, seeds, train_parts[0])
     template = members[0]
+    if sparse_tables(template):
+        raise ValueError(
+            f"{type(template).__name__} has embedding tables with sparse gradients, which a "
+            "population cannot train (its members' tables are one stacked tensor); build the "
+            "members with dense ones (mtlbook.models.sparse_embeddings(model, False)) or train "
+            "each seed with mtlbook.fit"
+        )
     for part in [*train_parts, *valid_parts]:
         template._check_data(part)
     for part in train_parts:

@@ -59,6 +59,11 @@ class Weighting(ABC):
     #: several processes, and ``fit`` refuses it before training.
     distributed: ClassVar[str | None] = "ddp"
 
+    #: Whether :func:`mtlbook.fit` may train a model whose embedding tables have sparse
+    #: gradients (:func:`mtlbook.models.sparse_embeddings`) with this strategy. The strategies
+    #: that flatten the tasks' gradients of the shared parameters into vectors cannot.
+    sparse_gradients: bool = True
+
     def __init_subclass__(cls, **kwargs) -> None:
         # Record the constructor arguments of every strategy (see ``config``): a checkpoint
         # compares them to refuse resuming with a strategy configured differently.

@@ -116,6 +116,7 @@ class CAGrad(Weighting):
 
     #: Averages the task gradients over the processes itself (see Weighting.distributed).
     distributed = "manual"
+    sparse_gradients = False  # it flattens per-task gradients of the shared parameters
 
     #: The latest step's coefficients.
     state_attributes = ("_coef",)

@@ -95,6 +95,8 @@ class FAMO(Weighting):
             if max_grad_norm is None
             else check_number("max_grad_norm", max_grad_norm, positive=True)
         )
+        # Clipping takes the norm of the shared parameters' gradients, which sparse ones lack.
+        self.sparse_gradients = self.max_grad_norm is None
         self._min_given = (
             None if min_losses is None else check_task_values("min_losses", min_losses)
         )

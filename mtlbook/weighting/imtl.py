@@ -106,6 +106,7 @@ class IMTL(Weighting):
 
     #: Averages the task gradients over the processes itself (see Weighting.distributed).
     distributed = "manual"
+    sparse_gradients = False  # it flattens per-task gradients of the shared parameters
 
     #: The latest step's weights α (the log-scales are the strategy's parameters).
     state_attributes = ("_alpha",)

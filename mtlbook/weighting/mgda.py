@@ -143,6 +143,7 @@ class MGDA(Weighting):
 
     #: Averages the task gradients (or their Gram matrix) over the processes itself.
     distributed = "manual"
+    sparse_gradients = False  # it flattens per-task gradients of the shared parameters
 
     #: The latest step's weights α.
     state_attributes = ("_alpha",)

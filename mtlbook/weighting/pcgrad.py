@@ -83,6 +83,7 @@ class PCGrad(Weighting):
 
     #: Averages the task gradients over the processes itself (see Weighting.distributed).
     distributed = "manual"
+    sparse_gradients = False  # it flattens per-task gradients of the shared parameters
 
     #: The visiting orders' generator and the latest step's weights.
     state_attributes = ("_generator", "_weights")
