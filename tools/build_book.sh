@@ -16,6 +16,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$MTLBOOK_ROOT"
 
+# A chapter's claim() that no longer holds fails the run (mtlbook/book/evidence.py);
+# the kernels that execute the chapters inherit this.
+export MTLBOOK_STRICT_CLAIMS=1
+
 # _config.yml loads the Sphinx extension in _ext/ as a local extension, whose folder Jupyter
 # Book resolves relative to the configuration file. Put it on the path here as well, so that
 # a copy of the configuration elsewhere (.ci/run builds with _build/ci_config.yml) finds it.
