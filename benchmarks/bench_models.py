@@ -36,7 +36,16 @@ Configurations (2 tasks each):
 * ``paper``: the MMoE paper's synthetic-data size (Ma et al., KDD 2018): 100 dense inputs, 8
   experts of 16 units, towers of 8, batch 256, regression tasks;
 * ``recsys``: a recommender size: 8 categorical fields of 1,000 values embedded in 16
-  dimensions, 8 experts of [256, 128], towers of [64], batch 2,048, binary tasks.
+  dimensions, 8 experts of [256, 128], towers of [64], batch 2,048, binary tasks;
+* ``large``: ``recsys`` with 125,000 values per field, 10⁶ embedding rows in all (16 M of the
+  model's 16.5 M parameters), the largest size whose comparison fits this machine's time.
+
+For ``large`` the script also times mtlbook's model with sparse embedding gradients against the
+same model with dense ones (both mtlbook, same batch, interleaved): the embedding table becomes
+``nn.Embedding(sparse=True)`` and is updated by ``torch.optim.SparseAdam`` (Adam's moments kept
+for the rows a batch touches only, the "lazy" Adam of large-scale recommenders), the other
+parameters by Adam as before. A dense gradient writes and Adam updates all 10⁶ rows every step;
+the sparse one touches the ≤ 16,384 rows of the batch.
 
 PLE gets the same sizes with 2 extraction levels of 4 shared experts and 2 experts per task
 (8 experts per level, as many as MMoE has in total).
@@ -45,11 +54,13 @@ PLE gets the same sizes with 2 extraction levels of 4 shared experts and 2 exper
     python benchmarks/bench_models.py                # 40 interleaved repeats
     python benchmarks/bench_models.py --quick        # 10
     python benchmarks/bench_models.py --no-peer-bn --keep-freed-memory
+    python benchmarks/bench_models.py --device cuda   # on a GPU; the faults column is the CPU's
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import statistics
 import time
@@ -62,6 +73,7 @@ from torch import nn
 
 from mtlbook.data import MultiTaskData
 from mtlbook.models import PLE, MMoE
+from mtlbook.utils import resolve_device
 
 try:
     from torch_rechub.basic.features import DenseFeature, SparseFeature
@@ -116,6 +128,19 @@ CONFIGS = [
         task_kind="binary",
         steps_per_block=1,
     ),
+    Config(
+        "large",
+        n_dense=0,
+        n_fields=8,
+        cardinality=125_000,
+        embedding_dim=16,
+        n_experts=8,
+        expert_units=(256, 128),
+        tower_units=(64,),
+        batch=2048,
+        task_kind="binary",
+        steps_per_block=1,
+    ),
 ]
 TASKS = ("task1", "task2")
 PLE_LEVELS, PLE_SHARED, PLE_PER_TASK = 2, 4, 2  # 4 + 2 × 2 = 8 experts per level
@@ -151,6 +176,31 @@ def mtlbook_step(model, batch) -> Callable[[], None]:
         losses = model.task_losses(model(batch), batch)
         torch.stack(list(losses.values())).sum().backward()
         optimizer.step()
+
+    return step
+
+
+def mtlbook_sparse_step(model, batch) -> Callable[[], None]:
+    """:func:`mtlbook_step` for a copy of ``model`` whose embedding table has sparse gradients,
+    updated by ``SparseAdam``; the other parameters by Adam as before."""
+    model = copy.deepcopy(model)
+    dense_table = model.input.embedding
+    table = nn.Embedding(dense_table.num_embeddings, dense_table.embedding_dim, sparse=True)
+    table.weight = dense_table.weight
+    model.input.embedding = table
+    rest = [p for name, p in model.named_parameters() if name != "input.embedding.weight"]
+    optimizers = [
+        torch.optim.SparseAdam([table.weight], lr=1e-3),
+        torch.optim.Adam(rest, lr=1e-3, foreach=True),
+    ]
+
+    def step() -> None:
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        losses = model.task_losses(model(batch), batch)
+        torch.stack(list(losses.values())).sum().backward()
+        for optimizer in optimizers:
+            optimizer.step()
 
     return step
 
@@ -209,8 +259,9 @@ def _drop_batch_norm(module: nn.Module) -> None:
             _drop_batch_norm(child)
 
 
-def rechub_step(model, cfg: Config, data: MultiTaskData) -> Callable[[], None]:
-    batch = next(iter(data.loader(cfg.batch, shuffle=False)))
+def rechub_step(model, cfg: Config, data: MultiTaskData, device: str) -> Callable[[], None]:
+    batch = next(iter(data.loader(cfg.batch, shuffle=False))).to(device)
+    model.to(device)
     if cfg.n_dense:
         x = {"dense": batch.dense}
     else:
@@ -265,7 +316,8 @@ def time_pair(
 ) -> tuple[float, float, float, float]:
     """Median seconds per step of ``ours`` and ``peer`` (blocks of ``steps`` steps, interleaved,
     the order alternating between repeats), the median per-repeat throughput ratio ours/peer and
-    its interquartile range."""
+    its interquartile range. On a GPU each block ends by waiting for the device."""
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     for _ in range(3):  # warm-up
         ours()
         peer()
@@ -276,6 +328,7 @@ def time_pair(
             start = time.perf_counter()
             for _ in range(steps):
                 fn()
+            sync()
             out.append((time.perf_counter() - start) / steps)
     ratios = sorted(q / p for p, q in zip(a, b, strict=True))  # throughput ours / peer
     iqr = ratios[3 * len(ratios) // 4] - ratios[len(ratios) // 4]
@@ -298,7 +351,11 @@ def main() -> None:
         help="glibc: keep freed memory in the heap (see keep_freed_memory)",
     )
     parser.add_argument("--only", choices=[c.name for c in CONFIGS], help="one configuration")
+    parser.add_argument(
+        "--device", default="cpu", help='"cpu" (default), "cuda" or "auto": where both train'
+    )
     args = parser.parse_args()
+    device = str(resolve_device(args.device))
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (10 if args.quick else 40)
     allocator = "glibc default"
@@ -308,7 +365,7 @@ def main() -> None:
 
     print(
         f"torch {torch.__version__}, torch-rechub {torch_rechub.__version__}, "
-        f"threads {torch.get_num_threads()}, allocator: {allocator}, "
+        f"threads {torch.get_num_threads()}, device {device}, allocator: {allocator}, "
         f"median of {repeats} interleaved repeats"
     )
     print(
@@ -316,13 +373,14 @@ def main() -> None:
         f"{'peer ms':>8} {'mtlbook/s':>9} {'peer/s':>8} {'speed-up':>8} {'IQR':>5} "
         f"{'faults/step':>12}"
     )
+    sparse_rows: list[str] = []
     variants = [("as shipped", True)] + ([("without BN", False)] if args.no_peer_bn else [])
     for cfg in CONFIGS:
         if args.only and cfg.name != args.only:
             continue
         data = make_data(cfg)
-        batch = next(iter(data.loader(cfg.batch, shuffle=False)))
-        ours = mtlbook_models(cfg, data)
+        batch = next(iter(data.loader(cfg.batch, shuffle=False))).to(device)
+        ours = {name: model.to(device) for name, model in mtlbook_models(cfg, data).items()}
         for label, batch_norm in variants:
             torch.manual_seed(0)
             peers = rechub_models(cfg, batch_norm)
@@ -333,7 +391,7 @@ def main() -> None:
                         f"{cfg.name} {name}: {count(model)} parameters in mtlbook, "
                         f"{count(without_bn)} in the peer without BatchNorm"
                     )
-                step, peer = mtlbook_step(model, batch), rechub_step(peers[name], cfg, data)
+                step, peer = mtlbook_step(model, batch), rechub_step(peers[name], cfg, data, device)
                 t_ours, t_peer, ratio, iqr = time_pair(step, peer, repeats, cfg.steps_per_block)
                 faults = [minor_page_faults()]
                 for fn in (step, peer):
@@ -347,6 +405,29 @@ def main() -> None:
                     f"{(faults[1] - faults[0]) / 3:>5.0f}/{(faults[2] - faults[1]) / 3:<6.0f}",
                     flush=True,
                 )
+        if cfg.name == "large":
+            torch.manual_seed(0)
+            shipped = rechub_models(cfg)
+            for name, model in ours.items():
+                sparse, dense = mtlbook_sparse_step(model, batch), mtlbook_step(model, batch)
+                peer = rechub_step(shipped[name], cfg, data, device)
+                t_sparse, t_dense, vs_dense, iqr_dense = time_pair(sparse, dense, repeats, 1)
+                _, t_peer, vs_peer, iqr_peer = time_pair(sparse, peer, repeats, 1)
+                sparse_rows.append(
+                    f"{cfg.name:<7} {name:<5} {1e3 * t_sparse:>10.2f} {1e3 * t_dense:>9.2f} "
+                    f"{vs_dense:>7.2f}x {iqr_dense:>5.2f} {1e3 * t_peer:>8.2f} "
+                    f"{vs_peer:>7.2f}x {iqr_peer:>5.2f}"
+                )
+    if sparse_rows:
+        print(
+            "\nmtlbook with sparse embedding gradients + SparseAdam, against mtlbook dense + Adam "
+            "and against the peer as shipped (each pair interleaved)"
+        )
+        print(
+            f"{'config':<7} {'model':<5} {'sparse ms':>10} {'dense ms':>9} "
+            f"{'vs dense':>8} {'IQR':>5} {'peer ms':>8} {'vs peer':>8} {'IQR':>5}"
+        )
+        print("\n".join(sparse_rows))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ prints the times and the speed-up, repeated and interleaved (population, sequent
 
     python benchmarks/bench_population.py                # 32 seeds, 3 epochs, 2 threads
     python benchmarks/bench_population.py --seeds 64 --epochs 5 --threads 1
+    python benchmarks/bench_population.py --device cuda  # on a GPU, unchanged otherwise
     python benchmarks/bench_population.py --harness      # mtlbook.analysis.compare, both trainers
 
 With ``--harness`` it times :func:`mtlbook.analysis.compare` instead (single-task, Shared-Bottom and
@@ -29,6 +30,7 @@ import torch
 
 import mtlbook as mb
 from mtlbook.training.population import fit_population
+from mtlbook.utils import resolve_device
 
 
 def final_valid_loss(history) -> np.ndarray:
@@ -44,7 +46,7 @@ def harness(args) -> None:
     settings = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
-        "device": "cpu",
+        "device": args.device,
         "n_samples": args.samples,
     }
     models = ["single", "shared_bottom", "mmoe"]
@@ -85,6 +87,34 @@ def harness(args) -> None:
     )
 
 
+def gemm_floor(
+    members: int, batch: int, n_in: int, n_out: int, device: str, repeats: int = 200
+) -> float:
+    """Seconds per member and step of the matrix products no implementation can skip: the
+    first layer of the experts and the gates (``n_in`` inputs to ``n_out`` = experts × units +
+    gates × experts outputs) forward and its weight gradient, as one batched matrix product
+    per member (``torch.bmm`` over ``[members, batch, n_in]``), the median of ``repeats``."""
+    x = torch.randn(members, batch, n_in, device=device)
+    w = torch.randn(members, n_in, n_out, device=device)
+    g = torch.randn(members, batch, n_out, device=device)
+    xt = x.transpose(1, 2)
+
+    def products() -> None:
+        torch.bmm(x, w)
+        torch.bmm(xt, g)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+
+    for _ in range(10):
+        products()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        products()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / members
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=32)
@@ -92,6 +122,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help='"cpu" (default), "cuda" or "auto": where both the population and the sequential '
+        "runs train (the result tables come back to the CPU either way)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--harness",
@@ -114,10 +150,18 @@ def main() -> None:
             train.schema, n_experts=8, expert_units=(16,), tower_units=(8,), seed=seed
         )
 
-    settings = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3, "device": "cpu"}
+    settings = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": 1e-3,
+        "device": args.device,
+    }
 
     def population():
         return fit_population(make_model, train, valid, seeds, **settings)
+
+    def population_of_one():
+        return fit_population(make_model, train, valid, seeds[:1], **settings)
 
     def sequential():
         return [
@@ -125,15 +169,16 @@ def main() -> None:
         ]
 
     population()  # warm-up (vmap, allocator)
-    times: dict[str, list[float]] = {"population": [], "sequential": []}
+    times: dict[str, list[float]] = {"population": [], "sequential": [], "one": []}
+    runs = (("population", population), ("sequential", sequential), ("one", population_of_one))
     for _ in range(args.repeats):
-        for name, run in (("population", population), ("sequential", sequential)):
+        for name, run in runs:
             start = time.perf_counter()
             out = run()
             times[name].append(time.perf_counter() - start)
             if name == "population":
                 pop = out
-            else:
+            elif name == "sequential":
                 seq = out
 
     pop_loss = final_valid_loss(pop.history)
@@ -155,14 +200,31 @@ def main() -> None:
         f"best epochs equal: {same_best}"
     )
     for name, values in times.items():
+        label = "population of 1" if name == "one" else name
         print(
-            f"{name:>10}: {statistics.median(values):7.2f} s "
+            f"{label:>15}: {statistics.median(values):7.2f} s "
             f"(min {min(values):.2f}, max {max(values):.2f})"
         )
     print(
         f"speed-up: {statistics.median(ratios):.1f}x (range {min(ratios):.1f}–"
         f"{max(ratios):.1f}x over repeats; fastest run vs fastest run "
         f"{min(times['sequential']) / min(times['population']):.1f}x)"
+    )
+    n_out = 8 * 16 + len(train.task_names) * 8  # 8 experts of 16 units, a gate of 8 per task
+    device = str(resolve_device(args.device))
+    floor = gemm_floor(args.seeds, args.batch_size, train.schema.n_dense, n_out, device)
+    per_step = statistics.median(times["population"]) / (args.seeds * steps)
+    marginal = [
+        (k - one) / ((args.seeds - 1) * steps)
+        for k, one in zip(times["population"], times["one"], strict=True)
+    ]
+    added = statistics.median(marginal) if args.seeds > 1 else float("nan")
+    print(
+        f"per member and step: population {1e3 * per_step:.3f} ms (all its time, validation "
+        f"and selection included), {1e3 * added:.3f} ms added by each member beyond the "
+        f"first; GEMM floor {1e3 * floor:.3f} ms (experts' and gates' first layer, forward and "
+        f"weight gradient, measured now): {per_step / floor:.1f}x and {added / floor:.1f}x "
+        "the floor"
     )
 
 
