@@ -1,0 +1,232 @@
+"""The book's *full tier*: paper-scale studies run by one command, stored with their provenance.
+
+A chapter's live runs must finish in about 90 seconds on two cores, too little to follow a
+paper's protocol. The studies here follow it as far as an hour on two CPU cores allows (each
+says what it reduces and why); their tidy results are committed in the package, under
+``mtlbook/book/results/`` (so that a chapter opened in Colab finds them too), and the chapters
+show them beside the live runs, labelled as such.
+
+    python -m mtlbook.book.reproduce mmoe        # one study, ≈ its stated time
+    python -m mtlbook.book.reproduce all         # every study
+    python -m mtlbook.book.reproduce mmoe --check   # re-run reduced, compare with the stored
+
+Each study writes ``results/<name>/<version>/results.csv`` (tidy rows) and ``provenance.json``
+(the command, the commit, package versions, machine, threads, wall time, date and the study's
+settings), both atomically. The version names the protocol: a change of protocol gets a new
+folder, never an overwrite of another protocol's results. :func:`check` re-runs a study in
+reduced form (fewer restarts, the same steps and data size) and compares the stored summary
+with the reduced run's intervals; the tests call it, so a stored result cannot go stale
+silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+__all__ = ["STUDIES", "Study", "check", "load", "results_dir", "run"]
+
+
+@dataclass(frozen=True)
+class Study:
+    """One full-tier study.
+
+    Attributes:
+        name: the command-line name (``mmoe``).
+        version: the protocol's version; results live under ``results/<name>/<version>/``.
+        title: one line on what it reproduces.
+        run: ``settings -> tidy DataFrame`` (the study itself).
+        full: the settings of the full run.
+        reduced: ``stored results or None -> settings`` of the reduced re-run (fewer
+            restarts; the same steps and data size; it may use the stored results, e.g. to
+            train only the learning rate the full run selected).
+        verify: ``(stored, reduced) -> DataFrame`` with a boolean column ``inside``: whether
+            each stored summary value lies in the reduced run's interval.
+        reductions: how the full run departs from the paper's protocol, and why.
+        minutes: the full run's expected time on two CPU cores.
+    """
+
+    name: str
+    version: str
+    title: str
+    run: Callable[[dict[str, Any]], pd.DataFrame]
+    full: dict[str, Any]
+    reduced: Callable[[pd.DataFrame | None], dict[str, Any]]
+    verify: Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
+    reductions: tuple[str, ...] = field(default_factory=tuple)
+    minutes: float = 60.0
+
+
+def _registry() -> dict[str, Study]:
+    from .mmoe import STUDY as MMOE
+
+    return {study.name: study for study in (MMOE,)}
+
+
+STUDIES: dict[str, Study] = _registry()
+
+
+def results_dir(root: str | os.PathLike | None = None) -> Path:
+    """The results folder: ``root``, or the package's ``mtlbook/book/results/``."""
+    if root is not None:
+        return Path(root)
+    return Path(__file__).resolve().parents[1] / "results"
+
+
+def _study(name: str) -> Study:
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; the studies are {sorted(STUDIES)}")
+    return STUDIES[name]
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through a temporary file in its folder, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with dictionary keys that JSON cannot hold (tuples) written as text."""
+    if isinstance(value, dict):
+        return {
+            (
+                k
+                if isinstance(k, str)
+                else " ".join(map(str, k))
+                if isinstance(k, tuple)
+                else str(k)
+            ): _jsonable(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _provenance(study: Study, settings: dict[str, Any], seconds: float) -> dict[str, Any]:
+    import numpy
+    import scipy
+
+    from ... import __version__
+
+    return {
+        "study": study.name,
+        "version": study.version,
+        "title": study.title,
+        "command": shlex.join(
+            [Path(sys.executable).name, "-m", "mtlbook.book.reproduce", study.name]
+        ),
+        "commit": _commit(),
+        "mtlbook": __version__,
+        "packages": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+            "pandas": pd.__version__,
+            "scipy": scipy.__version__,
+        },
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} logical CPUs, "
+        f"{platform.processor() or 'processor unknown'}",
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "wall_seconds": round(seconds, 1),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "settings": _jsonable(settings),
+        "reductions": list(study.reductions),
+    }
+
+
+def run(name: str, root: str | os.PathLike | None = None, *, reduced: bool = False) -> Path:
+    """Run study ``name`` and store its results and provenance; returns the folder.
+
+    With ``reduced=True`` the reduced settings run and nothing is stored over the full
+    results: they go to ``<root>/<name>/<version>-reduced/``.
+    """
+    study = _study(name)
+    if reduced:
+        try:
+            stored: pd.DataFrame | None = load(name, root)[0]
+        except FileNotFoundError:
+            stored = None
+        settings = study.reduced(stored)
+    else:
+        settings = dict(study.full)
+    start = time.perf_counter()
+    frame = study.run(settings)
+    seconds = time.perf_counter() - start
+    folder = results_dir(root) / name / (study.version + ("-reduced" if reduced else ""))
+    _atomic_write(folder / "results.csv", lambda p: frame.to_csv(p, index=False))
+    meta = _provenance(study, settings, seconds)
+    _atomic_write(
+        folder / "provenance.json",
+        lambda p: p.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", "utf-8"),
+    )
+    return folder
+
+
+def load(name: str, root: str | os.PathLike | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The stored full results of study ``name`` and their provenance.
+
+    Raises:
+        FileNotFoundError: when the study has not been run (says the command that runs it).
+    """
+    study = _study(name)
+    folder = results_dir(root) / name / study.version
+    csv, meta = folder / "results.csv", folder / "provenance.json"
+    if not csv.exists() or not meta.exists():
+        raise FileNotFoundError(
+            f"no stored results of the study {name!r} (version {study.version}) in {folder}; "
+            f"run: python -m mtlbook.book.reproduce {name}"
+        )
+    return pd.read_csv(csv), json.loads(meta.read_text("utf-8"))
+
+
+def check(name: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Re-run study ``name`` in reduced form and compare it with the stored full results.
+
+    Returns:
+        The study's comparison table, with a boolean column ``inside`` per stored value.
+    """
+    study = _study(name)
+    stored, _ = load(name, root)
+    reduced = study.run(study.reduced(stored))
+    return study.verify(stored, reduced)

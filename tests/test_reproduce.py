@@ -1,0 +1,91 @@
+"""The full tier: a study runs, stores its results with provenance, and is re-checked reduced."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from mtlbook.book import reproduce
+from mtlbook.book.reproduce import Study, check, load, run
+from mtlbook.book.reproduce.__main__ import main
+from mtlbook.book.reproduce.mmoe import FULL, selected, study, verify
+
+TINY = {
+    **FULL,
+    "correlations": [0.5, 1.0],
+    "restarts": 3,
+    "n_samples": 400,
+    "lrs": [1e-2, 1e-3],
+    "epochs": 2,
+    "early_stopping": 2,
+}
+
+
+@pytest.fixture
+def tiny_study(monkeypatch):
+    def reduced(stored):
+        return {**TINY, "restarts": 3}
+
+    tiny = Study("tiny", "v9", "a tiny MMoE study", study, TINY, reduced, verify, ("tiny",), 0.1)
+    monkeypatch.setitem(reproduce.STUDIES, "tiny", tiny)
+    return tiny
+
+
+def test_a_study_stores_tidy_results_and_provenance(tmp_path, tiny_study):
+    folder = run("tiny", tmp_path)
+    assert folder == tmp_path / "tiny" / "v9"
+    assert sorted(p.name for p in folder.iterdir()) == ["provenance.json", "results.csv"]
+    frame, meta = load("tiny", tmp_path)
+    assert list(frame.columns) == [
+        "correlation",
+        "model",
+        "lr",
+        "restart",
+        "best_epoch",
+        "split",
+        "task",
+        "value",
+    ]
+    # 2 correlations × 3 models × 2 rates × 3 restarts: one validation row and 3 test rows each
+    assert len(frame) == 2 * 3 * 2 * 3 * 4
+    for key in ("command", "commit", "packages", "machine", "threads", "wall_seconds", "date"):
+        assert key in meta, key
+    assert meta["command"].endswith("-m mtlbook.book.reproduce tiny")
+    assert meta["settings"]["restarts"] == 3 and meta["reductions"] == ["tiny"]
+    json.dumps(meta)  # plain JSON
+
+
+def test_the_learning_rate_is_selected_on_validation_only():
+    rows = []
+    for lr, valid, test in ((1e-3, 1.0, 9.0), (1e-2, 2.0, 0.1)):
+        for r in range(2):
+            common = {"correlation": 0.5, "model": "MMoE", "lr": lr, "restart": r, "best_epoch": 1}
+            rows.append({**common, "split": "valid", "task": "all", "value": valid})
+            rows.append({**common, "split": "test", "task": "task1", "value": test})
+    picked = selected(pd.DataFrame(rows))
+    assert set(picked["lr"]) == {1e-3}  # the better validation loss, though its test is worse
+
+
+def test_a_reduced_rerun_of_the_same_protocol_agrees(tmp_path, tiny_study):
+    run("tiny", tmp_path)
+    table = check("tiny", tmp_path)
+    assert table["inside"].all()
+    assert main(["tiny", "--check", "--root", str(tmp_path)]) == 0
+
+
+def test_a_stale_result_fails_the_check(tmp_path, tiny_study):
+    folder = run("tiny", tmp_path)
+    frame = pd.read_csv(folder / "results.csv")
+    frame.loc[frame["split"] == "test", "value"] *= 10  # results no longer what the code gives
+    frame.to_csv(folder / "results.csv", index=False)
+    assert not check("tiny", tmp_path)["inside"].all()
+    assert main(["tiny", "--check", "--root", str(tmp_path)]) == 1
+
+
+def test_missing_results_name_the_command(tmp_path, tiny_study):
+    with pytest.raises(FileNotFoundError, match=r"python -m mtlbook\.book\.reproduce tiny"):
+        load("tiny", tmp_path)
+    with pytest.raises(ValueError, match="unknown study"):
+        load("nope", tmp_path)
