@@ -34,10 +34,10 @@ from scipy import stats as sps
 from ...analysis.runs import Factory
 from ...data import Schema, make_correlated_tasks
 from ...training.population import fit_population
-from ..ch12_3_3a import paper_models
+from ..ch12_3_3a import SCORE_COLUMNS, paper_models
 from . import Study
 
-__all__ = ["STUDY", "selected", "study"]
+__all__ = ["STUDY", "as_scores", "selected", "study"]
 
 #: Columns of the stored results.
 COLUMNS = ["correlation", "model", "lr", "restart", "best_epoch", "split", "task", "value"]
@@ -59,11 +59,11 @@ def study(settings: dict[str, Any]) -> pd.DataFrame:
     """Train every model, correlation, learning rate and restart of ``settings``.
 
     Args:
-        settings: :data:`FULL`'s keys; ``restarts`` may be smaller, and ``lrs_by_cell``
+        settings: ``FULL``'s keys; ``restarts`` may be smaller, and ``lrs_by_cell``
             (``{(model, correlation): lr}``) may restrict each model and correlation to one rate.
 
     Returns:
-        Tidy rows (:data:`COLUMNS`): each restart's validation loss (``split="valid"``, task
+        Tidy rows (``COLUMNS``): each restart's validation loss (``split="valid"``, task
         ``all``, at its best epoch) and test MSE per task and their sum (``split="test"``).
     """
     models = paper_models()
@@ -129,6 +129,18 @@ def selected(results: pd.DataFrame) -> pd.DataFrame:
     best = mean.loc[mean.groupby(["model", "correlation"])["value"].idxmin()]
     keys = best[["model", "correlation", "lr"]]
     return results[results["split"] == "test"].merge(keys, on=["model", "correlation", "lr"])
+
+
+def as_scores(results: pd.DataFrame) -> pd.DataFrame:
+    """The selected test rows (:func:`selected`) in the layout of
+    :attr:`~mtlbook.book.ch12_3_3a.RestartStudy.scores`, so that the chapter's summaries,
+    claims and plots (:func:`~mtlbook.book.ch12_3_3a.restart_summary`,
+    :func:`~mtlbook.book.ch12_3_3a.compare_with_paper`, ...) read the full study as they read
+    the live one."""
+    rows = selected(results)
+    return rows.assign(member=rows["restart"], seed=rows["restart"])[SCORE_COLUMNS].reset_index(
+        drop=True
+    )
 
 
 def _median_interval(values: np.ndarray, confidence: float = 0.99) -> tuple[float, float]:
