@@ -112,6 +112,26 @@ def test_selection_bias_exists(funnel_large):
     assert pcvr[clicked].mean() > pcvr.mean() * 1.05
 
 
+def test_selection_bias_sets_how_strongly_clicks_select_converting_impressions():
+    def lift(rho):  # mean true pCVR among clicked impressions / over all impressions
+        data = mb.simulate_funnel(40_000, seed=2, context_noise=1.0, selection_bias=rho)
+        pcvr, clicked = data.truth["pcvr"].to_numpy(), data.labels["click"] == 1
+        assert data.meta["selection_bias"] == rho
+        return pcvr[clicked].mean() / pcvr.mean()
+
+    against, independent, along = lift(-0.9), lift(0.0), lift(0.9)
+    assert against < independent - 0.05 < along - 0.1
+
+
+def test_selection_bias_zero_is_the_default_data():
+    a = mb.simulate_funnel(2_000, seed=4)
+    b = mb.simulate_funnel(2_000, seed=4, selection_bias=0.0)
+    np.testing.assert_array_equal(a.truth.to_numpy(), b.truth.to_numpy())
+    c = mb.simulate_funnel(2_000, seed=4, selection_bias=0.5)
+    np.testing.assert_array_equal(a.truth["pctr"].to_numpy(), c.truth["pctr"].to_numpy())
+    assert not np.array_equal(a.truth["pcvr"].to_numpy(), c.truth["pcvr"].to_numpy())
+
+
 def test_determinism():
     kwargs = {"n_users": 50, "n_items": 40, "with_dwell_time": True}
     a = mb.simulate_funnel(2_000, seed=4, **kwargs)
@@ -137,6 +157,8 @@ def test_determinism():
         ({"click_rate": 1.0}, "click_rate"),
         ({"click_rate": 1.5}, "click_rate"),
         ({"context_noise": -1.0}, "context_noise"),
+        ({"selection_bias": 1.5}, "selection_bias"),
+        ({"selection_bias": -1.01}, "selection_bias"),
         ({"n_impressions": 0}, "n_impressions"),
         ({"n_users": 0}, "n_users"),
         ({"latent_dim": 0}, "latent_dim"),

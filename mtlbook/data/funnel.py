@@ -13,11 +13,20 @@ predictable from the ids and partly from the side features. For every impression
 * ``click ~ Bernoulli(pctr)`` and ``purchase ~ Bernoulli(pcvr)`` only when clicked, so
   ``P(purchase) = pctr·pcvr = pctcvr``.
 
-``ε_j`` and ``η_j`` are per-impression context noise the model cannot see. The offsets
+``ε_j`` and ``η_j`` are per-impression context noise the model cannot see, of standard deviation
+``context_noise`` and correlation ``selection_bias``. The offsets
 ``b_click`` and ``b_buy`` are solved for so that the mean click rate and the mean purchase rate
 per impression match the ``click_rate`` and ``purchase_rate`` knobs. Because clicks favour
 impressions with high affinity, which also raise ``pcvr``, the clicked impressions are a biased
 sample of the entire space: the sample-selection bias of chapter 12.5.
+
+That bias has two parts. Selection on what the features show (affinity, quality) changes which
+impressions a model trained on clicks sees, but not ``P(purchase | click, x)``; selection on what
+they do not show changes that too. ``selection_bias`` sets the second part: with ``ρ > 0`` the
+context that makes an impression more likely to be clicked also makes it more likely to convert
+(``η = ρ·ε + √(1 − ρ²)·ε'``), so among clicked impressions purchases are more frequent than
+``pcvr`` of the same features says for the entire space, by an amount that grows with
+``ρ·context_noise²``. ``ρ = 0`` (the default) keeps the two independent.
 """
 
 from __future__ import annotations
@@ -67,6 +76,7 @@ def simulate_funnel(
     click_rate: float = 0.04,
     purchase_rate: float = 0.01,
     context_noise: float = 0.3,
+    selection_bias: float = 0.0,
     with_dwell_time: bool = False,
 ) -> MultiTaskData:
     """Simulate impressions, clicks and purchases with the true probabilities known.
@@ -82,6 +92,9 @@ def simulate_funnel(
             purchases are 100× rarer than impressions and the mean CVR among clicks is about
             25 %). Must be smaller than ``click_rate``.
         context_noise: standard deviation of the per-impression noise in both logits.
+        selection_bias: correlation ``ρ`` in [-1, 1] of the click and the conversion noise:
+            how strongly clicking selects, beyond the features, the impressions that convert
+            (see the module's notes). 0 keeps them independent, the default data of the book.
         with_dwell_time: also simulate ``dwell_time`` in seconds, a regression task defined
             on clicked impressions only (masked), for loss-scale experiments.
 
@@ -109,6 +122,8 @@ def simulate_funnel(
         )
     if context_noise < 0:
         raise ValueError(f"context_noise must be ≥ 0, got {context_noise!r}")
+    if not -1.0 <= selection_bias <= 1.0:
+        raise ValueError(f"selection_bias must lie in [-1, 1], got {selection_bias!r}")
 
     rng = np.random.default_rng(seed)
 
@@ -139,18 +154,22 @@ def simulate_funnel(
     position = rng.integers(n_positions, size=n)
 
     affinity = np.einsum("nk,nk->n", user_taste[user], item_taste[item]) / (2.0 * np.sqrt(k))
+    click_noise = rng.standard_normal(n)
+    # ρ = 0 draws exactly what the simulator drew before the knob existed (same seed, same data)
+    buy_noise = np.sqrt(1.0 - selection_bias**2) * rng.standard_normal(n)
+    buy_noise += selection_bias * click_noise
     click_base = (
         1.5 * affinity
         + activity[user]
         + 0.5 * quality[item]
         - 0.4 * np.log1p(position)
-        + context_noise * rng.standard_normal(n)
+        + context_noise * click_noise
     )
     buy_base = (
         1.0 * affinity
         + 0.8 * quality[item]
         - sensitivity[user] * log_price_std[item]
-        + context_noise * rng.standard_normal(n)
+        + context_noise * buy_noise
     )
 
     b_click = _solve_offset(click_rate, lambda b: _sigmoid(click_base + b).mean())
@@ -210,5 +229,6 @@ def simulate_funnel(
             "b_click": b_click,
             "b_buy": b_buy,
             "context_noise": context_noise,
+            "selection_bias": selection_bias,
         },
     )
