@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
 
 from mtlbook.book import reproduce
-from mtlbook.book.reproduce import Study, check, load, run
+from mtlbook.book.reproduce import STUDIES, Study, check, load, run
 from mtlbook.book.reproduce.__main__ import main
 from mtlbook.book.reproduce.mmoe import FULL, selected, study, verify
 
@@ -37,6 +38,9 @@ def test_a_study_stores_tidy_results_and_provenance(tmp_path, tiny_study):
     folder = run("tiny", tmp_path)
     assert folder == tmp_path / "tiny" / "v9"
     assert sorted(p.name for p in folder.iterdir()) == ["provenance.json", "results.csv"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o666 & ~umask}
     frame, meta = load("tiny", tmp_path)
     assert list(frame.columns) == [
         "correlation",
@@ -89,3 +93,11 @@ def test_missing_results_name_the_command(tmp_path, tiny_study):
         load("tiny", tmp_path)
     with pytest.raises(ValueError, match="unknown study"):
         load("nope", tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_the_stored_full_results_agree_with_a_reduced_rerun(name):
+    """CI's guard against stale results: the committed full-tier results must lie inside the
+    intervals of a reduced re-run of the same protocol with today's code."""
+    table = check(name)
+    assert table["inside"].all(), table.to_string()

@@ -100,6 +100,9 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     os.close(handle)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a plainly created file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -142,6 +145,17 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _processor() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), or what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "processor unknown"
+
+
 def _provenance(study: Study, settings: dict[str, Any], seconds: float) -> dict[str, Any]:
     import numpy
     import scipy
@@ -165,7 +179,7 @@ def _provenance(study: Study, settings: dict[str, Any], seconds: float) -> dict[
             "scipy": scipy.__version__,
         },
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} logical CPUs, "
-        f"{platform.processor() or 'processor unknown'}",
+        f"{_processor()}",
         "device": "cpu",
         "threads": torch.get_num_threads(),
         "wall_seconds": round(seconds, 1),
