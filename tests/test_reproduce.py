@@ -29,7 +29,7 @@ def tiny_study(monkeypatch):
     def reduced(stored):
         return {**TINY, "restarts": 3}
 
-    tiny = Study("tiny", "v9", "a tiny MMoE study", study, TINY, reduced, verify, ("tiny",), 0.1)
+    tiny = Study("tiny", "v9", "a tiny MMoE study", study, TINY, reduced, verify, ("tiny",))
     monkeypatch.setitem(reproduce.STUDIES, "tiny", tiny)
     return tiny
 

@@ -57,7 +57,6 @@ class Study:
         verify: ``(stored, reduced) -> DataFrame`` with a boolean column ``inside``: whether
             each stored summary value lies in the reduced run's interval.
         reductions: how the full run departs from the paper's protocol, and why.
-        minutes: the full run's expected time on two CPU cores.
     """
 
     name: str
@@ -68,7 +67,6 @@ class Study:
     reduced: Callable[[pd.DataFrame | None], dict[str, Any]]
     verify: Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
     reductions: tuple[str, ...] = field(default_factory=tuple)
-    minutes: float = 60.0
 
 
 def _registry() -> dict[str, Study]:
@@ -127,19 +125,15 @@ def _commit() -> str:
     return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
+def _json_key(key: Any) -> str:
+    """A dictionary key as JSON text: a tuple key ``(model, p)`` becomes ``"model p"``."""
+    return " ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+
+
 def _jsonable(value: Any) -> Any:
     """``value`` with dictionary keys that JSON cannot hold (tuples) written as text."""
     if isinstance(value, dict):
-        return {
-            (
-                k
-                if isinstance(k, str)
-                else " ".join(map(str, k))
-                if isinstance(k, tuple)
-                else str(k)
-            ): _jsonable(v)
-            for k, v in value.items()
-        }
+        return {_json_key(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value

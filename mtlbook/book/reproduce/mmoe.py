@@ -212,5 +212,4 @@ STUDY = Study(
         "the generator's constants c, m, alpha_i, beta_i are ours "
         "(mtlbook.data.make_correlated_tasks); the paper does not publish them",
     ),
-    minutes=60.0,
 )
