@@ -70,9 +70,10 @@ class Study:
 
 
 def _registry() -> dict[str, Study]:
+    from .esmm import STUDY as ESMM
     from .mmoe import STUDY as MMOE
 
-    return {study.name: study for study in (MMOE,)}
+    return {study.name: study for study in (MMOE, ESMM)}
 
 
 STUDIES: dict[str, Study] = _registry()
@@ -114,7 +115,8 @@ def _commit() -> str:
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
         )
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            # the package's own files: a chapter being edited does not change a study
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "mtlbook"],
             capture_output=True,
             text=True,
         )
