@@ -72,8 +72,9 @@ class Study:
 def _registry() -> dict[str, Study]:
     from .esmm import STUDY as ESMM
     from .mmoe import STUDY as MMOE
+    from .weighting import STUDY as WEIGHTING
 
-    return {study.name: study for study in (MMOE, ESMM)}
+    return {study.name: study for study in (MMOE, ESMM, WEIGHTING)}
 
 
 STUDIES: dict[str, Study] = _registry()
