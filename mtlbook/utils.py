@@ -123,9 +123,21 @@ def count_parameters(
     }
 
 
-def match_width(build, target: int, *, low: int = 1, high: int = 4096) -> int:
+def match_width(
+    build,
+    target: int,
+    *,
+    low: int = 1,
+    high: int = 4096,
+    part: Literal["total", "dense"] = "total",
+) -> int:
     """The width ``w`` in ``[low, high]`` whose model ``build(w)`` has the parameter count
     closest to ``target``.
+
+    ``part="dense"`` counts only the parameters outside embedding tables (see
+    :func:`count_parameters`): how to match models whose tables differ in number (one set per
+    task for separate single-task models, one shared set for a multi-task model) or dominate
+    the count.
 
     This is how the MMoE paper compared architectures at equal size (a Shared-Bottom bottom of
     113 units against 8 experts × 16 units). ``build`` maps a width to a model; the parameter
@@ -145,12 +157,18 @@ def match_width(build, target: int, *, low: int = 1, high: int = 4096) -> int:
         raise ValueError(f"target must be a positive parameter count, got {target!r}")
     if not 1 <= low <= high:
         raise ValueError(f"need 1 <= low <= high, got low={low}, high={high}")
+    if part not in ("total", "dense"):
+        raise ValueError(f"part must be 'total' or 'dense', got {part!r}")
+
+    def count(width: int) -> int:
+        return count_parameters(build(width), by_part=True)[part]
+
     lo, hi = low, high
     while lo < hi:  # smallest width whose count reaches the target
         mid = (lo + hi) // 2
-        if count_parameters(build(mid)) < target:
+        if count(mid) < target:
             lo = mid + 1
         else:
             hi = mid
     candidates = {w for w in (lo - 1, lo) if low <= w <= high}
-    return min(sorted(candidates), key=lambda w: abs(count_parameters(build(w)) - target))
+    return min(sorted(candidates), key=lambda w: abs(count(w) - target))

@@ -40,7 +40,30 @@ def test_match_width_finds_the_closest_width(correlated_small):
     )
 
 
-@pytest.mark.parametrize("kwargs", [{"target": 0}, {"target": 10, "low": 5, "high": 2}])
+def test_match_width_can_match_the_dense_part_only():
+    data = mb.simulate_funnel(500, seed=0, n_users=300, n_items=200)
+    target = mb.count_parameters(
+        SharedBottom(data.schema, bottom_units=(16,), tower_units=(8,)), by_part=True
+    )["dense"]
+
+    def build(w):  # one network per task: twice the embedding tables of the shared model
+        return SingleTask(data.schema, hidden_units=(w, 8))
+
+    dense = mtlbook.utils.match_width(build, target, part="dense")
+    total = mtlbook.utils.match_width(build, target)
+    parts = mb.count_parameters(build(dense), by_part=True)
+    assert parts["embedding"] > target  # the tables alone outweigh the shared model's layers
+    assert abs(parts["dense"] - target) <= min(
+        abs(mb.count_parameters(build(w), by_part=True)["dense"] - target) for w in (1, 2, 100)
+    )
+    assert total == 1  # matching the total would leave nothing for the layers
+    assert dense > 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"target": 0}, {"target": 10, "low": 5, "high": 2}, {"target": 10, "part": "embedding"}],
+)
 def test_match_width_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         mtlbook.utils.match_width(lambda w: torch.nn.Linear(w, 1), **kwargs)

@@ -39,16 +39,18 @@ from ..analysis.compare import (
     compare,
 )
 from ..analysis.intervals import mean_interval
-from ..analysis.runs import ModelSpec
-from ..data import MultiTaskData
+from ..analysis.runs import ModelSpec, PerTask
+from ..data import MultiTaskData, Schema
 from ..metrics import LOWER_IS_BETTER
+from ..models import CGC, ESMM, PLE, CrossStitch, MMoE, SharedBottom, SingleTask
+from ..utils import count_parameters, match_width
 from ..weighting import Weighting
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure, SubFigure
 
-__all__ = ["Leaderboard", "Study", "plot_gain_heatmap", "run_leaderboard"]
+__all__ = ["Leaderboard", "Study", "matched_models", "plot_gain_heatmap", "run_leaderboard"]
 
 WeightingSpec = str | Callable[[], Weighting]
 
@@ -81,6 +83,111 @@ class Study:
     only: Mapping[str, Sequence[str]] = field(default_factory=dict)
     metrics: MetricSelection = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+def matched_models(
+    schema: Schema, *, units: int = 16, tower: int = 8, esmm: bool = False
+) -> tuple[dict[str, ModelSpec], pd.DataFrame]:
+    """The leaderboard's line-up at (about) one size: the dense parameters of CGC.
+
+    The reference is CGC with one expert per task and one shared expert of ``units`` units and
+    task towers of ``tower`` units. MMoE gets as many experts of the same width (the same size
+    up to its gates); the widths of the Shared-Bottom bottom, of PLE's experts (two levels of
+    CGC's layout), of Cross-Stitch's two layers, of ESMM's towers ``(w, tower)`` and of the
+    first layer of the single-task networks ``(w, tower)`` are chosen by
+    :func:`~mtlbook.utils.match_width` so that each model's **dense** parameters (outside the
+    embedding tables, which the single-task models hold once per task) are closest to CGC's.
+
+    Args:
+        schema: the data schema (at least two tasks; ``esmm`` needs a funnel).
+        units: CGC's expert width.
+        tower: the width of every task tower (and of the single-task networks' second layer).
+        esmm: add ESMM (funnel data only).
+
+    Returns:
+        ``(models, sizes)``: name → factory (``"SingleTask"`` is a
+        :class:`~mtlbook.analysis.runs.PerTask`), and a table ``model, setting,
+        dense_parameters, parameters``.
+
+    Example:
+        >>> import mtlbook as mb
+        >>> data = mb.make_correlated_tasks(200, 0.5, n_features=20)
+        >>> models, sizes = matched_models(data.schema)
+        >>> list(models)
+        ['SingleTask', 'SharedBottom', 'MMoE', 'CGC', 'PLE', 'CrossStitch']
+    """
+    if len(schema.tasks) < 2:
+        raise ValueError(f"a line-up needs at least two tasks, the schema has {len(schema.tasks)}")
+    towers = (int(tower),)
+    n_experts = len(schema.tasks) + 1
+    # name -> (schema, width, seed) -> model; CGC and MMoE have the fixed width ``units``
+    builders: dict[str, Callable[[Schema, int, int], Any]] = {
+        "SingleTask": lambda sc, w, seed: SingleTask(sc, hidden_units=(w, tower), seed=seed),
+        "SharedBottom": lambda sc, w, seed: SharedBottom(
+            sc, bottom_units=(w,), tower_units=towers, seed=seed
+        ),
+        "MMoE": lambda sc, w, seed: MMoE(
+            sc, n_experts=n_experts, expert_units=(w,), tower_units=towers, seed=seed
+        ),
+        "CGC": lambda sc, w, seed: CGC(
+            sc,
+            n_task_experts=1,
+            n_shared_experts=1,
+            expert_units=(w,),
+            tower_units=towers,
+            seed=seed,
+        ),
+        "PLE": lambda sc, w, seed: PLE(
+            sc,
+            n_levels=2,
+            n_task_experts=1,
+            n_shared_experts=1,
+            expert_units=(w,),
+            tower_units=towers,
+            seed=seed,
+        ),
+        "CrossStitch": lambda sc, w, seed: CrossStitch(
+            sc, hidden_units=(w, w), alpha_lr_scale=10, seed=seed
+        ),
+    }
+    if esmm:
+        builders["ESMM"] = lambda sc, w, seed: ESMM(sc, tower_units=(w, tower), seed=seed)
+    target = count_parameters(builders["CGC"](schema, units, 0), by_part=True)["dense"]
+    width = {
+        name: units
+        if name in ("CGC", "MMoE")
+        else match_width(lambda w, b=build: b(schema, w, 0), target, part="dense")
+        for name, build in builders.items()
+    }
+    layout = {
+        "SingleTask": f"one ({width['SingleTask']}, {tower}) network per task",
+        "SharedBottom": f"bottom {width['SharedBottom']} units",
+        "MMoE": f"{n_experts} experts × {units} units",
+        "CGC": f"1 per task + 1 shared × {units} units",
+        "PLE": f"2 levels × (1 per task + 1 shared) × {width['PLE']} units",
+        "CrossStitch": f"2 layers × {width['CrossStitch']} units per task",
+        "ESMM": f"towers ({width.get('ESMM')}, {tower})",
+    }
+    models: dict[str, ModelSpec] = {}
+    for name, build in builders.items():
+
+        def make(sc: Schema, seed: int, b=build, w=width[name]) -> Any:
+            return b(sc, w, seed)
+
+        models[name] = PerTask(make) if name == "SingleTask" else make
+    rows = []
+    for name, spec in models.items():
+        model = (spec.factory if isinstance(spec, PerTask) else spec)(schema, 0)
+        parts = count_parameters(model, by_part=True)
+        rows.append(
+            {
+                "model": name,
+                "setting": layout[name],
+                "dense_parameters": parts["dense"],
+                "parameters": parts["total"],
+            }
+        )
+    return models, pd.DataFrame(rows)
 
 
 def _weighting_groups(

@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-__all__ = ["STUDIES", "Study", "check", "load", "results_dir", "run"]
+__all__ = ["STUDIES", "Study", "check", "load", "mean_check", "results_dir", "run"]
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,52 @@ class Study:
     reductions: tuple[str, ...] = field(default_factory=tuple)
 
 
+def mean_check(
+    stored: pd.DataFrame,
+    reduced: pd.DataFrame,
+    keys: list[str],
+    confidence: float = 0.99,
+) -> pd.DataFrame:
+    """The usual ``verify`` of a study: per group ``keys``, the stored mean of ``value`` over
+    the full run's seeds, the reduced run's mean and its Student-t interval at ``confidence``,
+    and whether the stored mean lies inside (column ``inside``).
+
+    Raises:
+        ValueError: when a group of the reduced run has fewer than 2 values, or the stored
+            results lack one of its groups.
+    """
+    from scipy import stats
+
+    full = stored.groupby(keys)["value"].mean()
+    rows = []
+    for key, values in reduced.groupby(keys)["value"]:
+        x = values.to_numpy(dtype=float)
+        if len(x) < 2:
+            raise ValueError(f"the reduced run has {len(x)} value(s) in {key}; it needs 2 or more")
+        if key not in full.index:
+            raise ValueError(f"the stored results have no {dict(zip(keys, key, strict=True))}")
+        half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / len(x) ** 0.5
+        mean, stored_mean = float(x.mean()), float(full.loc[key])
+        rows.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "stored_mean": stored_mean,
+                "reduced_mean": mean,
+                "lo": mean - half,
+                "hi": mean + half,
+                "inside": bool(mean - half <= stored_mean <= mean + half),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _registry() -> dict[str, Study]:
     from .esmm import STUDY as ESMM
+    from .leaderboard import STUDY as LEADERBOARD
     from .mmoe import STUDY as MMOE
     from .weighting import STUDY as WEIGHTING
 
-    return {study.name: study for study in (MMOE, ESMM, WEIGHTING)}
+    return {study.name: study for study in (MMOE, ESMM, WEIGHTING, LEADERBOARD)}
 
 
 STUDIES: dict[str, Study] = _registry()
@@ -153,7 +193,9 @@ def _processor() -> str:
     return platform.processor() or "processor unknown"
 
 
-def _provenance(study: Study, settings: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _provenance(
+    study: Study, settings: dict[str, Any], seconds: float, commit: str
+) -> dict[str, Any]:
     import numpy
     import scipy
 
@@ -166,7 +208,7 @@ def _provenance(study: Study, settings: dict[str, Any], seconds: float) -> dict[
         "command": shlex.join(
             [Path(sys.executable).name, "-m", "mtlbook.book.reproduce", study.name]
         ),
-        "commit": _commit(),
+        "commit": commit,
         "mtlbook": __version__,
         "packages": {
             "python": platform.python_version(),
@@ -201,12 +243,13 @@ def run(name: str, root: str | os.PathLike | None = None, *, reduced: bool = Fal
         settings = study.reduced(stored)
     else:
         settings = dict(study.full)
+    commit = _commit()  # the code that runs: taken before the study, which may take an hour
     start = time.perf_counter()
     frame = study.run(settings)
     seconds = time.perf_counter() - start
     folder = results_dir(root) / name / (study.version + ("-reduced" if reduced else ""))
     _atomic_write(folder / "results.csv", lambda p: frame.to_csv(p, index=False))
-    meta = _provenance(study, settings, seconds)
+    meta = _provenance(study, settings, seconds, commit)
     _atomic_write(
         folder / "provenance.json",
         lambda p: p.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", "utf-8"),

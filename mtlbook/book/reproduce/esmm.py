@@ -33,16 +33,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from ...analysis.runs import Factory
 from ...analysis.truth import paired_improvement, score_against_truth
 from ...data import simulate_funnel
 from ...models import ESMM, SingleTask
 from ..ch12_5 import NaiveCVR, fit_funnel_models
-from . import Study
+from . import Study, mean_check
 
 __all__ = ["STUDY", "gains", "study"]
 
@@ -150,42 +148,18 @@ CHECKED = ("auc_truth", "excess_logloss", "mean_ratio")
 def verify(stored: pd.DataFrame, reduced: pd.DataFrame) -> pd.DataFrame:
     """For every cell, model and metric of ``CHECKED`` (pCVR, all test impressions): the stored
     mean over the full run's seeds, the reduced run's mean and its 99 % t-interval, and whether
-    the stored mean lies inside."""
-    keys = ["world", "context_noise", "selection_bias", "model", "metric"]
+    the stored mean lies inside (:func:`~mtlbook.book.reproduce.mean_check`)."""
 
     def pick(frame: pd.DataFrame) -> pd.DataFrame:
-        part = frame[
+        keep = (
             (frame["quantity"] == "pcvr")
             & (frame["subset"] == "all")
             & frame["metric"].isin(CHECKED)
-        ]
-        return part.groupby(keys)["value"]
-
-    full = pick(stored).mean()
-    small = pick(reduced)
-    rows = []
-    for key, values in small:
-        x = values.to_numpy()
-        n = len(x)
-        if n < 2:
-            raise ValueError(f"the reduced run has {n} seed(s) in {key}; it needs at least 2")
-        half = sps.t.ppf(0.995, n - 1) * x.std(ddof=1) / np.sqrt(n)
-        if key not in full.index:
-            raise ValueError(f"the stored results have no cell {key}")
-        stored_mean = float(full.loc[key])
-        rows.append(
-            {
-                **dict(zip(keys, key, strict=True)),
-                "stored_mean": stored_mean,
-                "reduced_mean": float(x.mean()),
-                "lo": float(x.mean() - half),
-                "hi": float(x.mean() + half),
-                "inside": bool(x.mean() - half <= stored_mean <= x.mean() + half),
-            }
         )
-    if len(rows) != len(full):
-        raise ValueError(f"the reduced run covers {len(rows)} of the {len(full)} stored values")
-    return pd.DataFrame(rows)
+        return frame[keep]
+
+    keys = ["world", "context_noise", "selection_bias", "model", "metric"]
+    return mean_check(pick(stored), pick(reduced), keys)
 
 
 def _reduced(stored: pd.DataFrame | None) -> dict[str, Any]:

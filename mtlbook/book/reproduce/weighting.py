@@ -23,9 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from ...analysis.compare import compare, model_factory
 from ...analysis.runs import PerTask, RecordingTrainer
@@ -33,7 +31,7 @@ from ...data import MultiTaskData, simulate_funnel
 from ...models import SharedBottom, SingleTask
 from ...weighting import standard_strategies
 from ..ch12_4a import initial_losses, inverse_loss_weights
-from . import Study
+from . import Study, mean_check
 
 __all__ = ["STUDY", "study"]
 
@@ -160,29 +158,8 @@ def headline(results: pd.DataFrame) -> pd.DataFrame:
 def verify(stored: pd.DataFrame, reduced: pd.DataFrame) -> pd.DataFrame:
     """For every weighting of the reduced run and every task's headline metric: the stored mean
     over the full run's seeds, the reduced run's mean and its 99 % t-interval, and whether the
-    stored mean lies inside."""
-    keys = ["model", "weighting", "task", "metric"]
-    full = headline(stored).groupby(keys)["value"].mean()
-    rows = []
-    for key, values in headline(reduced).groupby(keys)["value"]:
-        x = values.to_numpy()
-        if len(x) < 2:
-            raise ValueError(f"the reduced run has {len(x)} seed(s) in {key}; it needs at least 2")
-        half = sps.t.ppf(0.995, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-        if key not in full.index:
-            raise ValueError(f"the stored results have no {key}")
-        stored_mean = float(full.loc[key])
-        rows.append(
-            {
-                **dict(zip(keys, key, strict=True)),
-                "stored_mean": stored_mean,
-                "reduced_mean": float(x.mean()),
-                "lo": float(x.mean() - half),
-                "hi": float(x.mean() + half),
-                "inside": bool(x.mean() - half <= stored_mean <= x.mean() + half),
-            }
-        )
-    return pd.DataFrame(rows)
+    stored mean lies inside (:func:`~mtlbook.book.reproduce.mean_check`)."""
+    return mean_check(headline(stored), headline(reduced), ["model", "weighting", "task", "metric"])
 
 
 def _reduced(stored: pd.DataFrame | None) -> dict[str, Any]:
