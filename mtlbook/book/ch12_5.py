@@ -46,6 +46,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..analysis._common import tidy_layout
 from ..analysis.runs import Factory
 from ..analysis.truth import QUANTITIES, _as_prob, _check_columns, funnel_predictions
 from ..data import MultiTaskData
@@ -59,6 +60,7 @@ __all__ = [
     "FunnelRun",
     "NaiveCVR",
     "fit_funnel_models",
+    "plot_selection_study",
     "plot_tradeoff",
     "rank_tradeoff",
     "selection_shift",
@@ -511,3 +513,83 @@ def plot_tradeoff(
 
 
 # ------------------------------------------------------------------------------- predictions
+
+
+def plot_selection_study(
+    scores: pd.DataFrame,
+    gains: pd.DataFrame,
+    *,
+    context_noise: float = 1.0,
+    quantity: str = "pcvr",
+    metrics: Sequence[str] = ("auc_truth", "excess_logloss"),
+) -> plt.Figure | SubFigure:
+    """The full-tier selection study of the chapter at a glance, against the selection on
+    unobservables ``ρ`` (``selection_bias``), one line style per world.
+
+    Left: each model's mean ratio (mean prediction / mean truth, over all test impressions,
+    averaged over seeds). Then one panel per metric of ``metrics``: ESMM's paired improvement
+    over the naive model with its interval (positive: ESMM is better).
+
+    Args:
+        scores: the study's tidy rows (columns ``world, context_noise, selection_bias, model,
+            seed, quantity, subset, metric, value``).
+        gains: the same cells' paired improvements (columns ``world, context_noise,
+            selection_bias, quantity, subset, metric, model, mean, lo, hi``).
+        context_noise: the cells drawn (the ``ρ`` sweep's noise level).
+        quantity: the predicted quantity (``pcvr`` or ``pctcvr``).
+        metrics: the improvements drawn, one panel each.
+    """
+    _check_columns(
+        scores, ["world", "context_noise", "selection_bias", "model", "metric", "value"], "scores"
+    )
+    _check_columns(gains, ["world", "context_noise", "selection_bias", "mean", "lo", "hi"], "gains")
+    pick = (scores["context_noise"] == context_noise) & (scores["quantity"] == quantity)
+    part = scores[pick & (scores["subset"] == "all") & (scores["metric"] == "mean_ratio")]
+    if part.empty:
+        raise ValueError(f"no {quantity} mean_ratio rows at context_noise={context_noise}")
+    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(5 * (1 + len(metrics)), 3.8))
+    styles = dict(zip(part["world"].unique(), ["-", "--", ":", "-."], strict=False))
+    ratio = part.groupby(["world", "model", "selection_bias"], as_index=False)["value"].mean()
+    for (world, model), line in ratio.groupby(["world", "model"], sort=False):
+        axes[0].plot(
+            line["selection_bias"],
+            line["value"],
+            styles[world],
+            marker="o",
+            color="C0" if model == "ESMM" else "C1",
+            label=f"{model}, {world} world",
+        )
+    axes[0].axhline(1, color="grey", lw=0.8)
+    axes[0].set(
+        xlabel="selection on unobservables ρ",
+        ylabel=f"mean {quantity} / mean true {quantity}",
+        title="Overestimation on all impressions",
+    )
+    axes[0].legend(fontsize=8)
+    chosen = gains[
+        (gains["context_noise"] == context_noise)
+        & (gains["quantity"] == quantity)
+        & (gains["subset"] == "all")
+    ]
+    for ax, metric in zip(axes[1:], metrics, strict=True):
+        rows = chosen[chosen["metric"] == metric]
+        for world, line in rows.groupby("world", sort=False):
+            line = line.sort_values("selection_bias")
+            ax.errorbar(
+                line["selection_bias"],
+                line["mean"],
+                yerr=[line["mean"] - line["lo"], line["hi"] - line["mean"]],
+                fmt=styles.get(world, "-"),
+                marker="o",
+                capsize=3,
+                label=f"{world} world",
+            )
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(
+            xlabel="selection on unobservables ρ",
+            ylabel=f"ESMM − naive ({metric}, better > 0)",
+            title=f"ESMM's gain in {metric}",
+        )
+        ax.legend(fontsize=8)
+    tidy_layout(fig)
+    return fig

@@ -38,7 +38,16 @@ from typing import Any
 import pandas as pd
 import torch
 
-__all__ = ["STUDIES", "Study", "check", "load", "mean_check", "results_dir", "run"]
+__all__ = [
+    "STUDIES",
+    "Study",
+    "check",
+    "load",
+    "mean_check",
+    "provenance_table",
+    "results_dir",
+    "run",
+]
 
 
 @dataclass(frozen=True)
@@ -272,6 +281,24 @@ def load(name: str, root: str | os.PathLike | None = None) -> tuple[pd.DataFrame
             f"run: python -m mtlbook.book.reproduce {name}"
         )
     return pd.read_csv(csv), json.loads(meta.read_text("utf-8"))
+
+
+def provenance_table(meta: dict[str, Any]) -> pd.DataFrame:
+    """A stored study's provenance (:func:`load`'s second value) as the table a chapter shows
+    beside its results: command, commit, date, machine, threads, wall time, torch, and each of
+    the study's departures from the paper's protocol (Chinese labels, as in the book)."""
+    rows = {
+        "命令": meta["command"],
+        "代码版本（提交）": meta["commit"],
+        "日期": meta["date"],
+        "机器": meta["machine"],
+        "线程数": meta["threads"],
+        "用时（分钟）": round(meta["wall_seconds"] / 60, 1),
+        "torch": meta["packages"]["torch"],
+    }
+    for i, reduction in enumerate(meta.get("reductions", []), start=1):
+        rows[f"与原协议的差别 {i}"] = reduction
+    return pd.Series(rows, name=f"完整实验 {meta['study']}（{meta['version']}）的来历").to_frame()
 
 
 def check(name: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
