@@ -119,12 +119,13 @@ def mean_check(
 
 def _registry() -> dict[str, Study]:
     from .esmm import STUDY as ESMM
+    from .experts import STUDY as EXPERTS
     from .leaderboard import STUDY as LEADERBOARD
     from .mmoe import STUDY as MMOE
     from .sweep import STUDY as SWEEP
     from .weighting import STUDY as WEIGHTING
 
-    return {study.name: study for study in (SWEEP, MMOE, ESMM, WEIGHTING, LEADERBOARD)}
+    return {study.name: study for study in (SWEEP, MMOE, EXPERTS, ESMM, WEIGHTING, LEADERBOARD)}
 
 
 STUDIES: dict[str, Study] = _registry()

@@ -61,12 +61,16 @@ def study(settings: dict[str, Any]) -> pd.DataFrame:
     Args:
         settings: ``FULL``'s keys; ``restarts`` may be smaller, and ``lrs_by_cell``
             (``{(model, correlation): lr}``) may restrict each model and correlation to one rate.
+            Optional: ``n_experts`` (default 8, the paper's) and ``models`` (a subset of
+            ``SharedBottom, OMoE, MMoE``; default all three).
 
     Returns:
         Tidy rows (``COLUMNS``): each restart's validation loss (``split="valid"``, task
         ``all``, at its best epoch) and test MSE per task and their sum (``split="test"``).
     """
-    models = paper_models()
+    models = paper_models(int(settings.get("n_experts", 8)))
+    if "models" in settings:
+        models = {name: models[name] for name in settings["models"]}
     restarts = list(range(int(settings["restarts"])))
     only = settings.get("lrs_by_cell")
     rows = []
