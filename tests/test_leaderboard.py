@@ -5,8 +5,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import mtlbook as mb
 from mtlbook.analysis.compare import CompareResult
-from mtlbook.book.ch12_6 import Leaderboard, Study, plot_gain_heatmap, run_leaderboard
+from mtlbook.book.ch12_6 import (
+    Leaderboard,
+    Study,
+    matched_models,
+    plot_gain_heatmap,
+    run_leaderboard,
+)
+from mtlbook.utils import count_parameters
 
 FAST = dict(n_samples=300, epochs=2, batch_size=128)
 
@@ -146,3 +154,23 @@ def test_bad_studies_are_refused_with_clear_messages():
                 )
             }
         )
+
+
+@pytest.mark.parametrize("funnel", [False, True])
+def test_the_matched_line_up_has_one_dense_budget(funnel):
+    if funnel:
+        data = mb.simulate_funnel(500, seed=0, n_users=300, n_items=100)
+    else:
+        data = mb.make_correlated_tasks(200, 0.5, seed=0)
+    models, sizes = matched_models(data.schema, esmm=funnel)
+    assert list(sizes["model"]) == list(models)
+    assert ("ESMM" in models) == funnel
+    dense = sizes.set_index("model")["dense_parameters"]
+    assert (dense / dense["CGC"] - 1).abs().max() < 0.05
+    for name, spec in models.items():
+        make = getattr(spec, "factory", spec)
+        model = make(data.schema, 3)
+        assert count_parameters(model, by_part=True)["dense"] == dense[name], name
+        model(next(iter(data.loader(8, shuffle=False))))  # it runs
+    with pytest.raises(ValueError, match="two tasks"):
+        matched_models(data.select_tasks([data.task_names[0]]).schema)

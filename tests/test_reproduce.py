@@ -101,3 +101,33 @@ def test_the_stored_full_results_agree_with_a_reduced_rerun(name):
     intervals of a reduced re-run of the same protocol with today's code."""
     table = check(name)
     assert table["inside"].all(), table.to_string()
+
+
+def test_mean_check_flags_a_stored_mean_outside_the_reduced_interval():
+    reduced = pd.DataFrame({"cell": ["a"] * 4 + ["b"] * 4, "value": [1.0, 1.1, 0.9, 1.0] * 2})
+    stored = pd.DataFrame({"cell": ["a", "a", "b", "b"], "value": [1.0, 1.02, 5.0, 5.2]})
+    table = reproduce.mean_check(stored, reduced, ["cell"]).set_index("cell")
+    assert table.loc["a", "inside"] and not table.loc["b", "inside"]
+    assert table.loc["a", "lo"] < 1.0 < table.loc["a", "hi"]
+    with pytest.raises(ValueError, match="needs 2 or more"):
+        reproduce.mean_check(stored, reduced.iloc[:5], ["cell"])
+    with pytest.raises(ValueError, match=r"no \{'cell': 'b'\}"):
+        reproduce.mean_check(stored[stored["cell"] == "a"], reduced, ["cell"])
+
+
+def test_the_provenance_table_shows_what_a_reader_needs(tmp_path, tiny_study):
+    run("tiny", tmp_path)
+    _, meta = load("tiny", tmp_path)
+    table = reproduce.provenance_table(meta)
+    shown = table.iloc[:, 0]
+    assert shown["命令"] == meta["command"] and shown["代码版本（提交）"] == meta["commit"]
+    assert shown["与原协议的差别 1"] == "tiny"
+    assert "tiny" in table.columns[0]
+
+
+def test_every_study_names_its_reductions_and_a_smaller_reduced_run():
+    for name, one in STUDIES.items():
+        assert one.reductions, name
+        small = one.reduced(None)
+        assert set(small) <= set(one.full) | {"lrs_by_cell"}, name
+        assert small != one.full, name

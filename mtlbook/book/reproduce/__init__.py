@@ -96,14 +96,16 @@ def mean_check(
 
     full = stored.groupby(keys)["value"].mean()
     rows = []
-    for key, values in reduced.groupby(keys)["value"]:
+    for group, values in reduced.groupby(keys)["value"]:
+        key = group if isinstance(group, tuple) else (group,)
+        lookup = key[0] if len(keys) == 1 else key
         x = values.to_numpy(dtype=float)
         if len(x) < 2:
             raise ValueError(f"the reduced run has {len(x)} value(s) in {key}; it needs 2 or more")
-        if key not in full.index:
+        if lookup not in full.index:
             raise ValueError(f"the stored results have no {dict(zip(keys, key, strict=True))}")
         half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / len(x) ** 0.5
-        mean, stored_mean = float(x.mean()), float(full.loc[key])
+        mean, stored_mean = float(x.mean()), float(full.loc[lookup])
         rows.append(
             {
                 **dict(zip(keys, key, strict=True)),

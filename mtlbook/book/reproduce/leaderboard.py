@@ -42,8 +42,8 @@ FULL: dict[str, Any] = {
     "funnel_split": [0.4, 0.2, 0.4],
     "units": 16,
     "tower": 8,
-    "fit_correlated": {"epochs": 100, "early_stopping": 10, "lr": 5e-3, "batch_size": 256},
-    "fit_funnel": {"epochs": 40, "early_stopping": 5, "lr": 1e-2, "batch_size": 1024},
+    "fit_correlated": {"epochs": 400, "early_stopping": 10, "lr": 5e-3, "batch_size": 256},
+    "fit_funnel": {"epochs": 100, "early_stopping": 5, "lr": 1e-2, "batch_size": 1024},
 }
 
 
