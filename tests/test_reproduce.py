@@ -103,16 +103,24 @@ def test_the_stored_full_results_agree_with_a_reduced_rerun(name):
     assert table["inside"].all(), table.to_string()
 
 
-def test_mean_check_flags_a_stored_mean_outside_the_reduced_interval():
+def test_interval_check_flags_a_stored_value_outside_the_reduced_interval():
     reduced = pd.DataFrame({"cell": ["a"] * 4 + ["b"] * 4, "value": [1.0, 1.1, 0.9, 1.0] * 2})
     stored = pd.DataFrame({"cell": ["a", "a", "b", "b"], "value": [1.0, 1.02, 5.0, 5.2]})
-    table = reproduce.mean_check(stored, reduced, ["cell"]).set_index("cell")
+    table = reproduce.interval_check(stored, reduced, ["cell"]).set_index("cell")
     assert table.loc["a", "inside"] and not table.loc["b", "inside"]
     assert table.loc["a", "lo"] < 1.0 < table.loc["a", "hi"]
     with pytest.raises(ValueError, match="needs 2 or more"):
-        reproduce.mean_check(stored, reduced.iloc[:5], ["cell"])
+        reproduce.interval_check(stored, reduced.iloc[:5], ["cell"])
     with pytest.raises(ValueError, match=r"no \{'cell': 'b'\}"):
-        reproduce.mean_check(stored[stored["cell"] == "a"], reduced, ["cell"])
+        reproduce.interval_check(stored[stored["cell"] == "a"], reduced, ["cell"])
+    # medians: a heavy tail in the stored run moves its mean, not its median
+    tail = pd.DataFrame({"cell": ["a"] * 6, "value": [1.0, 1.1, 0.9, 1.0, 1.05, 9.0]})
+    only_a = reduced[reduced["cell"] == "a"]
+    assert not reproduce.interval_check(tail, only_a, ["cell"]).iloc[0]["inside"]
+    median = reproduce.interval_check(tail, only_a, ["cell"], statistic="median").iloc[0]
+    assert median["inside"] and median["lo"] == 0.9 and median["hi"] == 1.1
+    with pytest.raises(ValueError, match="statistic"):
+        reproduce.interval_check(tail, only_a, ["cell"], statistic="mode")
 
 
 def test_the_provenance_table_shows_what_a_reader_needs(tmp_path, tiny_study):

@@ -42,8 +42,9 @@ __all__ = [
     "STUDIES",
     "Study",
     "check",
+    "interval_check",
     "load",
-    "mean_check",
+    "median_interval",
     "provenance_table",
     "results_dir",
     "run",
@@ -78,23 +79,45 @@ class Study:
     reductions: tuple[str, ...] = field(default_factory=tuple)
 
 
-def mean_check(
+def median_interval(values: Any, confidence: float = 0.99) -> tuple[float, float]:
+    """A distribution-free interval for the median: the order statistics ``x(k), x(n+1-k)``
+    with the largest ``k`` whose coverage ``1 - 2·P(Binom(n, ½) < k)`` is at least
+    ``confidence`` (``k = 1`` when none is: the sample's range)."""
+    from scipy import stats
+
+    x = sorted(float(v) for v in values)
+    n = len(x)
+    k = 1
+    while k + 1 <= n // 2 and 1 - 2 * stats.binom.cdf(k, n, 0.5) >= confidence:
+        k += 1
+    return x[k - 1], x[n - k]
+
+
+def interval_check(
     stored: pd.DataFrame,
     reduced: pd.DataFrame,
     keys: list[str],
+    *,
+    statistic: str = "mean",
     confidence: float = 0.99,
 ) -> pd.DataFrame:
-    """The usual ``verify`` of a study: per group ``keys``, the stored mean of ``value`` over
-    the full run's seeds, the reduced run's mean and its Student-t interval at ``confidence``,
-    and whether the stored mean lies inside (column ``inside``).
+    """The usual ``verify`` of a study: per group ``keys``, the stored ``statistic`` of
+    ``value`` over the full run, the reduced run's and its interval at ``confidence``, and
+    whether the stored one lies inside (column ``inside``).
+
+    ``statistic="mean"`` uses Student's t interval; ``"median"`` the distribution-free
+    interval of :func:`median_interval`, for metrics whose spread over seeds has a heavy tail
+    (a few seeds far from the rest), where a handful of seeds says little about the mean.
 
     Raises:
-        ValueError: when a group of the reduced run has fewer than 2 values, or the stored
-            results lack one of its groups.
+        ValueError: for another statistic, when a group of the reduced run has fewer than 2
+            values, or when the stored results lack one of its groups.
     """
     from scipy import stats
 
-    full = stored.groupby(keys)["value"].mean()
+    if statistic not in ("mean", "median"):
+        raise ValueError(f"statistic must be 'mean' or 'median', got {statistic!r}")
+    full = stored.groupby(keys)["value"].agg(statistic)
     rows = []
     for group, values in reduced.groupby(keys)["value"]:
         key = group if isinstance(group, tuple) else (group,)
@@ -104,16 +127,22 @@ def mean_check(
             raise ValueError(f"the reduced run has {len(x)} value(s) in {key}; it needs 2 or more")
         if lookup not in full.index:
             raise ValueError(f"the stored results have no {dict(zip(keys, key, strict=True))}")
-        half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / len(x) ** 0.5
-        mean, stored_mean = float(x.mean()), float(full.loc[lookup])
+        if statistic == "mean":
+            centre = float(x.mean())
+            half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / len(x) ** 0.5
+            lo, hi = centre - half, centre + half
+        else:
+            centre = float(pd.Series(x).median())
+            lo, hi = median_interval(x, confidence)
+        value = float(full.loc[lookup])
         rows.append(
             {
                 **dict(zip(keys, key, strict=True)),
-                "stored_mean": stored_mean,
-                "reduced_mean": mean,
-                "lo": mean - half,
-                "hi": mean + half,
-                "inside": bool(mean - half <= stored_mean <= mean + half),
+                f"stored_{statistic}": value,
+                f"reduced_{statistic}": centre,
+                "lo": lo,
+                "hi": hi,
+                "inside": bool(lo <= value <= hi),
             }
         )
     return pd.DataFrame(rows)

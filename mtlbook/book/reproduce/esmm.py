@@ -40,7 +40,7 @@ from ...analysis.truth import paired_improvement, score_against_truth
 from ...data import simulate_funnel
 from ...models import ESMM, SingleTask
 from ..ch12_5 import NaiveCVR, fit_funnel_models
-from . import Study, mean_check
+from . import Study, interval_check
 
 __all__ = ["STUDY", "gains", "study"]
 
@@ -148,7 +148,7 @@ CHECKED = ("auc_truth", "excess_logloss", "mean_ratio")
 def verify(stored: pd.DataFrame, reduced: pd.DataFrame) -> pd.DataFrame:
     """For every cell, model and metric of ``CHECKED`` (pCVR, all test impressions): the stored
     mean over the full run's seeds, the reduced run's mean and its 99 % t-interval, and whether
-    the stored mean lies inside (:func:`~mtlbook.book.reproduce.mean_check`)."""
+    the stored mean lies inside (:func:`~mtlbook.book.reproduce.interval_check`)."""
 
     def pick(frame: pd.DataFrame) -> pd.DataFrame:
         keep = (
@@ -159,7 +159,7 @@ def verify(stored: pd.DataFrame, reduced: pd.DataFrame) -> pd.DataFrame:
         return frame[keep]
 
     keys = ["world", "context_noise", "selection_bias", "model", "metric"]
-    return mean_check(pick(stored), pick(reduced), keys)
+    return interval_check(pick(stored), pick(reduced), keys)
 
 
 def _reduced(stored: pd.DataFrame | None) -> dict[str, Any]:

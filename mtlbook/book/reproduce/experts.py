@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import Study, mean_check
+from . import Study, interval_check
 from .mmoe import FULL as MMOE_FULL
 from .mmoe import study as mmoe_study
 
@@ -46,12 +46,12 @@ def study(settings: dict[str, Any]) -> pd.DataFrame:
 def verify(stored: pd.DataFrame, reduced: pd.DataFrame) -> pd.DataFrame:
     """For every expert count, model and correlation of the reduced run: the stored mean task1
     test MSE, the reduced run's mean and its 99 % t-interval, and whether the stored mean lies
-    inside (:func:`~mtlbook.book.reproduce.mean_check`)."""
+    inside (:func:`~mtlbook.book.reproduce.interval_check`)."""
 
     def task1(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[(frame["split"] == "test") & (frame["task"] == "task1")]
 
-    return mean_check(task1(stored), task1(reduced), ["n_experts", "model", "correlation"])
+    return interval_check(task1(stored), task1(reduced), ["n_experts", "model", "correlation"])
 
 
 def _reduced(stored: pd.DataFrame | None) -> dict[str, Any]:

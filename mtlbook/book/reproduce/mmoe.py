@@ -29,13 +29,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from ...analysis.runs import Factory
 from ...data import Schema, make_correlated_tasks
 from ...training.population import fit_population
 from ..ch12_3_3a import SCORE_COLUMNS, paper_models
-from . import Study
+from . import Study, median_interval
 
 __all__ = ["STUDY", "as_scores", "selected", "study"]
 
@@ -147,18 +146,6 @@ def as_scores(results: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _median_interval(values: np.ndarray, confidence: float = 0.99) -> tuple[float, float]:
-    """A distribution-free interval for the median: the order statistics ``x(k), x(n+1-k)``
-    with the largest ``k`` whose coverage ``1 - 2·P(Binom(n, ½) < k)`` is at least
-    ``confidence`` (``k = 1`` when none is: the sample's range)."""
-    x = np.sort(values)
-    n = len(x)
-    k = 1
-    while k + 1 <= n // 2 and 1 - 2 * sps.binom.cdf(k, n, 0.5) >= confidence:
-        k += 1
-    return float(x[k - 1]), float(x[n - k])
-
-
 def verify(stored: pd.DataFrame, reduced: pd.DataFrame) -> pd.DataFrame:
     """For each model and correlation (task1 test MSE at the stored selected learning rate):
     the stored median, the reduced run's median and its distribution-free interval, and
@@ -173,7 +160,7 @@ def verify(stored: pd.DataFrame, reduced: pd.DataFrame) -> pd.DataFrame:
         mine = mine[np.isclose(mine["lr"], lr)]["value"].to_numpy()
         if len(mine) == 0:
             raise ValueError(f"the reduced run has no {name} at p={p} and lr={lr:g}")
-        lo, hi = _median_interval(mine)
+        lo, hi = median_interval(mine)
         stored_median = float(group["value"].median())
         rows.append(
             {

@@ -31,7 +31,7 @@ from ...data import MultiTaskData, simulate_funnel
 from ...models import SharedBottom, SingleTask
 from ...weighting import standard_strategies
 from ..ch12_4a import initial_losses, inverse_loss_weights
-from . import Study, mean_check
+from . import Study, interval_check
 
 __all__ = ["STUDY", "study"]
 
@@ -158,8 +158,10 @@ def headline(results: pd.DataFrame) -> pd.DataFrame:
 def verify(stored: pd.DataFrame, reduced: pd.DataFrame) -> pd.DataFrame:
     """For every weighting of the reduced run and every task's headline metric: the stored mean
     over the full run's seeds, the reduced run's mean and its 99 % t-interval, and whether the
-    stored mean lies inside (:func:`~mtlbook.book.reproduce.mean_check`)."""
-    return mean_check(headline(stored), headline(reduced), ["model", "weighting", "task", "metric"])
+    stored mean lies inside (:func:`~mtlbook.book.reproduce.interval_check`)."""
+    return interval_check(
+        headline(stored), headline(reduced), ["model", "weighting", "task", "metric"]
+    )
 
 
 def _reduced(stored: pd.DataFrame | None) -> dict[str, Any]:
