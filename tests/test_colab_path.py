@@ -3,7 +3,7 @@
 Every chapter starts with an install cell that installs mtlbook only inside Colab::
 
     if "google.colab" in sys.modules:
-        %pip install -q "mtlbook @ git+https://github.com/mtlbook/mtlbook"
+        %pip install -q "mtlbook[figures] @ git+https://github.com/mtlbook/mtlbook"
 
 The ``colab`` tests rebuild that situation outside the repository:
 
@@ -55,7 +55,7 @@ CHAPTER = ROOT / "chapters" / "12_3_2_soft_sharing.ipynb"
 # The URL that every install cell installs from, and the install cell's code around it.
 PUBLIC_URL = "git+https://github.com/mtlbook/mtlbook"
 COLAB_GUARD = 'if "google.colab" in sys.modules:'
-INSTALL_LINE = f'%pip install -q "mtlbook @ {PUBLIC_URL}"'
+INSTALL_LINE = f'%pip install -q "mtlbook[figures] @ {PUBLIC_URL}"'
 
 # What Colab preinstalls that a chapter uses (PyTorch comes from the project's pin, below),
 # and what the test needs to execute a notebook. Everything else that mtlbook depends on

@@ -1,77 +1,28 @@
-"""Chapter 12.3.1 (Shared-Bottom): the diagram, and single-task vs Shared-Bottom as the tasks'
+"""Chapter 12.3.1 (Shared-Bottom): single-task vs Shared-Bottom as the tasks'
 correlation falls.
 
 :func:`correlation_sweep` runs the models over seeds at several correlations of the MMoE
 paper's synthetic tasks (:func:`mtlbook.make_correlated_tasks`) and
-:func:`plot_correlation_sweep` draws the metric against the correlation;
-:func:`plot_shared_bottom` draws the architecture and :func:`plot_history` a training history.
+:func:`plot_correlation_sweep` draws the metric against the correlation and
+:func:`plot_history` a training history (the architecture's diagram is
+:func:`mtlbook.book.diagrams.plot_shared_bottom`).
 Every plotting function returns the matplotlib Figure it drew.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from ..analysis.intervals import mean_interval
 from ..analysis.runs import ModelSpec, repeat_fits
 from ..data import MultiTaskData, make_correlated_tasks
 from ..metrics import LOWER_IS_BETTER
 
-__all__ = ["correlation_sweep", "plot_correlation_sweep", "plot_history", "plot_shared_bottom"]
-
-
-def _box(ax, x, y, w, h, text, color):
-    ax.add_patch(
-        FancyBboxPatch(
-            (x - w / 2, y - h / 2),
-            w,
-            h,
-            boxstyle="round,pad=0.02",
-            facecolor=color,
-            edgecolor="#333333",
-            linewidth=1.2,
-        )
-    )
-    ax.text(x, y, text, ha="center", va="center", fontsize=10)
-
-
-def _arrow(ax, x0, y0, x1, y1):
-    ax.add_patch(
-        FancyArrowPatch(
-            (x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, color="#333333", linewidth=1.0
-        )
-    )
-
-
-def plot_shared_bottom(
-    tasks: Sequence[str] = ("click", "purchase"), shared_label: str = "shared bottom MLP"
-) -> plt.Figure:
-    """A diagram of Shared-Bottom: input → embeddings → shared bottom → one tower per task."""
-    tasks = list(tasks)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.8 * len(tasks), 4.2))
-    width = 1.8 * len(tasks)
-    cx = width / 2
-    _box(ax, cx, 0.4, width * 0.8, 0.45, "features x (ids, side features)", "#eeeeee")
-    _box(ax, cx, 1.3, width * 0.8, 0.45, "embeddings + dense", "#cfe2f3")
-    _box(ax, cx, 2.2, width * 0.8, 0.5, shared_label, "#9fc5e8")
-    _arrow(ax, cx, 0.63, cx, 1.07)
-    _arrow(ax, cx, 1.53, cx, 1.95)
-    for i, task in enumerate(tasks):
-        x = 0.9 + 1.8 * i
-        _box(ax, x, 3.2, 1.4, 0.5, f"tower: {task}", "#f9cb9c")
-        _box(ax, x, 4.0, 1.4, 0.4, f"ŷ {task}", "#ffffff")
-        _arrow(ax, cx, 2.45, x, 2.95)
-        _arrow(ax, x, 3.45, x, 3.8)
-    ax.set_xlim(0, width)
-    ax.set_ylim(0, 4.4)
-    ax.axis("off")
-    fig.tight_layout()
-    return fig
+__all__ = ["correlation_sweep", "plot_correlation_sweep", "plot_history"]
 
 
 def plot_correlation_sweep(
