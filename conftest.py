@@ -6,6 +6,10 @@ process only, and deliberately not through the MPLBACKEND environment variable: 
 kernels started by nbmake inherit the environment, and ipykernel switches to its inline
 backend (the one that stores figures in the executed notebook) only when MPLBACKEND is
 unset.
+
+The tests draw the book's figures as the chapters do, after
+:func:`mtlbook.book.page.setup_page`: Chinese labels in Noto Sans CJK SC, and a glyph that no
+font has is an error, so a test that draws a figure also checks its labels can be drawn.
 """
 
 import matplotlib
@@ -13,3 +17,6 @@ import matplotlib
 
 def pytest_configure(config):
     matplotlib.use("Agg")
+    from mtlbook.book.page import setup_page
+
+    setup_page()

@@ -1,4 +1,4 @@
-"""Tests for mtlbook.book.ch12_3_3b (chapter 12.3.3: PLE and CGC)."""
+"""Tests for mtlbook.book.ch12_3_3b (chapter 12.3.4: PLE and CGC)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from mtlbook.book.ch12_3_3b import (
     gate_split,
     matched_lineup,
     parameter_table,
+    plot_ple_diagram,
     seesaw_verdicts,
+    zh_seesaw,
 )
 from mtlbook.models import CGC, PLE, MMoE, SharedBottom
 from mtlbook.utils import count_parameters
@@ -146,3 +148,54 @@ def test_choose_setting_uses_validation_and_picks_one(small):
         choose_setting(settings, {"single": models["single"]}, [0])
     with pytest.raises(TypeError, match="CorrelatedSetting"):
         choose_setting({"x": 0.5}, models, [0])
+
+
+def _texts(fig):
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+@pytest.fixture()
+def page():
+    """setup_page() in a sandbox: rcParams and warning filters restored afterwards."""
+    import warnings
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from mtlbook.book.page import setup_page
+
+    with matplotlib.rc_context(), warnings.catch_warnings():
+        yield setup_page()
+    plt.close("all")
+
+
+def test_plot_ple_diagram_levels(page):
+    import warnings
+
+    ple, cgc = plot_ple_diagram(levels=2), plot_ple_diagram(levels=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph fails the test
+        ple.canvas.draw()
+    assert {"第 1 层", "第 2 层", "共享门控", "任务 A 门控", "任务 A 独占专家"} <= set(_texts(ple))
+    assert "共享门控" not in _texts(cgc)  # the top level (CGC's only one) has no shared gate
+    assert "第 2 层" not in _texts(cgc)
+    with pytest.raises(ValueError, match="levels"):
+        plot_ple_diagram(levels=0)
+
+
+def test_zh_seesaw_relabels_plot_seesaw(page):
+    import warnings
+
+    from mtlbook.analysis.seesaw import plot_seesaw
+
+    frame = _frame({"single": (1.0, 1.0), "CGC": (0.5, 0.5), "SB task1:task2=4:1": (0.5, 1.5)})
+    fig = zh_seesaw(plot_seesaw(frame))
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "任务 1 MSE（测试集；越小越好，坐标轴反向）"
+    assert ax.get_title().startswith("跷跷板图：任务 1 与 任务 2")
+    assert {"单任务", "CGC", "SB 任务 1:任务 2=4:1"} <= set(_texts(fig))
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "单任务（均值）" in legend and not any("better" in t for t in legend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig.canvas.draw()

@@ -264,7 +264,7 @@ def test_plot_gains_draws_one_row_per_task():
 
     gains = _toy_result(0.07).gains("a")
     ax = plot_gains(gains, title="toy")
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["y (auc)", "z (auc)"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["y（AUC）", "z（AUC）"]
     assert ax.get_title() == "toy"
     with pytest.raises(ValueError, match="columns"):
         plot_gains(gains.drop(columns="lo"))

@@ -139,3 +139,14 @@ def test_every_study_names_its_reductions_and_a_smaller_reduced_run():
         small = one.reduced(None)
         assert set(small) <= set(one.full) | {"lrs_by_cell"}, name
         assert small != one.full, name
+
+
+def test_every_stored_reduction_has_its_chinese_text_for_the_chapters() -> None:
+    """provenance_table shows a study's departures from its paper in Chinese: each stored
+    (English) reduction needs its entry in REDUCTIONS_ZH, or the reader sees English."""
+    from mtlbook.book.reproduce import REDUCTIONS_ZH, STUDIES, load
+
+    for name in STUDIES:
+        _, meta = load(name)
+        missing = [r for r in meta.get("reductions", []) if r not in REDUCTIONS_ZH]
+        assert not missing, f"{name}: no Chinese text for {missing}"

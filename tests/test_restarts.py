@@ -7,6 +7,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -21,11 +23,16 @@ from mtlbook.book.ch12_3_3a import (
     gate_divergence,
     gate_shift,
     paper_models,
+    plot_mmoe_diagram,
+    plot_moe_diagrams,
+    plot_omoe_diagram,
     plot_restart_curves,
     plot_restart_distributions,
     restart_study,
     restart_summary,
+    zh_claims,
 )
+from mtlbook.book.page import setup_page
 from mtlbook.models import MMoE, OMoE, SharedBottom
 
 CORRELATIONS = (0.5, 1.0)
@@ -221,16 +228,59 @@ def test_compare_with_paper_computes_each_verdict():
         compare_with_paper(scores[scores["model"] != "OMoE"])
 
 
-def test_plots_return_figures(study):
+@pytest.fixture()
+def page():
+    """The book's CJK font (a missing glyph raises), rcParams and warning filters restored."""
+    with matplotlib.rc_context(), warnings.catch_warnings():
+        setup_page()
+        yield
+    plt.close("all")
+
+
+def test_plots_return_figures(study, page):
     for fig in (
         plot_restart_curves(study.curves),
         plot_restart_distributions(study.scores, task="all"),
         plot_restart_distributions(study.scores, kind="hist"),
     ):
         assert isinstance(fig, plt.Figure)
+        fig.canvas.draw()  # every Chinese label has its glyphs
         plt.close(fig)
     with pytest.raises(ValueError, match="kind"):
         plot_restart_distributions(study.scores, kind="violin")
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_moe_diagrams_label_experts_gates_and_towers_in_chinese(page):
+    omoe, mmoe = plot_omoe_diagram(), plot_mmoe_diagram(["点击", "购买", "停留时长"])
+    both = plot_moe_diagrams()
+    for fig in (omoe, mmoe, both):
+        fig.canvas.draw()
+        texts = "\n".join(_texts(fig))
+        for word in ("输入特征", "专家 1", "专家 n", "加权求和", "任务塔", "ŷ"):
+            assert word in texts
+        plt.close(fig)
+    assert sum(t.startswith("门控（") for t in _texts(omoe)) == 1  # one shared gate
+    assert sum(t.startswith("门控（") for t in _texts(mmoe)) == 3  # one gate per task
+    assert sum(t.startswith("门控（") for t in _texts(both)) == 1 + 2
+    with pytest.raises(ValueError, match="task"):
+        plot_mmoe_diagram([])
+
+
+def test_zh_claims_words_every_claim_and_verdict_in_chinese(study):
+    scores = study.scores.copy()
+    omoe = scores[scores["model"] == "MMoE"].assign(model="OMoE")
+    claims = compare_with_paper(pd.concat([scores, omoe], ignore_index=True))
+    shown = zh_claims(claims)
+    assert list(shown.columns) == ["论文的图", "论文的说法", "数值", "下限", "上限", "判断"]
+    assert shown["论文的说法"].str.contains("[\u4e00-\u9fff]").all()
+    assert set(shown["判断"]) <= {"是", "否", "否（方向相反）", "无定论", "一致"}
+    assert set(shown["论文的图"]) == {"图 4", "图 5"}
+    with pytest.raises(ValueError, match="no Chinese wording"):
+        zh_claims(claims.assign(claim="something else"))
 
 
 @pytest.mark.parametrize(

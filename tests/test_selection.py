@@ -97,7 +97,7 @@ def test_plot_selection(selection):
 
     fig = plot_selection(selection)
     assert len(fig.axes) == 2
-    assert fig.axes[0].get_title() == "leaderboard (valid)"
+    assert fig.axes[0].get_title() == "排行榜（验证集）"
     plt.close(fig)
     with pytest.raises(TypeError, match="Selection"):
         plot_selection(selection.board)

@@ -4,7 +4,8 @@
 exponential of the entropy) and flags collapsed gates and unused experts;
 :func:`expert_usage` sums the weight each expert receives over the gates;
 :func:`plot_expert_utilization` draws both. The gate weights are collected as in
-:mod:`mtlbook.analysis.gates`. Chapter 12.3.3 of the book checks MMoE and PLE for collapse.
+:mod:`mtlbook.analysis.gates`. Chapters 12.3.3 and 12.3.4 of the book check MMoE and PLE for
+collapse.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
   task's gradient norm) on a fixed probe every few steps while a model trains;
   :func:`plot_gradient_conflict` draws either.
 * :class:`StepConflictLog` records what gradient surgery does to every training step (below).
-  Chapter 12.4 of the book uses both to discuss negative transfer and PCGrad.
+  Chapters 12.4.1 and 12.4.2 of the book uses both to discuss negative transfer and PCGrad.
 
 **What gradient surgery does to each step.**
 :class:`~mtlbook.analysis.gradients.GradientConflict` measures the tasks' gradient cosine on a fixed

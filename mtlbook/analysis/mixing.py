@@ -9,7 +9,7 @@ orthogonality, say), as tidy DataFrames. :func:`mixing_frame` turns the mixing p
 trained models (e.g. every member of a population) into the same table, :func:`cross_task_share`
 summarises a mixing matrix as the share of each row's weight that comes from *other* tasks,
 and :func:`plot_mixing_history` draws the entries against the epoch,
-:func:`plot_mixing_matrices` the matrices of one moment as heatmaps. Chapter 12.3.4 of the book
+:func:`plot_mixing_matrices` the matrices of one moment as heatmaps. Chapter 12.3.5 of the book
 uses them.
 """
 

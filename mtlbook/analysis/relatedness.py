@@ -2,7 +2,7 @@
 
 :func:`task_relatedness` gives the Pearson and Spearman correlations of every two tasks' labels
 on the samples where both are defined and, for binary tasks, the conditional rates and the
-lift; :func:`plot_task_relatedness` draws them. Chapter 12.4 of the book sets these measures
+lift; :func:`plot_task_relatedness` draws them. Chapter 12.4.1 of the book sets these measures
 against the gain a shared model actually brings.
 """
 
@@ -36,7 +36,7 @@ def task_relatedness(data: MultiTaskData) -> pd.DataFrame:
     For every ordered pair of tasks ``(a, b)`` the statistics use the ``n`` samples on which
     both are defined (both masks true): in the funnel with ``dwell_time``, a pair with dwell
     time looks at clicked impressions only. Label correlation is what the model can see of
-    task relatedness before training (chapter 12.4); it is not the correlation of the tasks'
+    task relatedness before training (chapter 12.4.1); it is not the correlation of the tasks'
     functions (the ``p`` of :func:`~mtlbook.make_correlated_tasks`), but it orders tasks
     alike.
 

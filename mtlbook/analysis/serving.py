@@ -1,6 +1,6 @@
 """Export trained models for serving, and measure what serving them costs.
 
-Chapter 12.4 of the book asks what it costs, at serving time, to run one multi-task model
+Chapter 12.4.2 of the book asks what it costs, at serving time, to run one multi-task model
 with a head per task instead of a separate model per task. This module answers it with the
 models as a server would load them: exported with :func:`torch.export.export` (the
 ahead-of-time graph capture of PyTorch 2; TorchScript's ``torch.jit.trace`` is deprecated and

@@ -38,6 +38,7 @@ from ..data import MultiTaskData, Schema, TaskSpec
 from ..metrics import score_predictions
 from ..models.base import MultiTaskModel
 from ..training.population import fit_population
+from .page import zh
 
 if TYPE_CHECKING:  # matplotlib is imported by plot_gains only
     import matplotlib.pyplot as plt
@@ -574,18 +575,25 @@ def headline_table(
 
 
 def plot_gains(
-    gains: pd.DataFrame, *, ax: plt.Axes | None = None, title: str | None = None
+    gains: pd.DataFrame,
+    *,
+    ax: plt.Axes | None = None,
+    title: str | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> plt.Axes:
-    """Paired gains with their intervals: one row per ``task (metric)``, one marker per model.
+    """Paired gains with their intervals: one row per ``task（metric）``, one marker per model.
 
     Args:
         gains: rows of :meth:`CompareResult.gains` (columns ``model, task, metric, mean, lo,
             hi``), for example filtered to ``metric == "auc"``.
         ax: the axes to draw on (default: a new figure).
         title: the axes title.
+        names: model and task names → the labels shown (e.g. ``{"mmoe": "MMoE",
+            "liked": "喜欢"}``); other names go through :func:`mtlbook.book.page.zh`.
 
     Returns:
-        The axes, with a vertical line at 0 (no gain) and English labels.
+        The axes, with a vertical line at 0 (no gain) and Chinese labels; metrics are shown
+        in capitals (``AUC``, ``GAUC``).
     """
     import matplotlib.pyplot as plt
 
@@ -605,11 +613,11 @@ def plot_gains(
         y = y - 0.35 + step * (j + 0.5)
         mean = part["mean"].to_numpy(float)
         err = np.vstack([mean - part["lo"].to_numpy(float), part["hi"].to_numpy(float) - mean])
-        ax.errorbar(mean, y, xerr=np.nan_to_num(err), fmt="o", capsize=3, label=model)
+        ax.errorbar(mean, y, xerr=np.nan_to_num(err), fmt="o", capsize=3, label=zh(model, names))
     ax.axvline(0.0, color="black", linewidth=1)
-    ax.set_yticks(range(len(rows)), [f"{t} ({m})" for t, m in rows])
+    ax.set_yticks(range(len(rows)), [f"{zh(t, names)}（{m.upper()}）" for t, m in rows])
     ax.invert_yaxis()
-    ax.set_xlabel("gain over baseline, % (95% interval; > 0 is better)")
+    ax.set_xlabel("相对基线的增益（%，95% 区间；> 0 更好）")
     ax.legend(loc="best", fontsize="small")
     if title:
         ax.set_title(title)

@@ -68,6 +68,7 @@ from ..metrics import LOWER_IS_BETTER
 from ..models.base import MultiTaskModel
 from ..training.loop import Callback, fit
 from ..utils import count_parameters
+from .page import zh
 
 __all__ = [
     "EpochLosses",
@@ -207,6 +208,7 @@ def plot_label_fraction_curve(
     metric: str = "auc",
     gain: str = "relative",
     confidence: float = 0.95,
+    names: Mapping[str, str] | None = None,
 ) -> plt.Figure:
     """Left: test ``metric`` of ``task`` against the fraction of its labels kept (log scale),
     one line per model with the Student-t interval over seeds. Right: the paired gain of
@@ -215,7 +217,9 @@ def plot_label_fraction_curve(
     ``gain="difference"`` :func:`paired_difference` (in the metric's units).
 
     ``curve`` is the output of :func:`label_fraction_curve`; ``task`` defaults to the task
-    that the baseline was trained on when there is only one.
+    that the baseline was trained on when there is only one. The labels are in Chinese, as
+    the book shows them; model and task names go through :func:`mtlbook.book.page.zh`, with
+    ``names`` (e.g. ``{"SharedBottom": "Shared-Bottom"}``) taking precedence.
     """
     for column in ("label_fraction", "model", "task", "metric", "seed", "value"):
         if column not in curve.columns:
@@ -251,7 +255,7 @@ def plot_label_fraction_curve(
             yerr=[s["mean"] - s["lo"], s["hi"] - s["mean"]],
             marker="o",
             capsize=3,
-            label=model,
+            label=zh(model, names),
             color=palette[model],
         )
         g = gains[gains["model"] == model].sort_values("label_fraction")
@@ -262,23 +266,24 @@ def plot_label_fraction_curve(
                 yerr=[g["mean"] - g["lo"], g["hi"] - g["mean"]],
                 marker="o",
                 capsize=3,
-                label=f"{model} vs {baseline}",
+                label=f"{zh(model, names)} 相对 {zh(baseline, names)}",
                 color=palette[model],
             )
-    arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
+    direction = "越低越好" if metric in LOWER_IS_BETTER else "越高越好"
+    task_zh, metric_zh = zh(task, names), zh(metric)  # e.g. 购买, AUC
     left.set(
         xscale="log",
-        xlabel=f"fraction of {task} training labels kept",
-        ylabel=f"test {metric} of {task} ({arrow} better)",
-        title=f"{task}: test {metric}",
+        xlabel=f"训练集中保留的{task_zh}标签比例",
+        ylabel=f"{task_zh}的测试 {metric_zh}（{direction}）",
+        title=f"{task_zh}：测试 {metric_zh}",
     )
     right.axhline(0.0, color="grey", linewidth=1)
-    unit = "paired gain, %" if gain == "relative" else f"paired difference in {metric}"
+    unit = "配对相对增益 (%)" if gain == "relative" else f"配对 {metric_zh} 差"
     right.set(
         xscale="log",
-        xlabel=f"fraction of {task} training labels kept",
-        ylabel=f"{unit} (above 0 = better)",
-        title="gain over the baseline",
+        xlabel=f"训练集中保留的{task_zh}标签比例",
+        ylabel=f"{unit}（0 以上 = 更好）",
+        title="相对基线的增益",
     )
     for ax in (left, right):
         ax.grid(alpha=0.3)
@@ -446,7 +451,7 @@ def generalisation_gap(curves: pd.DataFrame, epoch: int | None = None) -> pd.Dat
     return table
 
 
-def plot_loss_curves(curves: pd.DataFrame) -> plt.Figure:
+def plot_loss_curves(curves: pd.DataFrame, names: Mapping[str, str] | None = None) -> plt.Figure:
     """Top row: training-split (dashed) and validation (solid) loss per epoch, one panel per
     task, one colour per model (mean over seeds, band from the lowest to the highest seed),
     with a marker at the median selected epoch. Bottom row: the gap, validation minus
@@ -454,7 +459,8 @@ def plot_loss_curves(curves: pd.DataFrame) -> plt.Figure:
 
     The first epoch's losses, still near those of the untrained model, are left out of the
     top row's y-range so that the later epochs can be told apart. ``curves`` is the output of
-    :func:`loss_curves`.
+    :func:`loss_curves`. The labels are in Chinese, as the book shows them; model and task
+    names go through :func:`mtlbook.book.page.zh`, with ``names`` taking precedence.
     """
     missing = {"model", "seed", "task", "epoch", "split", "loss", "best_epoch"} - set(curves)
     if missing:
@@ -483,7 +489,9 @@ def plot_loss_curves(curves: pd.DataFrame) -> plt.Figure:
                 ("gap", "-", bottom),
             ):
                 s = rows.groupby("epoch")[column].agg(["mean", "min", "max"])
-                label = f"{model} ({column})" if column != "gap" else model
+                label = zh(model, names)
+                if column != "gap":
+                    label += f"（{zh(column)}）"  # （训练集） / （验证集）
                 ax.plot(s.index, s["mean"], style, color=palette[model], label=label)
                 ax.fill_between(s.index, s["min"], s["max"], color=palette[model], alpha=0.15)
                 if column != "train" and best in s.index:
@@ -502,13 +510,13 @@ def plot_loss_curves(curves: pd.DataFrame) -> plt.Figure:
         if shown:
             low, high = min(shown), max(shown)
             top.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
-        top.set(title=task, ylabel="loss")
+        top.set(title=zh(task, names), ylabel="损失")
         bottom.axhline(0.0, color="grey", linewidth=1)
-        bottom.set(xlabel="epoch", ylabel="gap (valid − train)")
+        bottom.set(xlabel="轮次", ylabel="差距（验证 − 训练）")
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    axes[1][0].legend(fontsize=8, title="o = selected epoch", title_fontsize=8)
+    axes[1][0].legend(fontsize=8, title="空心圆 = 选中的轮次", title_fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -6,7 +6,8 @@ paper's synthetic tasks (:func:`mtlbook.make_correlated_tasks`) and
 :func:`plot_correlation_sweep` draws the metric against the correlation and
 :func:`plot_history` a training history (the architecture's diagram is
 :func:`mtlbook.book.diagrams.plot_shared_bottom`).
-Every plotting function returns the matplotlib Figure it drew.
+Every plotting function returns the matplotlib Figure it drew, labelled in Chinese (task and
+model names through :func:`mtlbook.book.page.zh`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..analysis.intervals import mean_interval
 from ..analysis.runs import ModelSpec, repeat_fits
 from ..data import MultiTaskData, make_correlated_tasks
 from ..metrics import LOWER_IS_BETTER
+from .page import zh
 
 __all__ = ["correlation_sweep", "plot_correlation_sweep", "plot_history"]
 
@@ -53,11 +55,11 @@ def plot_correlation_sweep(
                 yerr=[s["mean"] - s["lo"], s["hi"] - s["mean"]],
                 marker="o",
                 capsize=3,
-                label=model,
+                label=zh(model),
                 color=palette[model],
             )
-        arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
-        ax.set(title=task, xlabel="task correlation p", ylabel=f"test {metric} ({arrow} better)")
+        better = "越低越好" if metric in LOWER_IS_BETTER else "越高越好"
+        ax.set(title=zh(task), xlabel="任务相关度 p", ylabel=f"测试 {zh(metric)}（{better}）")
         ax.grid(alpha=0.3)
     axes[0][0].legend()
     fig.tight_layout()
@@ -67,9 +69,10 @@ def plot_correlation_sweep(
 def plot_history(history: pd.DataFrame, metric: str = "loss") -> plt.Figure:
     """Training and validation ``metric`` per epoch, one line per task and split."""
     rows = history[(history["metric"] == metric) & (history["task"] != "all")]
+    rows = rows.assign(**{"任务": rows["task"].map(zh), "划分": rows["split"].map(zh)})
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    sns.lineplot(data=rows, x="epoch", y="value", hue="task", style="split", ax=ax)
-    ax.set(ylabel=metric)
+    sns.lineplot(data=rows, x="epoch", y="value", hue="任务", style="划分", ax=ax)
+    ax.set(xlabel="轮次", ylabel=zh(metric))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

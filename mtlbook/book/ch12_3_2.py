@@ -16,13 +16,19 @@ population requires.
 * :func:`select_lambda` picks ``λ`` on the validation loss only;
 * :func:`plot_lambda_sweep` draws each task's test metric against ``λ`` (log axis, ``λ = 0`` at
   the left edge) with the references as horizontal bands, and :func:`plot_weight_distance` the
-  distance against ``λ``.
+  distance against ``λ``;
+* :func:`plot_soft_sharing_diagram` draws the architecture: one network per task, the tied
+  layers joined by dashed "L2 约束" links.
+
+The figures are labelled in Chinese (task and model names through
+:func:`mtlbook.book.page.zh`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from itertools import pairwise
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -36,10 +42,13 @@ from ..data import MultiTaskData, Schema
 from ..metrics import LOWER_IS_BETTER
 from ..models.soft_sharing import SoftSharing
 from ..training.population import fit_population
+from .diagrams import arrow, box, canvas, finish
+from .page import zh
 
 __all__ = [
     "SweepSoftSharing",
     "plot_lambda_sweep",
+    "plot_soft_sharing_diagram",
     "plot_weight_distance",
     "select_lambda",
     "soft_sharing_sweep",
@@ -252,7 +261,7 @@ def plot_lambda_sweep(
             marker="o",
             capsize=3,
             color=palette[0],
-            label="SoftSharing",
+            label="SoftSharing（软共享）",
         )
         for k, model in enumerate(models, start=1):
             assert ref is not None  # models come from the references
@@ -260,14 +269,14 @@ def plot_lambda_sweep(
             if r.empty:
                 continue
             mean, lo, hi = (float(r[c].iloc[0]) for c in ("mean", "lo", "hi"))
-            ax.axhline(mean, color=palette[k], linestyle="--", label=model)
+            ax.axhline(mean, color=palette[k], linestyle="--", label=zh(model))
             if not np.isnan(lo):
                 ax.axhspan(lo, hi, color=palette[k], alpha=0.15, linewidth=0)
-        arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
+        better = "越低越好" if metric in LOWER_IS_BETTER else "越高越好"
         ax.set(
-            title=task,
-            xlabel="penalty strength λ (log scale)",
-            ylabel=f"test {metric} ({arrow} better)",
+            title=zh(task),
+            xlabel="惩罚强度 λ（对数刻度）",
+            ylabel=f"测试 {zh(metric)}（{better}）",
         )
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=9)
@@ -292,16 +301,58 @@ def plot_weight_distance(sweep: pd.DataFrame, confidence: float = 0.95) -> plt.F
         yerr=[after["mean"] - after["lo"], after["hi"] - after["mean"]],
         marker="o",
         capsize=3,
-        label="after training",
+        label="训练后（验证集最佳轮次）",
     )
-    ax.plot(
-        where(before.index), before.values, linestyle="--", color="grey", label="at initialisation"
-    )
+    ax.plot(where(before.index), before.values, linestyle="--", color="grey", label="初始化时")
     ax.set_yscale("log")
-    ax.set(
-        xlabel="penalty strength λ (log scale)", ylabel="distance between task networks ‖θ₁ − θ₂‖"
-    )
+    ax.set(xlabel="惩罚强度 λ（对数刻度）", ylabel="两套任务网络的距离 ‖θ₁ − θ₂‖")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plot_soft_sharing_diagram(
+    tasks: Sequence[str] = ("任务 1", "任务 2"), n_layers: int = 2, embeddings: bool = True
+) -> plt.Figure:
+    """Soft sharing: one column (network) per task; corresponding tied layers joined by dashed
+    "L2 约束" links, the towers left free. With three tasks or more only neighbouring columns
+    are linked, although the penalty ties every pair.
+
+    Args:
+        tasks: the tasks' names, one column each (two or three fit the page).
+        n_layers: number of bottom layers drawn per network (all tied).
+        embeddings: draw each task's own embedding table (tied too); ``False`` for data
+            without categorical features.
+    """
+    tasks = list(tasks)
+    if len(tasks) < 2 or n_layers < 1:
+        raise ValueError(f"need at least two tasks and one layer, got {tasks}, {n_layers}")
+    step, col_w = 3.4, 1.7  # distance between columns, width of a column's boxes
+    width = step * (len(tasks) - 1) + col_w + 0.4
+    tied = (["嵌入层"] if embeddings else []) + [f"底层第 {i + 1} 层" for i in range(n_layers)]
+    y_tower = 1.35 + 0.9 * len(tied)
+    height = y_tower + 1.2
+    fig, ax = canvas(width, height, scale=min(1.0, 7.5 / width))
+    xs = [0.2 + col_w / 2 + step * i for i in range(len(tasks))]
+    box(ax, width / 2, 0.45, width - 0.4, 0.45, "输入特征 x（每个任务读同一份）", "input")
+    for i, (x, task) in enumerate(zip(xs, tasks, strict=True)):
+        kind = ("task", "task2")[i % 2]
+        prev = 0.68
+        for j, label in enumerate(tied):  # the tied layers of task i's own network
+            y = 1.35 + 0.9 * j
+            box(ax, x, y, col_w, 0.45, label, kind)
+            arrow(ax, x, prev, x, y - 0.23)
+            prev = y + 0.23
+        box(ax, x, y_tower, col_w, 0.45, "任务塔（不约束）", kind)
+        box(ax, x, y_tower + 0.8, col_w, 0.38, f"ŷ {task}", "output")
+        arrow(ax, x, prev, x, y_tower - 0.23)
+        arrow(ax, x, y_tower + 0.23, x, y_tower + 0.61)
+    for left, right in pairwise(xs):  # neighbouring columns; the penalty ties every pair
+        mid = (left + right) / 2
+        for j in range(len(tied)):
+            y = 1.35 + 0.9 * j
+            arrow(ax, left + col_w / 2 + 0.05, y, mid - 0.42, y, style="-", dashed=True)
+            arrow(ax, mid + 0.42, y, right - col_w / 2 - 0.05, y, style="-", dashed=True)
+            box(ax, mid, y, 0.8, 0.3, "L2 约束", "gate", fontsize=8)
+    return finish(fig)

@@ -23,8 +23,11 @@ interval, standard deviation, 90 % range, share of bad runs); :func:`plot_restar
 the paper's claims one by one on the restarts, with intervals and computed verdicts.
 :func:`paper_models` builds the paper's three models at its sizes. Two helpers read the gates:
 :func:`gate_divergence` (how differently the tasks' gates mix the experts, per restart) and
-:func:`gate_shift` (how far a gate's mixture moves along a signal of the input). Chapter
-12.3.3 of the book re-runs the study with them.
+:func:`gate_shift` (how far a gate's mixture moves along a signal of the input).
+:func:`plot_omoe_diagram`, :func:`plot_mmoe_diagram` and :func:`plot_moe_diagrams` draw the two
+architectures with the book's Chinese labels, and :func:`zh_claims` words the
+:func:`compare_with_paper` table in Chinese for the page. Chapter 12.3.3 of the book re-runs
+the study with them.
 
 Example:
     >>> from mtlbook.book.ch12_3_3a import paper_models, restart_study, restart_summary
@@ -37,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +50,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.figure import Figure
 from scipy import stats as sps
 
 from ..analysis.intervals import mean_interval, verdict
@@ -54,19 +59,26 @@ from ..data import MultiTaskData, Schema, make_correlated_tasks
 from ..models import MMoE, OMoE, SharedBottom
 from ..models.base import MultiTaskModel
 from ..training.population import PopulationResult, fit_population
+from .diagrams import arrow, box, canvas, finish
+from .page import zh
 
 __all__ = [
     "CURVE_COLUMNS",
     "SCORE_COLUMNS",
+    "VERDICTS_ZH",
     "RestartStudy",
     "compare_with_paper",
     "gate_divergence",
     "gate_shift",
     "paper_models",
+    "plot_mmoe_diagram",
+    "plot_moe_diagrams",
+    "plot_omoe_diagram",
     "plot_restart_curves",
     "plot_restart_distributions",
     "restart_study",
     "restart_summary",
+    "zh_claims",
 ]
 
 
@@ -647,6 +659,83 @@ def compare_with_paper(
     return pd.DataFrame(rows, columns=["figure", "claim", "value", "lo", "hi", "verdict"])
 
 
+#: How :func:`zh_claims` words :func:`compare_with_paper`'s verdicts for the reader.
+VERDICTS_ZH: dict[str, str] = {
+    "yes": "是",
+    "no": "否",
+    "no (opposite)": "否（方向相反）",
+    "unclear": "无定论",
+    "consistent": "一致",
+}
+
+_NUMBER = r"(-?[0-9.e+-]+)"
+_CLAIMS_ZH: list[tuple[str, str]] = [
+    (
+        rf"^(\w+): mean loss at p={_NUMBER} minus at p={_NUMBER} > 0$",
+        r"\1：p=\2 时的平均损失减去 p=\3 时的 > 0",
+    ),
+    (
+        r"^(\w+) less sensitive to p than (\w+) \(\|change of \w+\| − \|change of \w+\| > 0\)$",
+        r"\1 对 p 的敏感程度小于 \2（|\2 的变化| − |\1 的变化| > 0）",
+    ),
+    (
+        rf"^p={_NUMBER}: (\w+) beats (\w+) \(mean \w+ − \w+ > 0\)$",
+        r"p=\1：\2 好于 \3（\3 的均值 − \2 的均值 > 0）",
+    ),
+    (rf"^p={_NUMBER}: (\w+) ≈ (\w+) \(difference ≈ 0\)$", r"p=\1：\2 ≈ \3（两者之差 ≈ 0）"),
+    (
+        rf"^p={_NUMBER}: std of (\w+) / largest std of the mixtures > 1$",
+        r"p=\1：\2 的标准差 / 混合专家模型中较大的标准差 > 1",
+    ),
+    (
+        rf"^(\w+): std at p={_NUMBER} / std at p={_NUMBER} > 1$",
+        r"\1：p=\2 时的标准差 / p=\3 时的标准差 > 1",
+    ),
+    (
+        r"^(\w+)'s spread grows more than (\w+)'s \(ratio of the two ratios > 1\)$",
+        r"\1 的分布比 \2 的变宽得更多（两个比值之比 > 1）",
+    ),
+]
+
+
+def zh_claims(claims: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`compare_with_paper` table (or one merged from two of them) for the reader:
+    each claim as a Chinese sentence, Chinese verdicts (:data:`VERDICTS_ZH`) in every
+    ``verdict…`` column, Chinese column names and ``图 4`` for ``Fig. 4``.
+
+    A claim worded otherwise than :func:`compare_with_paper` words it raises a ``ValueError``,
+    so that no English sentence reaches the page unnoticed.
+    """
+
+    def sentence(text: str) -> str:
+        for pattern, chinese in _CLAIMS_ZH:
+            if re.fullmatch(pattern, text):
+                return re.sub(pattern, chinese, text)
+        raise ValueError(f"zh_claims has no Chinese wording for the claim {text!r}")
+
+    out = claims.copy()
+    if "claim" in out:
+        out["claim"] = out["claim"].map(sentence)
+    if "figure" in out:
+        out["figure"] = out["figure"].str.replace("Fig. ", "图 ", regex=False)
+    stems = {
+        "figure": "论文的图",
+        "claim": "论文的说法",
+        "value": "数值",
+        "lo": "下限",
+        "hi": "上限",
+        "verdict": "判断",
+    }
+    names = {}
+    for column in map(str, out.columns):
+        stem = next((k for k in stems if column.startswith(k)), None)
+        if stem is not None:  # "verdict（现场）" → "判断（现场）"
+            names[column] = stems[stem] + column[len(stem) :]
+        if stem == "verdict":
+            out[column] = out[column].map(lambda v: VERDICTS_ZH.get(v, v))
+    return out.rename(columns=names)
+
+
 def _orders(frame: pd.DataFrame) -> tuple[list[str], list[float]]:
     return list(dict.fromkeys(frame["model"])), sorted(set(frame["correlation"]))
 
@@ -675,11 +764,11 @@ def plot_restart_curves(
             s = s.sort_values("epoch")
             ax.plot(s["epoch"], s["mean"], color=palette[p], label=f"p = {p:g}")
             ax.fill_between(s["epoch"], s["lo"], s["hi"], color=palette[p], alpha=0.25, linewidth=0)
-        ax.set(title=model, xlabel="epoch", yscale="log")
+        ax.set(title=model, xlabel="轮次", yscale="log")
     axes[0][0].set_ylabel(
-        f"validation MSE of {task}" if task != "all" else "validation loss (sum of tasks)"
+        f"{zh(task)} 的验证集 MSE" if task != "all" else "验证集损失（两个任务之和）"
     )
-    axes[0][-1].legend(title="correlation", fontsize=8)
+    axes[0][-1].legend(title="任务相关度", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -701,7 +790,7 @@ def plot_restart_distributions(
     summary = restart_summary(scores, task, bad_ratio=bad_ratio)
     palette = dict(zip(models, sns.color_palette("colorblind", len(models)), strict=True))
     lo, hi = frame["value"].min() * 0.9, frame["value"].max() * 1.1
-    label = f"test MSE of {task}" if task != "all" else "test loss (sum of tasks)"
+    label = f"{zh(task)} 的测试集 MSE" if task != "all" else "测试集损失（两个任务之和）"
     rows = 1 if kind == "ecdf" else len(models)
     height = 3.2 if kind == "ecdf" else 1.7 * rows + 0.9
     fig, axes = plt.subplots(
@@ -724,14 +813,102 @@ def plot_restart_distributions(
             else:
                 ax.hist(values, bins=bins, color=palette[model], alpha=0.85)
                 if j == 0:
-                    ax.set_ylabel(f"{model}\nruns")
+                    ax.set_ylabel(f"{model}\n次数")
             ax.axvline(threshold, color="grey", linestyle=":", linewidth=1)
             ax.set_xscale("log")
             if i == 0 or kind == "ecdf":
                 ax.set_title(f"p = {p:g}")
         axes[-1][j].set_xlabel(label)
     if kind == "ecdf":
-        axes[0][0].set_ylabel("share of restarts ≤ x")
+        axes[0][0].set_ylabel("损失 ≤ x 的重启比例")
         axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------- architecture diagrams
+_MOE_HEIGHT = 5.6  # data units of one diagram's height
+
+
+def _moe_width(n_tasks: int) -> float:
+    """Room for the experts and ⌈n_tasks / 2⌉ gates on each side of them."""
+    return 7.4 + 2.6 * ((n_tasks + 1) // 2 - 1)
+
+
+def _draw_moe(ax: plt.Axes, x0: float, tasks: Sequence[str], one_gate: bool) -> None:
+    """One OMoE (``one_gate``) or MMoE diagram whose left edge is at ``x0``: input → experts
+    and gates → one weighted sum per gate → a tower and a prediction per task."""
+    width = _moe_width(len(tasks))
+    c = x0 + width / 2
+    y_in, y_exp, y_sum, y_tower, y_out = 0.4, 1.55, 2.85, 3.9, 4.75
+    box(ax, c, y_in, width - 0.5, 0.45, "输入特征 x（嵌入 + 稠密特征）", "input")
+    # Three of the n experts are drawn (1, 2 and n), an ellipsis between them.
+    experts = {"1": c - 1.55, "2": c - 0.45, "n": c + 1.55}
+    for i, x in experts.items():
+        box(ax, x, y_exp, 0.95, 0.5, f"专家 {i}\n$E_{i}(x)$")
+        arrow(ax, x, y_in + 0.23, x, y_exp - 0.27)
+    ax.text(c + 0.55, y_exp, "…", ha="center", va="center", fontsize=14)
+    # The gates, half of them left of the experts, half right.
+    gate_names = ["共享"] if one_gate else list(tasks)
+    n_left = (len(gate_names) + 1) // 2
+    gate_x = [c - 2.85 - 1.3 * (n_left - 1 - i) for i in range(n_left)]
+    gate_x += [c + 2.85 + 1.3 * i for i in range(len(gate_names) - n_left)]
+    # One weighted sum per gate, above the tasks it serves.
+    spread = min(2.8 * (len(tasks) - 1), 1.6 * (len(tasks) - 1) + 1.2)
+    task_x = [c - spread / 2 + spread * j / max(1, len(tasks) - 1) for j in range(len(tasks))]
+    sum_x = [c] if one_gate else task_x
+    for k, (gx, sx, name) in enumerate(zip(gate_x, sum_x, gate_names, strict=True)):
+        symbol = "g(x)" if one_gate else f"g_{k + 1}(x)"
+        box(ax, gx, y_exp, 1.2, 0.62, f"门控（{name}）\n${symbol}$", "gate", fontsize=9)
+        arrow(ax, gx, y_in + 0.23, gx, y_exp - 0.33)
+        mixed = "f(x)" if one_gate else f"f_{k + 1}(x)"
+        box(ax, sx, y_sum, 1.2, 0.55, f"加权求和\n${mixed}$", "op", fontsize=9)
+        side = -0.6 if gx < sx else 0.6
+        arrow(ax, gx, y_exp + 0.33, sx + side, y_sum, dashed=True)
+        for ex in experts.values():
+            arrow(ax, ex, y_exp + 0.27, sx, y_sum - 0.29, color="#777777")
+    for j, (tx, task) in enumerate(zip(task_x, tasks, strict=True)):
+        box(ax, tx, y_tower, 1.35, 0.5, f"任务塔：{task}", "task" if j % 2 == 0 else "task2")
+        box(ax, tx, y_out, 1.35, 0.4, f"ŷ（{task}）", "output")
+        arrow(ax, sum_x[0 if one_gate else j], y_sum + 0.29, tx, y_tower - 0.27)
+        arrow(ax, tx, y_tower + 0.27, tx, y_out - 0.22)
+    title = "OMoE：所有任务共用一个门控" if one_gate else "MMoE：每个任务一个门控"
+    ax.text(c, 5.35, title, ha="center", va="center", fontsize=11)
+
+
+def _moe_figure(tasks: Sequence[str], kinds: Sequence[bool]) -> Figure:
+    tasks = [str(t) for t in tasks]
+    if not tasks:
+        raise ValueError("tasks is empty: the diagram needs at least one task")
+    width = _moe_width(len(tasks))
+    gap = 0.6
+    total = len(kinds) * width + (len(kinds) - 1) * gap
+    fig, ax = canvas(total, _MOE_HEIGHT, scale=0.8 if len(kinds) > 1 else 0.9)
+    for i, one_gate in enumerate(kinds):
+        _draw_moe(ax, i * (width + gap), tasks, one_gate)
+    ax.text(
+        total / 2,
+        -0.15,
+        "实线：专家的输出送往每个加权求和；虚线：门控给出的权重",
+        ha="center",
+        va="center",
+        fontsize=9,
+        color="#555555",
+    )
+    ax.set_ylim(-0.4, _MOE_HEIGHT)
+    return finish(fig)
+
+
+def plot_omoe_diagram(tasks: Sequence[str] = ("任务 1", "任务 2")) -> Figure:
+    """OMoE: input → ``n`` experts and one gate → one weighted sum → a tower per task."""
+    return _moe_figure(tasks, [True])
+
+
+def plot_mmoe_diagram(tasks: Sequence[str] = ("任务 1", "任务 2")) -> Figure:
+    """MMoE: input → ``n`` experts and one gate per task → one weighted sum per task → towers."""
+    return _moe_figure(tasks, [False])
+
+
+def plot_moe_diagrams(tasks: Sequence[str] = ("任务 1", "任务 2")) -> Figure:
+    """OMoE (left) and MMoE (right) side by side: the same experts, one gate or one per task."""
+    return _moe_figure(tasks, [True, False])

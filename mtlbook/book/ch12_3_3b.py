@@ -1,5 +1,6 @@
-"""Helpers for chapter 12.3.3 (PLE and CGC): equal-size model line-ups, parameter breakdowns,
-how a gate splits its weight between its own and the shared experts, and the seesaw verdicts.
+"""Helpers for chapter 12.3.4 (PLE and CGC): the architecture diagram, equal-size model
+line-ups, parameter breakdowns, how a gate splits its weight between its own and the shared
+experts, the seesaw verdicts, and the seesaw plot relabelled in Chinese.
 
 The chapter compares single-task models, Shared-Bottom, MMoE, CGC and PLE on the seesaw plot
 of the PLE paper (Tang, Liu, Zhao and Gong, RecSys 2020, Figure 1). Such a comparison is only
@@ -10,17 +11,22 @@ each model's parameters sit (shared or task-specific); :func:`gate_split` reads 
 experts, on the shared experts and on other tasks' experts; :func:`seesaw_verdicts` turns a
 :func:`~mtlbook.analysis.seesaw.seesaw` frame into paired gains over the single-task baseline with a
 verdict per configuration; :func:`choose_setting` runs the candidate data settings on the
-validation split and picks the one where the classic models seesaw.
+validation split and picks the one where the classic models seesaw; :func:`plot_ple_diagram`
+draws CGC and PLE, and :func:`zh_seesaw` relabels a :func:`~mtlbook.analysis.seesaw.plot_seesaw`
+figure in Chinese. :data:`ZH_COLUMNS` and :data:`ZH_VALUES` are the Chinese names of the
+chapter's table columns and verdicts, for :func:`~mtlbook.book.page.zh_table`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from ..analysis.compare import model_factory
 from ..analysis.intervals import mtl_gain, verdict
@@ -30,15 +36,206 @@ from ..data import MultiTaskData, Schema, make_correlated_tasks
 from ..models import CGC, PLE, MMoE, SharedBottom, SingleTask
 from ..models.base import MultiTaskModel
 from ..utils import count_parameters, match_width
+from .diagrams import arrow, box, canvas, finish
+from .page import zh, zh_figure
 
 __all__ = [
+    "ZH_COLUMNS",
+    "ZH_VALUES",
     "CorrelatedSetting",
     "choose_setting",
     "gate_split",
     "matched_lineup",
     "parameter_table",
+    "plot_ple_diagram",
     "seesaw_verdicts",
+    "zh_seesaw",
 ]
+
+
+# ---------------------------------------------------------------------------- diagram
+
+_SHARED_PATH = "#1f5f99"  # arrows into and out of PLE's shared gate
+
+
+def plot_ple_diagram(levels: int = 2, tasks: Sequence[str] = ("任务 A", "任务 B")) -> Figure:
+    """CGC (``levels=1``) or PLE: per level each task's own experts, the shared experts, each
+    task's gate over its own and the shared experts and, below the top level, the shared gate
+    over every expert (its arrows in blue); then one tower per task.
+
+    Each box of experts stands for a group of them. A gate reads the same input as the experts
+    of its column (not drawn). Labels are in Chinese, as the book shows them.
+
+    Example:
+        >>> from mtlbook.book.ch12_3_3b import plot_ple_diagram
+        >>> fig = plot_ple_diagram(levels=2)
+        >>> "共享门控" in [t.get_text() for t in fig.axes[0].texts]
+        True
+    """
+    from matplotlib.patches import FancyBboxPatch
+
+    if not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"levels must be an integer ≥ 1, got {levels!r}")
+    if len(tasks) != 2:
+        raise ValueError(f"the diagram draws two tasks, got {len(tasks)}: {list(tasks)}")
+    task_a, task_b = tasks
+    width, step = 9.6, 2.3
+    height = 1.1 + levels * step + 1.7
+    fig, ax = canvas(width, height, scale=0.72)
+    xs = {"a": 2.1, "s": 5.0, "b": 7.9}
+    kinds = {"a": "task", "s": "shared", "b": "task2"}
+    box(ax, 5.0, 0.4, 8.4, 0.45, "输入特征 x（嵌入 + 稠密特征）", "input")
+    below = {col: (5.0, 0.63) for col in xs}  # where each column's input comes from
+    for level in range(levels):
+        y0 = 1.2 + level * step  # bottom of the level's frame
+        top = level == levels - 1
+        ax.add_patch(
+            FancyBboxPatch(
+                (0.75, y0),
+                width - 0.95,
+                step - 0.35,
+                boxstyle="round,pad=0.02",
+                facecolor="none",
+                edgecolor="#999999",
+                linestyle="--",
+                linewidth=1.0,
+            )
+        )
+        ax.text(
+            0.42,
+            y0 + (step - 0.35) / 2,
+            f"第 {level + 1} 层",
+            rotation=90,
+            ha="center",
+            va="center",
+            fontsize=10,
+            color="#333333",
+        )
+        ye, yg = y0 + 0.45, y0 + 1.5  # experts' and gates' centres
+        labels = {"a": f"{task_a} 独占专家", "s": "共享专家", "b": f"{task_b} 独占专家"}
+        for col, x in xs.items():
+            box(ax, x, ye, 2.3, 0.5, labels[col], kinds[col], fontsize=9)
+            bx, by = below[col]
+            arrow(
+                ax, bx, by, x, ye - 0.27, color=_SHARED_PATH if col == "s" and level else "#333333"
+            )
+        gates = {"a": f"{task_a} 门控", "b": f"{task_b} 门控"} | ({} if top else {"s": "共享门控"})
+        for col, text in gates.items():
+            box(ax, xs[col], yg, 1.7, 0.42, text, "gate", fontsize=9)
+        for col in ("a", "b"):  # a task gate mixes its own and the shared experts
+            arrow(ax, xs[col], ye + 0.27, xs[col], yg - 0.23)
+            arrow(ax, xs["s"] + (0.5 if col == "b" else -0.5), ye + 0.27, xs[col], yg - 0.23)
+        if not top:  # the shared gate mixes every expert of the level
+            for col in ("a", "s", "b"):
+                shift = {"a": 0.6, "s": 0.0, "b": -0.6}[col]
+                arrow(ax, xs[col] + shift, ye + 0.27, xs["s"], yg - 0.23, color=_SHARED_PATH)
+        below = {col: (xs[col], yg + 0.22) for col in gates}
+    y_tower = 1.2 + levels * step + 0.35
+    for col, task in (("a", task_a), ("b", task_b)):
+        box(ax, xs[col], y_tower, 2.0, 0.45, f"任务塔：{task}", kinds[col], fontsize=9)
+        box(ax, xs[col], y_tower + 0.85, 1.4, 0.4, f"ŷ {task}", "output", fontsize=9)
+        arrow(ax, *below[col], xs[col], y_tower - 0.24)
+        arrow(ax, xs[col], y_tower + 0.23, xs[col], y_tower + 0.64)
+    return finish(fig)
+
+
+# ---------------------------------------------------------------------------- Chinese labels
+
+#: Chinese names of the columns of this chapter's tables (line-ups, seesaw verdicts and tables,
+#: gate splits, expert utilisation), for :func:`~mtlbook.book.page.zh_table`.
+ZH_COLUMNS: dict[str, str] = {
+    "setting": "设置",
+    "configuration": "配置",
+    "shared": "共享专家",
+    "task_specific": "任务独占参数",
+    "shared_fraction": "共享比例",
+    "verdict": "判定",
+    "significant": "区间不跨 0 的任务数",
+    "score": "跷跷板强度",
+    "chosen": "选中",
+    "n": "种子数",
+    "pareto": "在帕累托前沿上",
+    "beats_baseline": "两个任务都优于单任务",
+    "own": "自己的专家",
+    "other_tasks": "其他任务的专家",
+    "n_choices": "可选专家数",
+    "unused_experts": "闲置专家",
+    **{
+        f"{task}_{part}": f"{zh(task)} {label}"
+        for task in ("task1", "task2", "click", "purchase")
+        for part, label in (
+            ("gain", "增益 (%)"),
+            ("lo", "下限"),
+            ("hi", "上限"),
+            ("mse", "MSE"),
+            ("mse_lo", "MSE 下限"),
+            ("mse_hi", "MSE 上限"),
+            ("auc", "AUC"),
+            ("auc_lo", "AUC 下限"),
+            ("auc_hi", "AUC 上限"),
+        )
+    },
+}
+
+#: Chinese for the verdicts of :func:`seesaw_verdicts` and the configurations' names.
+ZH_VALUES: dict[str, str] = {
+    "seesaw": "跷跷板",
+    "better on both": "两个任务都更好",
+    "worse on both": "两个任务都更差",
+    "n/a": "无法判定",
+    "single": "单任务",
+}
+
+_SEESAW_AXIS = re.compile(r"(\S+) (\S+) \((\w+); (↓ better, axis reversed|↑ better)\)")
+_SEESAW_TITLE = re.compile(r"Seesaw: (\S+) vs (\S+) \(mean and (\S+) interval over seeds\)")
+_SPLITS = {"test": "测试集", "valid": "验证集", "train": "训练集"}
+
+
+def zh_seesaw(
+    fig: Figure, title: str | None = None, names: Mapping[str, str] | None = None
+) -> Figure:
+    """A :func:`~mtlbook.analysis.seesaw.plot_seesaw` figure relabelled in Chinese, in place.
+
+    Axis labels (task, metric, split, which way is better), the title (or ``title``), the
+    legend and the points' labels: task names through :func:`~mtlbook.book.page.zh` (task1 →
+    任务 1, also inside labels such as ``SB task1:task2=4:1``), ``single`` → 单任务, and
+    ``names`` for any other configuration.
+    """
+    extra = {**ZH_VALUES, **(names or {})}
+
+    def name(label: str) -> str:
+        return extra.get(label, zh(label))
+
+    for ax in fig.axes:
+        tasks = []
+        for get, set_ in ((ax.get_xlabel, ax.set_xlabel), (ax.get_ylabel, ax.set_ylabel)):
+            match = _SEESAW_AXIS.fullmatch(get())
+            if match:
+                task, metric, split, direction = match.groups()
+                tasks.append(task)
+                way = "越小越好，坐标轴反向" if direction.startswith("↓") else "越大越好"
+                set_(f"{zh(task)} {metric}（{_SPLITS.get(split, split)}；{way}）")
+        match = _SEESAW_TITLE.fullmatch(ax.get_title())
+        if title is not None or match:
+            a, b, level = match.groups() if match else ("", "", "")
+            ax.set_title(title or f"跷跷板图：{zh(a)} 与 {zh(b)}（种子间均值与 {level} 区间）")
+        for text in ax.texts:  # the points' labels: configurations
+            label = text.get_text()
+            if label not in extra:
+                for task in tasks:
+                    label = re.sub(rf"\b{re.escape(task)}\b", zh(task), label)
+            text.set_text(name(label))
+        legend = ax.get_legend()
+        for entry in legend.get_texts() if legend is not None else []:
+            label = entry.get_text()
+            if label == "Pareto front (not dominated)":
+                label = "帕累托前沿（不被其他配置支配）"
+            elif label.endswith(" (mean)"):
+                label = f"{name(label.removesuffix(' (mean)'))}（均值）"
+            elif label.startswith("better than ") and label.endswith(" on both"):
+                label = f"两个任务都优于{name(label[len('better than ') : -len(' on both')])}"
+            entry.set_text(label)
+    return zh_figure(fig, extra)
 
 
 # ---------------------------------------------------------------------------- model line-up
@@ -77,7 +274,7 @@ def matched_lineup(
         ``"CGC"``, ``"PLE"`` to ``(schema, seed) → model`` factories (``"single"`` is a
         :class:`~mtlbook.analysis.runs.PerTask`), ready for :func:`~mtlbook.analysis.seesaw.seesaw`;
         ``sizes`` is a table with columns ``model, setting, parameters`` (``setting`` names the
-        matched width).
+        matched width, in Chinese: the book shows it).
 
     Example:
         >>> import mtlbook as mb
@@ -147,13 +344,14 @@ def matched_lineup(
             tower_units=towers,
         ),
     }
-    settings = {
-        "single": f"2 networks, hidden ({w_single}, {single_second_layer})",
-        "SharedBottom": f"bottom {w_bottom} units",
-        "MMoE": f"{n_experts} experts × {expert_units} units",
-        "CGC": f"{n_task_experts} per task + {n_shared_experts} shared × {expert_units} units",
-        "PLE": f"{n_levels} levels × ({n_task_experts} per task + {n_shared_experts} shared) "
-        f"× {w_ple} units",
+    settings = {  # the book shows these descriptions: Chinese
+        "single": f"2 个网络，隐藏层 ({w_single}, {single_second_layer})",
+        "SharedBottom": f"共享底层 {w_bottom} 个单元",
+        "MMoE": f"{n_experts} 个专家 × {expert_units} 个单元",
+        "CGC": f"每个任务 {n_task_experts} 个 + 共享 {n_shared_experts} 个专家 × "
+        f"{expert_units} 个单元",
+        "PLE": f"{n_levels} 层 × (每个任务 {n_task_experts} 个 + 共享 {n_shared_experts} 个) × "
+        f"{w_ple} 个单元",
     }
     rows = []
     for name, spec in models.items():

@@ -1,5 +1,5 @@
-"""Chapter 12.4, first part: does task relatedness predict the gain of sharing, and how to
-balance losses of different scales.
+"""Chapter 12.4.1 (first part of the syllabus's 12.4): does task relatedness predict the gain
+of sharing, and how to balance losses of different scales.
 
 **Relatedness.** Two measures of how related two tasks are, both cheap enough to compute before
 committing to a multi-task model, are set against the gain a Shared-Bottom model actually
@@ -8,7 +8,8 @@ brings over separate single-task models:
 * **label correlation**: Pearson's correlation of the two tasks' labels on the samples where
   both are defined (:func:`~mtlbook.analysis.relatedness.task_relatedness`), per seed's data set;
 * **gradient cosine**: the cosine between the two tasks' gradients on the shared parameters,
-  recorded on a validation probe every few steps while one multi-task model trains
+  recorded every few steps on a fixed monitoring sample (probe batch) of the validation split
+  while one multi-task model trains
   (:class:`~mtlbook.analysis.gradients.GradientConflict`), averaged over training;
 * **measured gain**: the paired relative gain of the multi-task model over the single-task
   baseline on the test split over several seeds, with a Student-t interval and a verdict
@@ -28,7 +29,12 @@ The chapter shows that and compares the remedies of :mod:`mtlbook.weighting` wit
 * the histories of the runs (kept by :class:`~mtlbook.analysis.runs.RecordingTrainer`), whose
   per-epoch ``weight`` rows show how a strategy moved the task weights;
 * :func:`weight_frame`, :func:`plot_weight_history`, :func:`plot_metric_history`,
-  :func:`plot_scale_mismatch` and :func:`plot_strategy_run` draw them.
+  :func:`plot_scale_mismatch` and :func:`plot_strategy_run` draw them, labelled in Chinese
+  (strategy names through :data:`WEIGHTING_NAMES`, task names through
+  :func:`mtlbook.book.page.zh`).
+
+The three strategies the chapter writes from scratch are in
+:mod:`mtlbook.book.teaching.balancing`.
 """
 
 from __future__ import annotations
@@ -54,8 +60,10 @@ from ..analysis.transfer import summarise_transfer
 from ..data import MultiTaskData
 from ..models.base import MultiTaskModel
 from ..training.loop import fit
+from .page import zh
 
 __all__ = [
+    "WEIGHTING_NAMES",
     "RelatednessStudy",
     "initial_losses",
     "inverse_loss_weights",
@@ -68,6 +76,25 @@ __all__ = [
     "transfer_by_weighting",
     "weight_frame",
 ]
+
+#: The Chinese names the chapter's figures and tables give the strategies of
+#: :func:`mtlbook.weighting.standard_strategies` (the chapter calls fixed weights "manual").
+WEIGHTING_NAMES: dict[str, str] = {
+    "equal": "等权",
+    "manual": "手动权重",
+    "fixed": "手动权重",
+    "uncertainty": "不确定性加权",
+    "gradnorm": "GradNorm",
+    "dwa": "DWA",
+    "rlw": "RLW",
+    "famo": "FAMO",
+    "pcgrad": "PCGrad",
+    "mgda": "MGDA",
+    "cagrad": "CAGrad",
+    "imtl": "IMTL (L+G)",
+    "single": "单任务",
+    "-": "单任务",
+}
 
 #: Seeds of case ``i`` are shifted by ``i · _OFFSET`` inside the joint run, so that the cases
 #: can share one call of the trainer (and one population where their data sizes agree).
@@ -229,7 +256,7 @@ def plot_weight_history(
     weights: pd.DataFrame, weightings: Sequence[str] | None = None, col_wrap: int = 4
 ) -> plt.Figure:
     """Task weights against the epoch, one panel per strategy (log scale), one line per task
-    (mean over seeds, with their range shaded when there are several).
+    (mean over seeds, with their range shaded when there are several); labels in Chinese.
 
     Args:
         weights: the output of :func:`weight_frame`.
@@ -262,7 +289,7 @@ def plot_weight_history(
                 marker="o",
                 markersize=3,
                 color=palette[task],
-                label=task,
+                label=zh(task),
             )
             if rows["seed"].nunique() > 1:
                 ax.fill_between(
@@ -273,12 +300,12 @@ def plot_weight_history(
                     alpha=0.2,
                     linewidth=0,
                 )
-        ax.set(yscale="log", title=name, xlabel="epoch")
+        ax.set(yscale="log", title=WEIGHTING_NAMES.get(name, name), xlabel="轮次")
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
     for row in axes:
-        row[0].set_ylabel("task weight")
+        row[0].set_ylabel("任务权重")
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -294,7 +321,7 @@ def plot_metric_history(
 ) -> Figure | SubFigure:
     """A validation metric against the epoch for several strategies (mean over the recorded
     seeds, their range shaded), with an optional horizontal reference line (e.g. the
-    single-task model's test value).
+    single-task model's test value). Labels in Chinese.
 
     Args:
         histories: :attr:`~mtlbook.analysis.runs.RecordingTrainer.histories`.
@@ -323,7 +350,12 @@ def plot_metric_history(
         g = rows[rows["weighting"] == name].groupby("epoch")["value"]
         mean = g.mean()
         ax.plot(
-            mean.index, mean.to_numpy(), marker="o", markersize=3, color=palette[name], label=name
+            mean.index,
+            mean.to_numpy(),
+            marker="o",
+            markersize=3,
+            color=palette[name],
+            label=WEIGHTING_NAMES.get(name, name),
         )
         ax.fill_between(
             mean.index,
@@ -334,8 +366,8 @@ def plot_metric_history(
             linewidth=0,
         )
     if reference is not None:
-        ax.axhline(reference, color="black", linestyle="--", linewidth=1, label="single-task")
-    ax.set(xlabel="epoch", ylabel=f"validation {task} {metric.upper()}")
+        ax.axhline(reference, color="black", linestyle="--", linewidth=1, label="单任务")
+    ax.set(xlabel="轮次", ylabel=f"验证集{zh(task)} {metric.upper()}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig = ax.figure
@@ -345,7 +377,7 @@ def plot_metric_history(
 
 def plot_scale_mismatch(history: pd.DataFrame, norms: pd.DataFrame) -> plt.Figure:
     """Why equal weights fail: each task's training loss per epoch and its gradient norm on
-    the shared parameters per step, both on a log scale.
+    the shared parameters per step, both on a log scale; labels in Chinese.
 
     Args:
         history: a :attr:`~mtlbook.training.FitResult.history`.
@@ -356,20 +388,26 @@ def plot_scale_mismatch(history: pd.DataFrame, norms: pd.DataFrame) -> plt.Figur
     ]
     if losses.empty or norms.empty:
         raise ValueError("need a fit history with training losses and a non-empty norm frame")
-    tasks = list(dict.fromkeys(losses["task"]))
+    losses = losses.assign(任务=losses["task"].map(zh))
+    norms = norms.assign(任务=norms["task"].map(zh))
+    tasks = list(dict.fromkeys(losses["任务"]))
     palette = dict(zip(tasks, sns.color_palette("colorblind", len(tasks)), strict=True))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    sns.lineplot(losses, x="epoch", y="value", hue="task", palette=palette, marker="o", ax=axes[0])
+    sns.lineplot(losses, x="epoch", y="value", hue="任务", palette=palette, marker="o", ax=axes[0])
     axes[0].set(
         yscale="log",
-        ylabel="training loss (log-loss or MSE)",
-        title="loss per task (equal weights)",
+        xlabel="轮次",
+        ylabel="训练损失（对数损失或 MSE）",
+        title="各任务的训练损失（等权）",
     )
     sns.lineplot(
-        norms, x="step", y="norm", hue="task", palette=palette, marker="o", markersize=3, ax=axes[1]
+        norms, x="step", y="norm", hue="任务", palette=palette, marker="o", markersize=3, ax=axes[1]
     )
     axes[1].set(
-        yscale="log", ylabel="||grad of L_k|| on shared params", title="gradient norm per task"
+        yscale="log",
+        xlabel="训练步",
+        ylabel=r"共享参数上的梯度范数 $\|\nabla L_k\|$",
+        title="各任务的梯度范数（监测样本上）",
     )
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -383,7 +421,8 @@ def plot_strategy_run(
     reference: Mapping[str, float] | None = None,
     title: str = "",
 ) -> plt.Figure:
-    """One run of one strategy: task weights over training, and its test metrics.
+    """One run of one strategy: task weights over training, and its test metrics (labels in
+    Chinese).
 
     Args:
         history: the run's :attr:`~mtlbook.training.FitResult.history`.
@@ -403,24 +442,21 @@ def plot_strategy_run(
     )
     for task in tasks:
         rows = weights[weights["task"] == task]
-        axes[0].plot(rows["epoch"], rows["weight"], marker="o", color=palette[task], label=task)
-    axes[0].set(yscale="log", xlabel="epoch", ylabel="task weight", title="weights")
+        axes[0].plot(rows["epoch"], rows["weight"], marker="o", color=palette[task], label=zh(task))
+    axes[0].set(yscale="log", xlabel="轮次", ylabel="任务权重", title="任务权重")
     axes[0].legend(fontsize=8)
     axes[0].grid(alpha=0.3)
     for ax, (_, row) in zip(axes[1:], test.iterrows(), strict=True):
         ax.bar([0], [row["value"]], color=palette.get(row["task"], "#777777"), width=0.6)
         if reference is not None and row["task"] in reference:
             ax.scatter([0], [reference[row["task"]]], marker="_", s=900, color="black", zorder=3)
-        ax.set(xticks=[], title=f"{row['task']} {row['metric'].upper()}")
+        ax.set(xticks=[], title=f"测试集{zh(row['task'])} {row['metric'].upper()}")
         if row["metric"] == "auc":
             ax.set_ylim(0.4, max(0.8, row["value"] + 0.05))
         ax.grid(axis="y", alpha=0.3)
     if reference is not None:
-        title = (
-            f"{title}\n(black line: single-task reference)"
-            if title
-            else "black line: single-task reference"
-        )
+        title = f"{title}\n（黑色短线：单任务参照）" if title else "黑色短线：单任务参照"
+
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -485,13 +521,15 @@ def relatedness_study(
         transform_train: optional ``(train, seed) → train`` for the training split (e.g. make
             one task sparse); also applied to the gradient-cosine run.
         conflict_every: record the gradient cosine every this many steps.
-        probe_size: samples of the validation split in the gradient probe.
+        probe_size: size of the monitoring sample (drawn from the validation split) on which
+            the gradients are recorded.
         fractions: train / valid / test fractions.
         confidence: level of the intervals.
         **fit_kwargs: passed to :func:`mtlbook.fit` (``epochs``, ``lr``, ``early_stopping``, ...).
 
     The gradient cosine comes from one training run of ``model`` on the first seed's data
-    (validation split as probe); its spread is over the training steps, not over seeds.
+    (monitoring sample from the validation split); its spread is over the training steps, not
+    over seeds.
 
     All cases train in one call of the trainer, so that cases with data of the same schema and
     size share a vectorised population: inside that call, seed ``s`` of the ``i``-th case is
@@ -652,17 +690,22 @@ def _label_corr(data: MultiTaskData) -> float:
 
 
 def plot_relatedness_gain(
-    summary: pd.DataFrame, axes: Sequence[plt.Axes] | None = None
+    summary: pd.DataFrame,
+    axes: Sequence[plt.Axes] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Figure | SubFigure:
     """Measured gain (with its interval over seeds) against label correlation and against
     gradient cosine: one point per case and task.
 
     Horizontal bars: the label correlation's interval over the seeds' data sets (left) and
-    the gradient cosine's standard deviation over training (right).
+    the gradient cosine's standard deviation over training (right). Labels in Chinese; case
+    names are translated by :func:`mtlbook.book.page.zh` with ``names`` (e.g.
+    ``{"funnel": "漏斗"}``).
 
     Args:
         summary: :attr:`RelatednessStudy.summary`.
         axes: two axes to draw on (default: a new figure).
+        names: Chinese names of cases (and tasks) for the legend.
 
     Example:
         >>> import pandas as pd
@@ -706,13 +749,13 @@ def plot_relatedness_gain(
                 "label_corr",
                 "label_corr_lo",
                 "label_corr_hi",
-                "label correlation\n(Pearson; 95% interval over seeds)",
+                "标签相关（皮尔逊系数；种子间的 95% 区间）",
             ),
             (
                 "grad_cosine",
                 "cos_lo",
                 "cos_hi",
-                "gradient cosine on shared parameters\n(mean ± sd over training)",
+                "共享参数上的梯度余弦（训练过程中的均值 ± 标准差）",
             ),
         ],
         strict=True,
@@ -730,12 +773,12 @@ def plot_relatedness_gain(
                 color=colors[r["case"]],
                 capsize=3,
                 markersize=7,
-                label=f"{r['case']}: {r['task']}",
+                label=f"{zh(r['case'], names)}：{zh(r['task'], names)}",
             )
         ax.axhline(0, color="#333333", linewidth=1)
         ax.set(xlabel=label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("MTL gain over single-task, % (95% CI)")
+    axes[0].set_ylabel("多任务相对单任务的增益 %（95% 区间）")
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     tidy_layout(fig)
     return fig

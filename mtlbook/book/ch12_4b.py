@@ -1,6 +1,6 @@
 """Architecture selection as a leaderboard: choose on validation, test the winner once.
 
-Chapter 12.4 of the book treats "which MTL architecture?" as a model-selection problem with a
+Chapter 12.4.2 of the book treats "which MTL architecture?" as a model-selection problem with a
 protocol fixed in advance:
 
 1. train every candidate (single-task baseline, Shared-Bottom, MMoE, CGC, PLE, ...) on several
@@ -14,7 +14,8 @@ protocol fixed in advance:
    once (:func:`select_and_test`).
 
 The leaderboard also lists each candidate's parameter count and training time, the other two
-things one weighs when choosing.
+things one weighs when choosing. :func:`plot_selection` draws a selection with Chinese labels
+(model names through :data:`MODEL_NAMES`, task names through :func:`mtlbook.book.page.zh`).
 
 Example:
     >>> sel = select_and_test(["single", "shared_bottom", "mmoe"], "correlated:0.5", seeds=3,
@@ -45,8 +46,10 @@ from ..analysis.intervals import mean_interval
 from ..analysis.runs import ModelSpec, PerTask
 from ..data import MultiTaskData, Schema
 from ..metrics import LOWER_IS_BETTER
+from .page import zh
 
 __all__ = [
+    "MODEL_NAMES",
     "Selection",
     "leaderboard",
     "parameter_counts",
@@ -54,6 +57,22 @@ __all__ = [
     "select_and_test",
     "train_seconds_per_seed",
 ]
+
+#: The names the chapter's figures and tables give the candidates (keys as passed to
+#: :func:`select_and_test`); a name not listed is shown as it is.
+MODEL_NAMES: dict[str, str] = {
+    "single": "单任务基线",
+    "shared_bottom": "Shared-Bottom",
+    "mmoe": "MMoE",
+    "omoe": "OMoE",
+    "cgc": "CGC",
+    "ple": "PLE",
+    "cross_stitch": "Cross-Stitch",
+}
+
+
+def _name(model: str) -> str:
+    return MODEL_NAMES.get(model, model)
 
 
 def parameter_counts(
@@ -279,11 +298,11 @@ def _schema_of(data, n_samples, seeds) -> Schema:
 def plot_selection(selection: Selection, baseline: str = "single"):
     """Draw a :class:`Selection`: the validation leaderboard and the winner's two reports.
 
-    Left: every model's validation score (mean over seeds with its 95% interval), best on top,
-    the chosen one in colour. Right: the chosen model's paired gain (%) over ``baseline`` for
-    each task, as measured on the validation split (where it was chosen) and on the test split
-    (reported once); the gap between them is the optimism of choosing the best of several noisy
-    scores.
+    Labels in Chinese. Left: every model's validation score (mean over seeds with its 95%
+    interval), best on top, the chosen one in colour. Right: the chosen model's paired gain (%)
+    over ``baseline`` for each task, as measured on the validation split (where it was chosen)
+    and on the test split (reported once); the gap between them is the optimism of choosing
+    the best of several noisy scores.
 
     Returns:
         The matplotlib Figure.
@@ -300,7 +319,7 @@ def plot_selection(selection: Selection, baseline: str = "single"):
     y = np.arange(len(board))
     chosen = board.index == selection.chosen
     err = np.vstack([board["score"] - board["score_lo"], board["score_hi"] - board["score"]])
-    for mask, color, label in ((~chosen, "#777777", "candidate"), (chosen, colors[0], "chosen")):
+    for mask, color, label in ((~chosen, "#777777", "候选"), (chosen, colors[0], "选中")):
         ax.errorbar(
             board["score"][mask],
             y[mask],
@@ -310,8 +329,8 @@ def plot_selection(selection: Selection, baseline: str = "single"):
             capsize=3,
             label=label,
         )
-    ax.set_yticks(y, board.index)
-    ax.set(xlabel="validation score (mean over tasks), 95% CI", title="leaderboard (valid)")
+    ax.set_yticks(y, [_name(m) for m in board.index])
+    ax.set(xlabel="验证集得分（各任务平均），95% 区间", title="排行榜（验证集）")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     ax = axes[1]
@@ -319,7 +338,7 @@ def plot_selection(selection: Selection, baseline: str = "single"):
         ax.text(
             0.5,
             0.5,
-            f"the baseline {baseline!r} was chosen:\nno gain to report",
+            f"选中的就是基线 {_name(baseline)}：\n没有增益可报告",
             ha="center",
             va="center",
             transform=ax.transAxes,
@@ -338,7 +357,8 @@ def plot_selection(selection: Selection, baseline: str = "single"):
                 )
         frame = pd.DataFrame(rows)
         tasks = list(primary)
-        for k, (split, color) in enumerate(zip(("valid", "test"), colors, strict=True)):
+        splits = {"valid": "验证集", "test": "测试集"}
+        for k, (split, color) in enumerate(zip(splits, colors, strict=True)):
             part = frame[frame["split"] == split].set_index("task").loc[tasks]
             x = np.arange(len(tasks)) + (k - 0.5) * 0.25
             ax.errorbar(
@@ -348,13 +368,13 @@ def plot_selection(selection: Selection, baseline: str = "single"):
                 fmt="o",
                 color=color,
                 capsize=3,
-                label=split,
+                label=splits[split],
             )
         ax.axhline(0.0, color="#333333", linewidth=0.8)
-        ax.set_xticks(np.arange(len(tasks)), [f"{t} ({primary[t]})" for t in tasks])
+        ax.set_xticks(np.arange(len(tasks)), [f"{zh(t)}（{zh(primary[t])}）" for t in tasks])
         ax.set(
-            ylabel=f"paired gain over {baseline} (%), 95% CI",
-            title=f"chosen: {selection.chosen}, valid vs test",
+            ylabel="配对增益 (%)，95% 区间",
+            title=f"选中的 {_name(selection.chosen)} 相对{_name(baseline)}：验证集与测试集",
         )
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)

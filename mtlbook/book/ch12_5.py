@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from ..analysis._common import tidy_layout
 from ..analysis.runs import Factory
@@ -52,21 +54,73 @@ from ..analysis.truth import QUANTITIES, _as_prob, _check_columns, funnel_predic
 from ..data import MultiTaskData
 from ..training.loop import fit
 from ..training.population import fit_population
+from .diagrams import arrow, box, canvas, finish
+from .page import zh, zh_figure, zh_table
 
 if TYPE_CHECKING:
     from matplotlib.figure import SubFigure
 
 __all__ = [
+    "METRIC_NAMES",
+    "MODEL_NAMES",
+    "ZH_FUNNEL",
     "FunnelRun",
     "NaiveCVR",
     "fit_funnel_models",
+    "plot_aitm_diagram",
+    "plot_esmm_diagram",
     "plot_selection_study",
     "plot_tradeoff",
     "rank_tradeoff",
     "selection_shift",
     "top_k_mask",
     "tradeoff_by_seed",
+    "zh_funnel_table",
+    "zh_truth_calibration",
 ]
+
+#: The chapter's names of the models in figures and tables (others are shown as they are).
+MODEL_NAMES: dict[str, str] = {"naive": "朴素 CVR", "oracle": "oracle（真实概率）"}
+#: Chinese names of the scores of :func:`mtlbook.analysis.truth.score_against_truth`.
+METRIC_NAMES: dict[str, str] = {
+    "auc_truth": "对真实概率的 AUC",
+    "auc_labels": "对观测标签的 AUC",
+    "spearman": "秩相关",
+    "excess_logloss": "超额对数损失",
+    "rmse": "RMSE",
+    "mean_ratio": "均值比",
+}
+QUANTITY_NAMES: dict[str, str] = {"pctr": "pCTR", "pcvr": "pCVR", "pctcvr": "pCTCVR"}
+WORLD_NAMES: dict[str, str] = {"small": "小世界", "default": "默认世界"}
+#: Every English word of the chapter's tables and of the library's figures it shows, in Chinese
+#: (used with :func:`mtlbook.book.page.zh_table` / :func:`~mtlbook.book.page.zh_figure`).
+ZH_FUNNEL: dict[str, str] = {
+    **MODEL_NAMES,
+    **METRIC_NAMES,
+    **QUANTITY_NAMES,
+    **WORLD_NAMES,
+    "all": "全部曝光",
+    "clicked": "点击过的曝光",
+    "not clicked": "没被点击的曝光",
+    "impressions": "曝光数",
+    "quantity": "预测量",
+    "subset": "曝光子集",
+    "wins": "胜出种子数",
+    "part": "部分",
+    "ctr": "CTR 模型",
+    "cvr (clicked only)": "CVR 模型（只用点击样本）",
+    "ctr + ctcvr": "CTR 与 CTCVR（一个模型）",
+    "log_price": "对数价格",
+    "user_activity": "用户活跃度",
+    "item_popularity": "物品热度",
+    "clicks_vs_best": "期望点击 / 最优",
+    "purchases_vs_best": "期望购买 / 最优",
+    "world": "世界",
+    "context_noise": "上下文噪声",
+    "selection_bias": "选择强度 ρ",
+    "max": "最大值",
+    "perfect": "完全准确",
+}
 
 
 @dataclass(frozen=True)
@@ -478,7 +532,12 @@ def plot_tradeoff(
         )
         df = df.assign(angle=np.arctan2(df["beta"], df["alpha"])).sort_values("angle")
         df = df.drop_duplicates("angle")
-        (line,) = ax.plot(df["clicks_vs_best"], df["purchases_vs_best"], marker=".", label=name)
+        (line,) = ax.plot(
+            df["clicks_vs_best"],
+            df["purchases_vs_best"],
+            marker=".",
+            label=MODEL_NAMES.get(name, name),
+        )
         if name == label_model:
             for a, b in label_points:
                 hit = df[np.isclose(df["angle"], np.arctan2(b, a))]
@@ -507,7 +566,7 @@ def plot_tradeoff(
                     zorder=5,
                 )
     ax.margins(0.08)
-    ax.set(xlabel="expected clicks / best possible", ylabel="expected purchases / best possible")
+    ax.set(xlabel="期望点击 / 最多可能的点击", ylabel="期望购买 / 最多可能的购买")
     ax.legend(fontsize=8, loc="upper left")
     return fig
 
@@ -557,13 +616,14 @@ def plot_selection_study(
             styles[world],
             marker="o",
             color="C0" if model == "ESMM" else "C1",
-            label=f"{model}, {world} world",
+            label=f"{MODEL_NAMES.get(model, model)}，{WORLD_NAMES.get(world, world)}",
         )
     axes[0].axhline(1, color="grey", lw=0.8)
+    name = QUANTITY_NAMES.get(quantity, quantity)
     axes[0].set(
-        xlabel="selection on unobservables ρ",
-        ylabel=f"mean {quantity} / mean true {quantity}",
-        title="Overestimation on all impressions",
+        xlabel="特征看不到的选择强度 ρ",
+        ylabel=f"平均 {name} / 平均真实 {name}",
+        title="全部曝光上的高估",
     )
     axes[0].legend(fontsize=8)
     chosen = gains[
@@ -582,14 +642,114 @@ def plot_selection_study(
                 fmt=styles.get(world, "-"),
                 marker="o",
                 capsize=3,
-                label=f"{world} world",
+                label=WORLD_NAMES.get(world, world),
             )
         ax.axhline(0, color="grey", lw=0.8)
+        label = METRIC_NAMES.get(metric, metric)
         ax.set(
-            xlabel="selection on unobservables ρ",
-            ylabel=f"ESMM − naive ({metric}, better > 0)",
-            title=f"ESMM's gain in {metric}",
+            xlabel="特征看不到的选择强度 ρ",
+            ylabel="ESMM − 朴素 CVR（正数更好）",
+            title=f"ESMM 的改进：{label}",
         )
         ax.legend(fontsize=8)
     tidy_layout(fig)
     return fig
+
+
+# ------------------------------------------------------------------------------- Chinese labels
+def zh_funnel_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` for the reader: column names, row labels and cells in Chinese
+    (:data:`ZH_FUNNEL` on top of :data:`mtlbook.book.page.ZH_TERMS`), multi-level rows too."""
+    out = zh_table(frame, columns=ZH_FUNNEL, values=ZH_FUNNEL, index=False)
+    if isinstance(frame.index, pd.MultiIndex):
+        out.index = pd.MultiIndex.from_tuples(
+            [tuple(zh(v, ZH_FUNNEL) for v in row) for row in frame.index],
+            names=[zh(n, ZH_FUNNEL) for n in frame.index.names],
+        )
+    else:
+        out.index = pd.Index(
+            [zh(v, ZH_FUNNEL) for v in frame.index], name=zh(frame.index.name, ZH_FUNNEL)
+        )
+    return out
+
+
+def zh_truth_calibration(fig: Figure | SubFigure) -> Figure | SubFigure:
+    """:func:`mtlbook.analysis.truth.plot_truth_calibration`'s figure with Chinese labels."""
+    extra = dict(ZH_FUNNEL)
+    pooled = {"all seeds": "全部种子"}
+    for ax in fig.axes:
+        title = ax.get_title()
+        match = re.fullmatch(r"(.+) impressions \(n=([\d,]+), (.+)\)", title)
+        if match:
+            subset, n, seeds = match.groups()
+            seeds = pooled.get(seeds, seeds.replace("seed", "种子"))
+            extra[title] = f"{ZH_FUNNEL.get(subset, subset)}（n={n}，{seeds}）"
+        for label in (ax.get_xlabel(), ax.get_ylabel()):
+            match = re.fullmatch(r"(true |predicted )(\w+) \(bin mean\)", label)
+            if match:
+                kind = "真实" if match.group(1) == "true " else "预测的"
+                name = QUANTITY_NAMES.get(match.group(2), match.group(2))
+                extra[label] = f"{kind} {name}（组内均值）"
+    zh_figure(fig, extra=extra)  # type: ignore[arg-type]  # a SubFigure has the same API here
+    return fig
+
+
+# ------------------------------------------------------------------------------- diagrams
+def plot_esmm_diagram() -> Figure:
+    """ESMM: exposure features → shared embedding → a CTR tower and a CVR tower; pCTCVR is the
+    product pCTR × pCVR; the two losses sit on pCTR and pCTCVR, both over every impression."""
+    fig, ax = canvas(8.0, 5.6, scale=0.95)
+    box(ax, 4.0, 0.4, 6.4, 0.45, "曝光特征 x（全部曝光，点没点都算）", "input")
+    box(ax, 4.0, 1.3, 6.4, 0.45, "共享嵌入（两座塔共用）", "embedding")
+    arrow(ax, 4.0, 0.63, 4.0, 1.07)
+    for x, tower, out, kind in ((2.2, "CTR 塔", "pCTR", "task"), (5.8, "CVR 塔", "pCVR", "task2")):
+        box(ax, x, 2.4, 1.8, 0.55, tower, kind)
+        box(ax, x, 3.4, 1.3, 0.45, out, "output")
+        arrow(ax, x, 1.53, x, 2.12)
+        arrow(ax, x, 2.68, x, 3.17)
+        arrow(ax, x + (0.5 if x < 4 else -0.5), 3.63, 4.0 + (-0.25 if x < 4 else 0.25), 4.15)
+    box(ax, 4.0, 4.4, 0.55, 0.45, "×", "op", fontsize=13)
+    box(ax, 4.0, 5.2, 1.6, 0.45, "pCTCVR", "output")
+    arrow(ax, 4.0, 4.63, 4.0, 4.97)
+    notes = (
+        (1.35, 3.4, "right", "损失：点击\n（全部曝光）"),
+        (6.65, 3.4, "left", "没有自己的损失"),
+        (4.95, 5.2, "left", "损失：点击且购买\n（全部曝光）"),
+    )
+    for x, y, ha, text in notes:
+        ax.text(x, y, text, ha=ha, va="center", fontsize=9, color="#555555")
+    return finish(fig)
+
+
+def plot_aitm_diagram(steps: Sequence[str] = ("点击", "购买")) -> Figure:
+    """AITM for two steps: a tower per step on the shared embedding; the information transfer
+    unit passes the first step's vector on, the attention unit mixes it with the second step's
+    own vector; a head per step; the calibrator penalises pCTCVR > pCTR."""
+    first, second = steps
+    fig, ax = canvas(8.0, 6.2, scale=0.95)
+    box(ax, 4.0, 0.4, 6.4, 0.45, "曝光特征 x（全部曝光）", "input")
+    box(ax, 4.0, 1.3, 6.4, 0.45, "共享嵌入", "embedding")
+    arrow(ax, 4.0, 0.63, 4.0, 1.07)
+    for x, step, sub, kind in ((1.7, first, "1", "task"), (6.3, second, "2", "task2")):
+        box(ax, x, 2.4, 2.0, 0.55, f"{step}塔 → $q_{sub}$", kind)
+        arrow(ax, x, 1.53, x, 2.12)
+    # step 1: z_1 = q_1 goes to its head and to the transfer unit
+    box(ax, 3.7, 3.3, 1.9, 0.6, "信息传递\n$p_1 = \\mathrm{ReLU}(W z_1 + c)$", "gate", fontsize=9)
+    arrow(ax, 1.7, 2.68, 1.7, 4.57)
+    arrow(ax, 2.7, 2.55, 2.95, 3.0)
+    ax.text(2.6, 2.95, "$z_1 = q_1$", fontsize=9, ha="right", color="#555555")
+    # step 2: attention over (p_1, q_2)
+    box(ax, 6.3, 3.9, 2.6, 0.7, "注意力单元\n$z_2 = w_1 h_3(p_1) + w_2 h_3(q_2)$", "op", fontsize=9)
+    arrow(ax, 4.65, 3.5, 4.98, 3.85)
+    arrow(ax, 6.3, 2.68, 6.3, 3.55)
+    ax.text(4.75, 3.8, "$p_1$", fontsize=9, ha="right", color="#555555")
+    ax.text(6.4, 3.1, "$q_2$", fontsize=9, ha="left", color="#555555")
+    arrow(ax, 6.3, 4.25, 6.3, 4.57)
+    for x, head, out in ((1.7, f"{first}头", "pCTR"), (6.3, f"{second}头", "pCTCVR")):
+        box(ax, x, 4.8, 1.4, 0.45, head, "task" if x < 4 else "task2")
+        box(ax, x, 5.7, 1.4, 0.45, out, "output")
+        arrow(ax, x, 5.03, x, 5.47)
+    arrow(ax, 2.45, 5.7, 5.55, 5.7, style="<|-|>", dashed=True, color="#aa3333")
+    ax.text(4.0, 5.85, "校准器：惩罚 pCTCVR > pCTR", ha="center", fontsize=9, color="#aa3333")
+    ax.text(4.0, 5.45, "两个损失都在全部曝光上", ha="center", fontsize=8.5, color="#555555")
+    return finish(fig)

@@ -45,12 +45,20 @@ from ..metrics import LOWER_IS_BETTER
 from ..models import CGC, ESMM, PLE, CrossStitch, MMoE, SharedBottom, SingleTask
 from ..utils import count_parameters, match_width
 from ..weighting import Weighting
+from .page import zh
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure, SubFigure
 
-__all__ = ["Leaderboard", "Study", "matched_models", "plot_gain_heatmap", "run_leaderboard"]
+__all__ = [
+    "WEIGHTING_NAMES",
+    "Leaderboard",
+    "Study",
+    "matched_models",
+    "plot_gain_heatmap",
+    "run_leaderboard",
+]
 
 WeightingSpec = str | Callable[[], Weighting]
 
@@ -107,7 +115,8 @@ def matched_models(
     Returns:
         ``(models, sizes)``: name → factory (``"SingleTask"`` is a
         :class:`~mtlbook.analysis.runs.PerTask`), and a table ``model, setting,
-        dense_parameters, parameters``.
+        dense_parameters, parameters``; ``setting`` describes the layout in Chinese, as the
+        book's tables show it (e.g. ``"底层 47 个单元"``: a bottom of 47 units).
 
     Example:
         >>> import mtlbook as mb
@@ -159,14 +168,16 @@ def matched_models(
         else match_width(lambda w, b=build: b(schema, w, 0), target, part="dense")
         for name, build in builders.items()
     }
+    # The layouts as the book's tables show them (in Chinese); the numbers are in the order
+    # the docstring gives them: widths first, the tower width last.
     layout = {
-        "SingleTask": f"one ({width['SingleTask']}, {tower}) network per task",
-        "SharedBottom": f"bottom {width['SharedBottom']} units",
-        "MMoE": f"{n_experts} experts × {units} units",
-        "CGC": f"1 per task + 1 shared × {units} units",
-        "PLE": f"2 levels × (1 per task + 1 shared) × {width['PLE']} units",
-        "CrossStitch": f"2 layers × {width['CrossStitch']} units per task",
-        "ESMM": f"towers ({width.get('ESMM')}, {tower})",
+        "SingleTask": f"每个任务一个 ({width['SingleTask']}, {tower}) 网络",
+        "SharedBottom": f"底层 {width['SharedBottom']} 个单元",
+        "MMoE": f"{n_experts} 个专家 × {units} 个单元",
+        "CGC": f"每任务 1 个 + 共享 1 个专家 × {units} 个单元",
+        "PLE": f"2 层 ×（每任务 1 个 + 共享 1 个专家）× {width['PLE']} 个单元",
+        "CrossStitch": f"2 层 × 每任务 {width['CrossStitch']} 个单元",
+        "ESMM": f"两个塔，各 ({width.get('ESMM')}, {tower})",
     }
     models: dict[str, ModelSpec] = {}
     for name, build in builders.items():
@@ -473,19 +484,34 @@ def _widen(out: pd.DataFrame, value: str) -> pd.DataFrame:
     return wide.reindex(index=rows, columns=cols)
 
 
+#: The Chinese names of the leaderboard's loss weightings in its figures and tables.
+WEIGHTING_NAMES: dict[str, str] = {
+    "equal": "等权",
+    "fixed": "手动加权",
+    "uncertainty": "不确定性加权",
+}
+
+
 def plot_gain_heatmap(
-    gains: pd.DataFrame, *, limit: float | None = None, ax: plt.Axes | None = None
+    gains: pd.DataFrame,
+    *,
+    limit: float | None = None,
+    ax: plt.Axes | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Figure | SubFigure:
     """The paired gains over the baseline as a heatmap: one row per configuration, one column
     per data set and task; each cell shows the mean gain in %, with ``*`` when its interval
     excludes 0. Colours are clipped to ``±limit`` (default: the 90th percentile of ``|gain|``)
     so that one extreme cell does not wash out the rest; empty cells (a model not run on that
-    data set) are left blank.
+    data set) are left blank. Labels are in Chinese: weightings by :data:`WEIGHTING_NAMES`,
+    tasks and the other words the book translates by :func:`mtlbook.book.page.zh`.
 
     Args:
         gains: the long output of :meth:`Leaderboard.gains`.
         limit: colour-scale limit in %.
         ax: draw into these axes instead of a new figure.
+        names: further labels for the axes, e.g. data-set label → its Chinese name
+            (``{"funnel": "漏斗"}``); they override the defaults.
 
     Example:
         >>> import pandas as pd
@@ -502,8 +528,16 @@ def plot_gain_heatmap(
     missing = [c for c in needed if c not in gains.columns]
     if missing:
         raise ValueError(f"column(s) {missing} missing; pass Leaderboard.gains()")
+    extra = {**WEIGHTING_NAMES, **(names or {})}
     g = gains.assign(
-        row=gains["model"] + " / " + gains["weighting"], col=gains["dataset"] + "\n" + gains["task"]
+        row=[
+            f"{zh(m, extra)} / {zh(w, extra)}"
+            for m, w in zip(gains["model"], gains["weighting"], strict=True)
+        ],
+        col=[
+            f"{zh(d, extra)}\n{zh(t, extra)}"
+            for d, t in zip(gains["dataset"], gains["task"], strict=True)
+        ],
     )
     rows = list(dict.fromkeys(g["row"]))
     cols = list(dict.fromkeys(g["col"]))
@@ -537,7 +571,7 @@ def plot_gain_heatmap(
         linecolor="white",
         ax=ax,
         annot_kws={"fontsize": 8},
-        cbar_kws={"label": "gain over baseline, % (positive = better)"},
+        cbar_kws={"label": "相对基线的增益（%，正数更好）"},
     )
     ax.set_facecolor("#f2f2f2")  # cells of configurations not run on that data set
     ax.grid(False)
@@ -545,9 +579,6 @@ def plot_gain_heatmap(
     ax.set_ylabel("")
     ax.tick_params(axis="x", labelsize=8, labelrotation=0)
     ax.tick_params(axis="y", labelsize=8)
-    ax.set_title(
-        "Paired gain over the single-task baseline (mean over seeds; * = interval excludes 0)",
-        fontsize=9,
-    )
+    ax.set_title("相对单任务基线的配对增益（%，各种子的均值；* 表示区间不含 0）", fontsize=9)
     tidy_layout(fig)
     return fig

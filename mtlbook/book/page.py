@@ -136,8 +136,8 @@ def chinese_font_path() -> Path:
     return path
 
 
-def setup_page(context: str = "notebook", style: str = "whitegrid") -> str:
-    """Theme and font for a chapter's figures; returns the CJK font family in use.
+def setup_page(context: str = "notebook", style: str = "whitegrid") -> None:
+    """Theme and font for a chapter's figures (the CJK family is :data:`FONT_FAMILY`).
 
     Sets the seaborn theme (``style``, ``context``), registers :func:`chinese_font_path` with
     matplotlib and puts it first in the sans-serif list (DejaVu Sans after it for the glyphs
@@ -148,11 +148,12 @@ def setup_page(context: str = "notebook", style: str = "whitegrid") -> str:
     path = chinese_font_path()
     if FONT_FAMILY not in {f.name for f in font_manager.fontManager.ttflist}:
         font_manager.fontManager.addfont(str(path))
-    mpl.rcParams["font.family"] = "sans-serif"
+    # Both families named: matplotlib falls back glyph by glyph along font.family only
+    # (Latin letters with accents such as ŷ are in DejaVu Sans, not in the CJK font).
+    mpl.rcParams["font.family"] = [FONT_FAMILY, "DejaVu Sans"]
     mpl.rcParams["font.sans-serif"] = [FONT_FAMILY, "DejaVu Sans"]
     mpl.rcParams["axes.unicode_minus"] = True
     warnings.filterwarnings("error", message=_GLYPH_WARNING, category=UserWarning)
-    return FONT_FAMILY
 
 
 def zh(text: Any, extra: Mapping[str, str] | None = None) -> Any:

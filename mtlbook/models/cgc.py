@@ -10,8 +10,8 @@ only its own and the shared experts:
 
 Unlike MMoE, no task can draw on another task's experts, which keeps each task's own knowledge
 apart from the shared one. CGC is :class:`~mtlbook.models.PLE` with one level (and hence no
-shared gate); the code is PLE's. Chapter 12.3.3 of the book explains it with PLE (chapter
-12.3.4 meets it again as the one-level PLE).
+shared gate); the code is PLE's. Chapter 12.3.4 of the book explains it with PLE (chapter
+12.3.5 meets it again as the one-level PLE).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ larger learning rate than the rest of the network (its ablation scales it by up 
 which is invariant to the gradient's scale) ``α`` moves ``s`` times faster.
 
 All columns of a layer are one batched matrix multiply (:class:`ParallelMLP` with a
-``[K, batch, in]`` input) and a unit is one ``einsum``. Chapter 12.3.4 of the book explains the
+``[K, batch, in]`` input) and a unit is one ``einsum``. Chapter 12.3.5 of the book explains the
 model and plots ``α`` over training (:meth:`CrossStitch.mixing_parameters`).
 """
 

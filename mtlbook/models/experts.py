@@ -1,6 +1,6 @@
 """Building blocks of the mixture-of-experts family: stacked experts, gates, and the mixture.
 
-The models of chapter 12.3.3 of the book (:class:`~mtlbook.models.OMoE`,
+The models of chapters 12.3.3 and 12.3.4 of the book (:class:`~mtlbook.models.OMoE`,
 :class:`~mtlbook.models.MMoE`, :class:`~mtlbook.models.CGC`, :class:`~mtlbook.models.PLE` and
 :class:`~mtlbook.models.DSelectK`) all compute, for every gate ``g`` and sample ``x``,
 

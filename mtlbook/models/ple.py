@@ -19,7 +19,7 @@ The inputs of level ``l > 0`` are the fused outputs of level ``l − 1``: task `
 gate read ``q_k^{l−1} = f_k^{l−1}``, the shared experts and the shared gate read
 ``q_s^{l−1} = f_s^{l−1}`` (at level 0 all read the embedded input ``x``). The top level has no
 shared gate, and ``ŷ_k = tower_k(f_k^{L−1})``. One level alone is CGC (Customized Gate Control,
-:class:`~mtlbook.models.CGC`). Chapter 12.3.3 of the book explains both.
+:class:`~mtlbook.models.CGC`). Chapter 12.3.4 of the book explains both.
 
 Vectorisation: in a level, every expert (task-specific and shared) is one stacked weight tensor
 per layer and one (batched) matrix multiply — above level 0 each expert first picks its input

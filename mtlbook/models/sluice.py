@@ -35,7 +35,7 @@ values are fixed, the same for every seed. With ``S = 1`` and ``β`` on the last
 model is a cross-stitch network.
 
 Every layer of all columns is one batched matrix multiply and each mixing one ``einsum``.
-Chapter 12.3.4 of the book explains the model and plots ``α`` and ``β``
+Chapter 12.3.5 of the book explains the model and plots ``α`` and ``β``
 (:meth:`Sluice.mixing_parameters`).
 """
 

@@ -15,7 +15,7 @@ Its dual is a ``T``-dimensional problem over the simplex, with ``g_w = Σ_i w_i 
 ``c = 0`` gives back the average gradient; larger ``c`` moves towards the min-norm (MGDA)
 direction. As in the official code, ``d`` is divided by ``1 + c²``.
 
-Chapter 12.4 of the book (loss balancing) explains it.
+Chapter 12.4.1 of the book (loss balancing) explains it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every strategy of :mod:`mtlbook.weighting` by name, for comparisons (chapter 12.4).
+"""Every strategy of :mod:`mtlbook.weighting` by name, for comparisons (chapter 12.4.1).
 
 :func:`standard_strategies` returns name → factory (a fresh object per call, since strategies
 keep state across steps), ready for :func:`mtlbook.analysis.runs.repeat_fits` (``weightings=``)

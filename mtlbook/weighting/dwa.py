@@ -11,7 +11,7 @@ number of tasks and ``T`` a temperature (``T = 2`` in the paper; a large ``T`` m
 weights equal). The weights sum to ``K``, and ``w_k = 1`` in the first two epochs, before
 there are two epoch losses to divide. A task whose loss fell less in the last epoch (a
 larger ratio r_k) gets a larger weight. Only loss values are needed, no gradients.
-Chapter 12.4 of the book measures it.
+Chapter 12.4.1 of the book measures it.
 """
 
 from __future__ import annotations

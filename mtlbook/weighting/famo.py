@@ -31,7 +31,7 @@ with an extra forward pass (no gradient) on the same batch: :func:`mtlbook.fit` 
 :meth:`FAMO.update`. A custom training loop that does not call ``after_step`` still works:
 the pending weight step then runs at the start of the next :meth:`FAMO.backward` with that
 step's losses (the same model, but the next batch: a noisier δ).
-Chapter 12.4 of the book compares FAMO with the other strategies.
+Chapter 12.4.1 of the book compares FAMO with the other strategies.
 """
 
 from __future__ import annotations

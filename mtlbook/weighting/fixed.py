@@ -7,7 +7,7 @@ The combined loss is the weighted sum (linear scalarisation)
 so the gradient of every task is scaled by its weight. This is what many production systems
 do: the weights come from a grid search on the validation set or from business priorities
 (a purchase may be worth ten clicks). :class:`~mtlbook.weighting.EqualWeight` is the special
-case ``w_k = 1``. Chapter 12.4 of the book uses it as the baseline of loss balancing.
+case ``w_k = 1``. Chapter 12.4.1 of the book uses it as the baseline of loss balancing.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ The weights take one step of their own optimiser and are then renormalised so th
 ``Σ_i w_i = T``. A task whose gradient is large for its progress is down-weighted; a task that
 trains slowly (large ``r_i``) is up-weighted, more strongly for larger ``α``.
 
-Chapter 12.4 of the book (loss balancing) explains it and compares it with the other strategies.
+Chapter 12.4.1 of the book (loss balancing) explains it and compares it with the other strategies.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ matrices whose rows are
 they always sum to 1. In the hybrid method ``g_t`` is the gradient of the scaled loss
 ``e^{s_t} L_t``, as in the paper's Algorithm 1 and LibMTL's ``IMTL``.
 
-Chapter 12.4 of the book (loss balancing) explains it.
+Chapter 12.4.1 of the book (loss balancing) explains it.
 """
 
 from __future__ import annotations

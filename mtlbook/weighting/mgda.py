@@ -21,7 +21,7 @@ representation ``Z`` instead of the shared parameters: one backward pass to ``Z`
 through the whole shared network. The weights found there are applied to the losses on the
 shared parameters.
 
-Chapter 12.4 of the book (loss balancing) explains it.
+Chapter 12.4.1 of the book (loss balancing) explains it.
 """
 
 from __future__ import annotations

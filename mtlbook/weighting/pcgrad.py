@@ -14,7 +14,7 @@ left as they are, so without conflict PCGrad is equal weighting. After the proje
 ``g_j``'s normal plane, ``g_i^PC · g_j = 0``: for two tasks both projected gradients are
 orthogonal to the other task's gradient.
 
-Chapter 12.4 of the book (loss balancing, negative transfer) explains it.
+Chapter 12.4.2 of the book (loss balancing, negative transfer) explains it.
 """
 
 from __future__ import annotations

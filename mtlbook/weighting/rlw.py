@@ -11,7 +11,7 @@ as in the paper (not to ``K``): on average every task gets 1/K, so the gradient 
 of the equal-weight sum; Adam's steps hardly depend on that scale, but a model regulariser
 (added unweighted) and weight decay then weigh ``K`` times more relative to the tasks. The
 paper argues that a method which cannot beat these random weights is not balancing the
-tasks, which makes RLW the litmus test of Chapter 12.4 of the book.
+tasks, which makes RLW the litmus test of Chapter 12.4.1 of the book.
 """
 
 from __future__ import annotations

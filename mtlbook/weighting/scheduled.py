@@ -10,7 +10,7 @@ with ω_{k,0} the initial weight of task ``k`` and γ_k its update ratio (γ_k <
 γ_k > 1 grows, γ_k = 1 keeps the weight fixed). In the paper ``t`` is the training epoch; here
 ``t`` counts finished epochs by default (``t = 0`` during the first epoch), and
 ``per="step"`` makes it count optimiser steps instead (``t = 0`` on the first step), for
-schedules that must change within an epoch. Chapter 12.4 of the book compares it with the
+schedules that must change within an epoch. Chapter 12.4.1 of the book compares it with the
 other strategies.
 """
 

@@ -15,7 +15,7 @@ that with ``log σ_k = s_k / 2`` the combined loss is
 
 A task with a large loss (noisy or hard) learns a large σ_k and so a small weight; the
 ``log σ_k`` term stops every σ_k from growing without bound. For a fixed loss the optimum is
-``s_k = log L_k`` (regression) or ``log 2L_k`` (binary). Chapter 12.4 of the book explains
+``s_k = log L_k`` (regression) or ``log 2L_k`` (binary). Chapter 12.4.1 of the book explains
 and measures it.
 """
 

@@ -1,6 +1,6 @@
-"""Full tier of chapter 12.4: the loss-weighting table at ten seeds and a converged budget.
+"""Full tier of chapter 12.4.1: the loss-weighting table at ten seeds and a converged budget.
 
-The live run of chapter 12.4 (first part) trains a Shared-Bottom on the funnel with click,
+The live run of chapter 12.4.1 trains a Shared-Bottom on the funnel with click,
 purchase and dwell time (a regression in seconds whose loss is three to four orders of magnitude
 larger than the log-losses) under every strategy of
 :func:`~mtlbook.weighting.standard_strategies`, on three seeds and for at most ten epochs.
