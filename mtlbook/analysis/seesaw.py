@@ -118,7 +118,8 @@ def seesaw(
         tasks: the two tasks ``(task_a, task_b)``; default the data's first two.
         metrics: the metric of each task, ``{task: metric}`` or ``(metric_a, metric_b)``;
             default AUC for a binary task, MSE for a regression task.
-        baseline: name of the reference model (see :data:`~mtlbook.analysis.compare.MODEL_NAMES`), or ``None``.
+        baseline: name of the reference model (see
+            :data:`~mtlbook.analysis.compare.MODEL_NAMES`), or ``None``.
         seeds: the number of seeds or the seeds.
         split: ``"test"`` or ``"valid"`` (see above).
         fractions, n_samples, progress: as in :func:`compare`.
