@@ -5,7 +5,8 @@ The two axes of a multi-task model are independent: an architecture from
 :func:`fit`. Data come from :mod:`mtlbook.data` (simulators) and :mod:`mtlbook.datasets`
 (public data sets); :func:`evaluate` scores a trained model; :func:`fit_population` trains
 many seeds of one model at once; :func:`compare` runs models over seeds and tabulates them with
-intervals.
+intervals; :func:`save` writes a trained model with its encoder as one run folder, and
+:func:`load` reads it back to score raw DataFrames, CSV and Parquet files.
 
 The package has two floors. The library, what a user imports for their own models:
 
@@ -26,7 +27,7 @@ from . import analysis, data, datasets, models, training, weighting
 from .analysis.compare import compare
 from .data import MultiTaskData, make_correlated_tasks, simulate_funnel
 from .metrics import evaluate
-from .training import Callback, fit, fit_population
+from .training import Callback, fit, fit_population, load, save
 from .utils import count_parameters, set_seed
 
 __version__ = "0.1.0"
@@ -42,8 +43,10 @@ __all__ = [
     "evaluate",
     "fit",
     "fit_population",
+    "load",
     "make_correlated_tasks",
     "models",
+    "save",
     "set_seed",
     "simulate_funnel",
     "training",

@@ -1,4 +1,7 @@
-"""Command line: ``python -m mtlbook compare ...`` runs :func:`mtlbook.analysis.compare.compare`.
+"""Command line: ``python -m mtlbook COMMAND ...``, four commands.
+
+``compare`` runs :func:`mtlbook.analysis.compare.compare`: models (× loss weightings) over
+seeds on generated data, a table of test metrics with intervals::
 
     python -m mtlbook compare --data funnel --models single,shared_bottom,mmoe,ple --seeds 5
     python -m mtlbook compare --data correlated:0.5 --models single,mmoe \\
@@ -7,6 +10,19 @@
 It prints the test metrics per configuration (mean and interval over seeds) and, with
 ``--baseline``, the paired gains over that model. A bad model, weighting, data or metric name
 exits with status 2 and a message listing the valid names.
+
+``train``, ``predict`` and ``evaluate`` (:mod:`mtlbook.cli`) take a user's own files: train a
+model and save the run (:func:`mtlbook.save`), score a file with a saved run, print a saved
+run's metrics on a labelled file::
+
+    python -m mtlbook train train.csv --test test.csv --layout aliexpress --model mmoe \\
+        --epochs 5 --out runs/mmoe
+    python -m mtlbook predict runs/mmoe test.csv -o scores.parquet --keep search_id
+    python -m mtlbook evaluate runs/mmoe test.csv --metrics auc,logloss
+
+Their errors (a missing file or column, a bad option, a run of another version) print one
+line ``error: ...`` on stderr and exit with status 2. ``python -m mtlbook COMMAND --help``
+shows each command's options and examples.
 """
 
 from __future__ import annotations
@@ -15,6 +31,8 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+
+from .cli import _positive_int, add_commands
 
 
 def _names_epilog() -> str:
@@ -35,16 +53,6 @@ def _names_epilog() -> str:
         "--seeds 5 --epochs 10",
     ]
     return "\n".join(lines)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _split_names(text: str) -> list[str]:
@@ -131,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     cmp.add_argument("--progress", action="store_true", help="show a progress bar")
     cmp.set_defaults(run=_compare, command_parser=cmp)
+    add_commands(commands)
     return parser
 
 
@@ -194,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in a saved run
     return args.run(args, args.command_parser)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ def _frame() -> pd.DataFrame:
 
 
 def _build(df: pd.DataFrame | None = None, **overrides) -> MultiTaskData:
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "dense": ["price", "age"],
         "categorical": ["user", "item"],
         "tasks": {
@@ -80,11 +81,12 @@ def test_builds_every_part():
 
 def test_categorical_encoding_and_cardinalities():
     data = _build()
-    # Sorted order: u1 → 0, u2 → 1, u3 → 2; 10 → 0, 20 → 1, 30 → 2.
+    # Sorted order: u1 → 0, u2 → 1, u3 → 2; 10 → 0, 20 → 1, 30 → 2; 3 is the unknown code.
     np.testing.assert_array_equal(data.categorical[:, 0], [2, 0, 1, 0, 2, 0])
     np.testing.assert_array_equal(data.categorical[:, 1], [0, 2, 1, 0, 0, 2])
     assert data.categorical.dtype == np.int64
-    assert data.schema.cardinalities == (3, 3)
+    assert data.schema.cardinalities == (4, 4)  # three values and the unknown code
+    assert data.encoder.unknown_code("user") == data.encoder.unknown_code("item") == 3
     assert list(data.meta["categories"]["user"]) == ["u1", "u2", "u3"]
     assert list(data.meta["categories"]["item"]) == [10, 20, 30]
 
@@ -95,7 +97,7 @@ def test_dense_only_and_categorical_only():
     assert dense_only.categorical is None and dense_only.schema.cardinalities == ()
     assert dense_only.groups is None and dense_only.truth is None
     cat_only = MultiTaskData.from_frame(df, categorical=["user"], tasks={"stay": "regression"})
-    assert cat_only.dense is None and cat_only.schema.cardinalities == (3,)
+    assert cat_only.dense is None and cat_only.schema.cardinalities == (4,)
 
 
 def test_masked_task_with_01_mask_column():
@@ -135,14 +137,14 @@ def test_length_mismatch_between_feature_blocks():
 def test_nan_in_dense_feature():
     df = _frame()
     df.loc[[1, 3], "age"] = np.nan
-    with pytest.raises(ValueError, match=re.escape("'age': 2")):
+    with pytest.raises(ValueError, match=re.escape("dense column 'age' has 2 NaN or inf")):
         _build(df)
 
 
 def test_inf_in_dense_feature():
     df = _frame()
     df.loc[0, "price"] = np.inf
-    with pytest.raises(ValueError, match=r"NaN or inf.*'price': 1"):
+    with pytest.raises(ValueError, match=r"dense column 'price' has 1 NaN or inf"):
         _build(df)
 
 
@@ -193,11 +195,19 @@ def test_missing_column():
         _build(group="visitor")
 
 
-def test_nan_in_categorical_column():
+def test_missing_categorical_values_take_the_unknown_code():
     df = _frame()
     df.loc[[0, 4], "user"] = None
-    with pytest.raises(ValueError, match=r"categorical column 'user' has 2 missing"):
-        _build(df)
+    df["item"] = df["item"].astype(np.float64)  # integer ids read as floats because of NaN
+    df.loc[1, "item"] = np.nan
+    data = _build(df)
+    # Rows 0 and 4 held the only u3: the vocabulary is u1, u2 and code 2 is unknown.
+    assert list(data.meta["categories"]["user"]) == ["u1", "u2"]
+    assert list(data.meta["categories"]["item"]) == [10, 20, 30]  # still integer ids
+    assert data.schema.cardinalities == (3, 4)
+    np.testing.assert_array_equal(data.categorical[:, 0], [2, 0, 1, 0, 2, 0])
+    np.testing.assert_array_equal(data.categorical[:, 1], [0, 3, 1, 0, 0, 2])
+    assert data.encoder.unknown_counts(df) == {"user": 2, "item": 1}
 
 
 def test_truth_listed_as_feature():
@@ -211,7 +221,7 @@ def test_non_numeric_dense_column():
 
 
 def test_non_numeric_dense_column_is_named_with_a_value():
-    with pytest.raises(ValueError, match=r"dense feature column 'user' .*'u3'"):
+    with pytest.raises(ValueError, match=r"dense column 'user' holds text such as 'u3'"):
         _build(dense=["price", "user"], categorical=["item"])
 
 

@@ -17,16 +17,25 @@ def _example() -> str:
     return block.group(1)
 
 
-def test_readme_example_runs(capsys):
+def test_readme_example_runs(capsys, tmp_path, monkeypatch):
     code = _example()
-    read_line = 'df = pd.read_parquet("impressions.parquet")'
-    assert read_line in code
-    # The reader's parquet file is replaced by a small simulated one with the same columns.
-    frame = mb.simulate_funnel(4_000, seed=0, n_users=300, n_items=200).to_frame()
+    for line in ('mb.data.read_table("train.csv")', 'mb.data.read_table("test.csv")'):
+        assert line in code
+    # The reader's two files are replaced by small simulated ones with the same columns; the
+    # test file has users and items the training file never saw.
+    frame = mb.simulate_funnel(5_000, seed=0, n_users=300, n_items=200).to_frame()
     frame = frame.assign(category=frame["category"].map(lambda c: f"cat{c}"))
-    code = code.replace(read_line, "df = FRAME")
-    namespace = {"FRAME": frame}
+    frame.iloc[:4_000].to_csv(tmp_path / "train.csv", index=False)
+    test = frame.iloc[4_000:].copy()
+    test.loc[test.index[:50], "user_id"] = 10_000  # never seen in training
+    test.to_csv(tmp_path / "test.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)
     assert namespace["result"].best_epoch >= 1
     printed = capsys.readouterr().out
     assert "auc" in printed and "gauc" in printed
+    assert (tmp_path / "runs" / "mmoe" / "run.json").is_file()
+    scores = namespace["run"].predict(test)
+    assert list(scores.columns) == ["click", "purchase"] and len(scores) == len(test)
+    assert scores.notna().all().all()

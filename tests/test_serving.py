@@ -140,3 +140,102 @@ def test_serving_benchmark_errors(funnel_binary, tmp_path):
         serving_benchmark({"one": [multi]}, funnel_binary, tmp_path, batch_sizes=(0,))
     with pytest.raises(TypeError, match="MultiTaskData"):
         serving_benchmark({"one": [multi]}, "funnel", tmp_path)
+
+
+# ---------------------------------------------------------------------- the encoder inside
+def _raw_rows(n: int, seed: int):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    click = (rng.random(n) < 0.4).astype(int)
+    return pd.DataFrame(
+        {
+            "price": rng.gamma(2.0, 1.0, n),
+            "shop": rng.choice(["a", "b", "c"], n),
+            "item": rng.choice([1, 2, 3, 4], n),
+            "click": click,
+            "buy": click * (rng.random(n) < 0.5),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def from_frame():
+    from mtlbook.data import MultiTaskData
+
+    return MultiTaskData.from_frame(
+        _raw_rows(200, 0),
+        dense=["price"],
+        categorical=["shop", "item"],
+        tasks={"click": "binary", "buy": "binary"},
+    )
+
+
+def test_export_carries_the_encoder_and_scores_raw_rows(from_frame, tmp_path):
+    from mtlbook.data import MultiTaskData
+
+    model = MMoE(from_frame.schema, n_experts=2, expert_units=(8,), tower_units=(4,))
+    served = load_exported(export_model(model, from_frame, tmp_path / "m.pt2"))
+    assert served.encoder == from_frame.encoder
+    assert "with encoder" in repr(served)
+    raw = _raw_rows(30, 1)
+    raw.loc[0, "shop"], raw.loc[1, "shop"], raw.loc[2, "item"] = "unseen", None, 99
+    raw.index = raw.index + 1000
+    scores = served.predict_frame(raw[["price", "shop", "item"]], batch_size=7)
+    assert list(scores.columns) == ["click", "buy"] and scores.index.equals(raw.index)
+    eager = model.predict(MultiTaskData.from_frame(raw, like=from_frame))
+    np.testing.assert_allclose(scores.to_numpy(), eager.to_numpy(), atol=1e-5)
+    raw.to_parquet(tmp_path / "rows.parquet")
+    np.testing.assert_allclose(served.predict_frame(tmp_path / "rows.parquet"), scores)
+    with pytest.raises(ValueError, match=r"\['item'\] not found"):
+        served.predict_frame(raw.drop(columns=["item"]))
+
+
+def test_export_from_raw_rows_or_no_data(from_frame, tmp_path):
+    model = SharedBottom(from_frame.schema, bottom_units=(8,))
+    raw = _raw_rows(20, 2)
+    by_frame = load_exported(export_model(model, raw, tmp_path / "a.pt2"))
+    by_none = load_exported(export_model(model, None, tmp_path / "b.pt2"))
+    assert by_frame.encoder == by_none.encoder == from_frame.encoder  # model.schema.encoder
+    np.testing.assert_allclose(by_frame.predict_frame(raw), by_none.predict_frame(raw))
+    assert export_difference(model, by_none, from_frame)["max_abs_diff"].max() < 1e-5
+    other = mb.simulate_funnel(100, seed=0)
+    with pytest.raises(ValueError, match="no encoder to encode it"):
+        export_model(SharedBottom(other.schema), raw, tmp_path / "c.pt2")
+    with pytest.raises(ValueError, match="does not encode the model's features"):
+        export_model(
+            SharedBottom(other.schema), other, tmp_path / "c.pt2", encoder=from_frame.encoder
+        )
+    assert not (tmp_path / "c.pt2").exists()
+
+
+def test_export_narrows_the_encoder_to_the_model_tasks(from_frame, tmp_path):
+    click = from_frame.select_tasks(["click"])
+    model = SingleTask(click.schema, hidden_units=(8,))
+    served = load_exported(export_model(model, click, tmp_path / "m.pt2"))
+    assert list(served.encoder.tasks) == ["click"]
+    assert list(served.predict_frame(_raw_rows(5, 3)).columns) == ["click"]
+
+
+def test_an_export_without_encoder_cannot_score_raw_rows(funnel_binary, tmp_path):
+    served = load_exported(
+        export_model(SharedBottom(funnel_binary.schema), funnel_binary, tmp_path / "m.pt2")
+    )
+    assert served.encoder is None
+    with pytest.raises(ValueError, match="exported without an encoder"):
+        served.predict_frame(_raw_rows(5, 0))
+
+
+def test_a_failed_export_keeps_the_old_file(from_frame, tmp_path, monkeypatch):
+    model = SharedBottom(from_frame.schema, bottom_units=(8,))
+    path = export_model(model, from_frame, tmp_path / "m.pt2")
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(torch.export, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        export_model(SharedBottom(from_frame.schema, seed=1), from_frame, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt2"]

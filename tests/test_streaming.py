@@ -4,8 +4,10 @@ row group, bounded shuffling, write_parquet_shards, and a fit on the stream."""
 from __future__ import annotations
 
 import doctest
+import json
 import os
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +25,7 @@ from mtlbook.models import SharedBottom
 from mtlbook.training.streaming import ParquetSource, write_parquet_shards
 
 TASKS = {"click": "binary", "buy": {"kind": "binary", "mask": "click"}, "stay": "regression"}
-SPEC = {
+SPEC: dict[str, Any] = {
     "dense": ["price", "rid"],
     "categorical": ["user", "item"],
     "tasks": TASKS,
@@ -299,7 +301,6 @@ def _nan_bought_click(df):
     [
         (_set("price", np.inf), r"dense features contain NaN or inf values: \{'price': 1\}"),
         (_set("price", np.nan), r"dense features contain NaN or inf values: \{'price': 1\}"),
-        (_set("user", None), "categorical column 'user' has 1 missing values"),
         (
             _set("click", 2),
             r"binary task 'click' must have labels 0/1, found other values such as "
@@ -336,23 +337,64 @@ def test_a_mask_must_be_boolean(tmp_path):
         ParquetSource(paths, **spec)
 
 
-def test_values_outside_a_given_vocabulary_are_refused(tmp_path):
-    paths, spec = _broken(tmp_path, _set("user", "newcomer"))
-    vocab = sorted(f"u{i}" for i in range(37))
+def _holes(df: pd.DataFrame) -> pd.DataFrame:
+    """Missing users, and integer item ids read as floats because some are missing."""
+    df = df.copy()
+    df.loc[[5, 50], "user"] = None
+    df["item"] = df["item"].astype(np.float64)
+    df.loc[[7, 90], "item"] = np.nan
+    return df
+
+
+def test_missing_values_take_the_unknown_code_as_in_from_frame(tmp_path):
+    df = _holes(_frame(120, seed=1))
+    paths = _write(df, tmp_path, [30, 90], row_group_size=40)
+    source, memory = ParquetSource(paths, **SPEC), MultiTaskData.from_frame(df, **SPEC)
+    assert source.schema == memory.schema
+    n_users, n_items = (len(memory.meta["categories"][c]) for c in ("user", "item"))
+    assert source.schema.cardinalities == (n_users + 1, n_items + 1)
+    assert source.unknown_codes == {"user": n_users, "item": n_items}
+    assert source.categories["item"].tolist() == memory.meta["categories"]["item"].tolist()
+    assert source.categories["item"].dtype == np.int64  # whole floats read as integer ids
+    back = source.to_data()
+    np.testing.assert_array_equal(back.categorical, memory.categorical)
+    assert back.categorical[[5, 50], 0].tolist() == [n_users, n_users]
+    assert back.categorical[[7, 90], 1].tolist() == [n_items, n_items]
+
+
+def test_a_given_vocabulary_codes_a_later_file_as_from_frame_like(tmp_path):
+    train = MultiTaskData.from_frame(_holes(_frame(120, seed=1)), **SPEC)
+    later = _frame(80, seed=2)
+    later.loc[[3, 60], "user"] = "newcomer"
+    later.loc[[4, 61], "item"] = 999
+    later.loc[9, "user"] = None
+    paths = _write(later, tmp_path, [50, 30], row_group_size=20)
+    vocab = {col: train.meta["categories"][col] for col in SPEC["categorical"]}
+    stream = ParquetSource(paths, **SPEC, categories=vocab)
+    encoded = MultiTaskData.from_frame(later, like=train)
+    assert stream.schema == encoded.schema == train.schema
+    codes = stream.to_data().categorical
+    np.testing.assert_array_equal(codes, encoded.categorical)
+    unknown = [stream.unknown_codes["user"], stream.unknown_codes["item"]]
+    assert codes[[3, 60, 9], 0].tolist() == [unknown[0]] * 3
+    assert codes[[4, 61], 1].tolist() == [unknown[1]] * 2
+
+
+def test_a_column_whose_type_differs_from_its_vocabulary_is_named(shards):
     with pytest.raises(
         ValueError,
-        match="categorical column 'user' has the value 'newcomer', "
-        "which is not in its vocabulary of 37 values",
+        match=r"categorical column 'item' holds numbers \(int64\) in shard .* but its "
+        r"vocabulary holds text \(such as '100'\)",
     ):
-        ParquetSource(paths, **spec, categories={"user": vocab})
-    # Built from the shards, the vocabulary holds it.
-    assert "newcomer" in ParquetSource(paths, **spec).categories["user"]
+        ParquetSource(shards, **SPEC, categories={"item": ["100", "101"]})
+    with pytest.raises(ValueError, match="categorical column 'user' holds text"):
+        ParquetSource(shards, **SPEC, categories={"user": [1, 2, 3]})
 
 
 def test_given_vocabulary_fixes_codes_and_cardinality(shards, frame):
     vocab = [f"u{i}" for i in range(40)]  # unsorted order, 3 values never seen
     source = ParquetSource(shards, **SPEC, categories={"user": vocab})
-    assert source.schema.cardinalities == (40, frame["item"].nunique())
+    assert source.schema.cardinalities == (41, frame["item"].nunique() + 1)  # + unknown
     codes = source.to_data().categorical[:, 0]
     assert [vocab[c] for c in codes[:50]] == frame["user"].tolist()[:50]
 
@@ -438,6 +480,17 @@ def test_written_codes_are_range_checked(funnel, tmp_path):
         ),
     ):
         ParquetSource(tmp_path)
+    # Codes have no unknown code: a missing one is an error too.
+    missing = pa.array(users, mask=np.arange(len(users)) == 9)
+    pq.write_table(table.set_column(at, "user_id", missing), path)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"categorical column 'user_id' has 1 missing values (shard {str(path)!r}, first at "
+            "row 9) but no unknown code (its shards store 3000 codes)"
+        ),
+    ):
+        ParquetSource(tmp_path)
 
 
 def test_written_from_frame_keeps_the_original_values(memory, frame, tmp_path):
@@ -449,6 +502,63 @@ def test_written_from_frame_keeps_the_original_values(memory, frame, tmp_path):
     assert source.schema == memory.schema
     assert source.categories["user"].tolist() == memory.meta["categories"]["user"].tolist()
     _same_batches(source.loader(90, shuffle=False), memory.loader(90, shuffle=False))
+
+
+def test_written_unknown_codes_read_back_as_unknown(frame, tmp_path):
+    df = _holes(frame)
+    data = MultiTaskData.from_frame(df, **SPEC, min_count=20)  # rare users are unknown too
+    unknown = data.encoder.unknown_code("user")
+    assert (data.categorical[:, 0] == unknown).sum() > 2
+    write_parquet_shards(data, tmp_path, rows_per_shard=400, row_group_size=150)
+    table = pq.read_table(tmp_path / "part-00000.parquet")
+    users = table.column("user").to_pylist()
+    assert [u is None for u in users] == (data.categorical[:400, 0] == unknown).tolist()
+    source = ParquetSource(tmp_path)
+    assert source.schema == data.schema
+    assert source.unknown_codes["user"] == unknown
+    _same_batches(source.loader(128, shuffle=False), data.loader(128, shuffle=False))
+
+
+def test_hashed_columns_are_written_as_codes(frame, tmp_path):
+    data = MultiTaskData.from_frame(frame, **SPEC, hash_buckets={"user": 16})
+    write_parquet_shards(data, tmp_path, rows_per_shard=500)
+    source = ParquetSource(tmp_path)
+    assert source.schema == data.schema and source.schema.cardinalities[0] == 17
+    assert source.unknown_codes["user"] is None  # codes: range-checked, nothing unknown
+    assert source.unknown_codes["item"] == data.encoder.unknown_code("item")
+    _same_batches(source.loader(250, shuffle=False), data.loader(250, shuffle=False))
+
+
+def test_a_vocabulary_as_long_as_the_cardinality_has_no_unknown_code(funnel, tmp_path):
+    """Data sets whose ``meta["categories"]`` has one value per code (the loaders')."""
+    names = funnel.schema.categorical
+    vocab = {
+        col: [f"v{i}" for i in range(card)]
+        for col, card in zip(names, funnel.schema.cardinalities, strict=True)
+    }
+    data = funnel.subset(np.arange(len(funnel)))
+    data.meta = {**funnel.meta, "categories": {names[0]: pd.Index(vocab[names[0]])}}
+    write_parquet_shards(data, tmp_path, rows_per_shard=1_000)
+    table = pq.read_table(tmp_path / "part-00000.parquet")
+    assert table.column(names[0]).to_pylist()[:5] == [
+        vocab[names[0]][c] for c in funnel.categorical[:5, 0]
+    ]
+    source = ParquetSource(tmp_path)
+    assert source.schema == funnel.schema
+    assert source.unknown_codes[names[0]] is None
+    np.testing.assert_array_equal(source.to_data().categorical, funnel.categorical)
+
+
+def test_a_stored_cardinality_that_does_not_fit_its_vocabulary(memory, tmp_path):
+    path = write_parquet_shards(memory, tmp_path, rows_per_shard=1_000)[0]
+    table = pq.read_table(path)
+    spec = json.loads(table.schema.metadata[b"mtlbook"])
+    spec["cardinalities"][0] += 5
+    pq.write_table(table.replace_schema_metadata({b"mtlbook": json.dumps(spec)}), path)
+    with pytest.raises(
+        ValueError, match=r"column 'user' a cardinality of 43 for a vocabulary of 37 values"
+    ):
+        ParquetSource(tmp_path)
 
 
 def test_writing_never_overwrites(funnel, tmp_path):

@@ -61,7 +61,10 @@ def _group_labels(
         values = frame[by].to_numpy()
         categories = data.meta.get("categories", {})
         if by in categories:  # from_frame encoded the column: show the original labels
-            values = np.asarray(categories[by])[values.astype(np.int64)]
+            labels = np.asarray(categories[by], dtype=object)
+            codes = values.astype(np.int64)
+            known = codes < len(labels)  # the code after the vocabulary is "unknown"
+            values = np.where(known, labels[np.minimum(codes, len(labels) - 1)], "unknown")
         name = by
     else:
         values = np.asarray(by)

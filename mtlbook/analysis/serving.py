@@ -14,6 +14,13 @@ package), saved to a ``.pt2`` file and loaded back without the Python class of t
 * :func:`export_model` exports and saves one model, with a dynamic batch dimension and the
   task names stored beside the graph; :func:`load_exported` loads it as an
   :class:`ExportedModel` that predicts a :class:`~mtlbook.data.Batch` or a whole data set.
+* The graph takes encoded features (index tensors for the categorical columns), so the file
+  also carries the :class:`~mtlbook.data.FrameEncoder` of a model trained on data from
+  :meth:`MultiTaskData.from_frame <mtlbook.data.MultiTaskData.from_frame>`: its vocabularies,
+  unknown codes and dense statistics, as JSON beside the graph. A server needs nothing else
+  to score raw rows: :meth:`ExportedModel.predict_frame` encodes a DataFrame (or reads a
+  CSV/Parquet file) with it, unseen and missing values going to the unknown codes as in
+  training. :meth:`mtlbook.training.SavedRun.export` exports a saved run this way.
 * :func:`export_difference` checks that an exported model predicts what the eager one does.
 * :func:`inference_latency` times one forward pass of one or several models over a batch of
   requests (wall-clock, median of a few repeats after a warm-up);
@@ -37,6 +44,21 @@ Example:
     ...     float(export_difference(model, served, data)["max_abs_diff"].max()) < 1e-5
     ('click', 'purchase')
     True
+
+With an encoder, raw rows in and scores out:
+
+    >>> import pandas as pd
+    >>> from mtlbook.data import MultiTaskData
+    >>> frame = pd.DataFrame({"price": [1.0, 2.0, 3.0, 4.0], "shop": ["a", "b", "a", "c"],
+    ...                       "click": [1, 0, 1, 0]})
+    >>> train = MultiTaskData.from_frame(frame, dense=["price"], categorical=["shop"],
+    ...                                  tasks={"click": "binary"})
+    >>> model = SharedBottom(train.schema, bottom_units=(8,))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     served = load_exported(export_model(model, train, f"{folder}/model.pt2"))
+    ...     scores = served.predict_frame(pd.DataFrame({"price": [2.5], "shop": ["new"]}))
+    >>> list(scores.columns), len(scores)
+    (['click'], 1)
 """
 
 from __future__ import annotations
@@ -44,18 +66,21 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
+import tempfile
 import time
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from ..data import Batch, MultiTaskData
+from ..data import Batch, FrameEncoder, MultiTaskData, read_table
 from ..models.base import MultiTaskModel
 
 __all__ = [
@@ -70,6 +95,8 @@ __all__ = [
 ]
 
 _META = "mtlbook.json"
+#: The extra file of a ``.pt2`` that holds the encoder (:meth:`FrameEncoder.to_dict`).
+_ENCODER = "mtlbook_encoder.json"
 _FORMAT = 1
 
 
@@ -146,16 +173,20 @@ def _first_batch(data: MultiTaskData, batch_size: int) -> Batch:
     return next(iter(data.loader(min(batch_size, len(data)), shuffle=False)))
 
 
-def _without_empty_buffers(model: MultiTaskModel) -> MultiTaskModel:
-    """``model``, or a copy of it without zero-element buffers.
+def _exportable(model: MultiTaskModel) -> MultiTaskModel:
+    """``model``, or a copy of it on the CPU without zero-element buffers.
 
-    ``torch.export.save`` fails on a zero-element tensor (the embedding offsets of a model
-    without categorical features are one); such a buffer holds nothing, so the copy drops it
-    (sets it to ``None``), and the caller's model is left as it is.
+    The graph is exported for the CPU (the example inputs are CPU tensors), so a model
+    trained on a GPU is copied to the CPU first. ``torch.export.save`` fails on a
+    zero-element tensor (the embedding offsets of a model without categorical features are
+    one); such a buffer holds nothing, so the copy drops it (sets it to ``None``). The
+    caller's model is left as it is.
     """
-    if not any(b.numel() == 0 for b in model.buffers()):
+    tensors = [*model.parameters(), *model.buffers()]
+    empty = any(b.numel() == 0 for b in model.buffers())
+    if not empty and all(t.device.type == "cpu" for t in tensors):
         return model
-    model = copy.deepcopy(model)
+    model = copy.deepcopy(model).cpu()
     for module in model.modules():
         for name, buffer in module._buffers.items():
             if buffer is not None and buffer.numel() == 0:
@@ -163,49 +194,198 @@ def _without_empty_buffers(model: MultiTaskModel) -> MultiTaskModel:
     return model
 
 
+def _encoder_for_model(model: MultiTaskModel, encoder: Any) -> FrameEncoder | None:
+    """``encoder`` checked against the model's schema and narrowed to the model's tasks, in
+    the model's order (a model built on ``data.select_tasks([...]).schema`` keeps the
+    encoder of all the data's tasks); ``None`` for ``None``.
+
+    Raises:
+        TypeError: for something that is not a :class:`~mtlbook.data.FrameEncoder`.
+        ValueError: for an encoder that is not fitted, whose features or cardinalities
+            differ from the model's, or that lacks one of the model's tasks.
+    """
+    if encoder is None:
+        return None
+    if not isinstance(encoder, FrameEncoder):
+        raise TypeError(f"encoder must be a fitted FrameEncoder, got {type(encoder).__name__}")
+    if not encoder.fitted:
+        raise ValueError("the encoder is not fitted; pass the one of the training data")
+    schema = model.schema
+    have = (list(encoder.dense), list(encoder.categorical), list(encoder.cardinalities))
+    want = (list(schema.dense), list(schema.categorical), list(schema.cardinalities))
+    if have != want:
+        raise ValueError(
+            "the encoder does not encode the model's features: it gives dense={}, "
+            "categorical={}, cardinalities={}; the model expects dense={}, categorical={}, "
+            "cardinalities={}. Pass the encoder of the data the model was trained on".format(
+                *have, *want
+            )
+        )
+    unknown = [
+        t.name
+        for t in schema.tasks
+        if t.name not in encoder.tasks or encoder.tasks[t.name]["kind"] != t.kind
+    ]
+    if unknown:
+        raise ValueError(
+            f"the encoder lacks the model's task(s) {unknown} (with their kinds "
+            f"{[schema.task(n).kind for n in unknown]}); its tasks are {encoder.tasks}"
+        )
+    if list(encoder.tasks) == list(schema.task_names):
+        return encoder
+    state = encoder.to_dict()
+    state["tasks"] = {name: state["tasks"][name] for name in schema.task_names}
+    return FrameEncoder.from_dict(state)
+
+
+def _example_batch(
+    model: MultiTaskModel, data: Any, encoder: FrameEncoder | None, rows: int
+) -> Batch:
+    """The example batch of an export: the first ``rows`` rows of ``data`` (a data set, or a
+    raw frame encoded with ``encoder``), or ``rows`` rows of zeros for ``data=None``."""
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {rows!r}")
+    schema = model.schema
+    if data is None:  # the graph depends on the shapes only; any valid codes will do
+        return Batch(
+            dense=torch.zeros(rows, schema.n_dense) if schema.dense else None,
+            categorical=(
+                torch.zeros(rows, len(schema.categorical), dtype=torch.long)
+                if schema.categorical
+                else None
+            ),
+        )
+    if not isinstance(data, MultiTaskData | pd.DataFrame):
+        raise TypeError(
+            f"data must be a MultiTaskData, a raw DataFrame or None, got {type(data).__name__}"
+        )
+    if isinstance(data, pd.DataFrame):
+        if encoder is None:
+            raise ValueError(
+                "data is a raw DataFrame, but there is no encoder to encode it: pass "
+                "encoder= (a fitted FrameEncoder) or data as a MultiTaskData"
+            )
+        return _encoded_batch(encoder, data.iloc[:rows], "data")
+    _check_data(data, schema)
+    return _first_batch(data, rows)
+
+
+def _encoded_batch(encoder: FrameEncoder, frame: pd.DataFrame, where: str) -> Batch:
+    """The feature blocks of the raw rows ``frame``, encoded by ``encoder``, as a batch."""
+    dense, categorical = encoder.features(frame, where=where)
+    return Batch(
+        dense=None if dense is None else torch.from_numpy(dense),
+        categorical=None if categorical is None else torch.from_numpy(categorical),
+    )
+
+
+def _raw_frame(
+    data: Any, encoder: FrameEncoder, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """``data`` as a DataFrame: itself, or the file it names read with
+    :func:`~mtlbook.data.read_table` (only ``columns``, default the encoder's features; the
+    categorical columns that held text in training are read as text)."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, str | os.PathLike):
+        columns = encoder.feature_columns() if columns is None else list(columns)
+        text = [c for c in encoder.categorical if encoder.kinds.get(c) == "text" and c in columns]
+        return read_table(data, columns=columns, text_columns=text)
+    raise TypeError(
+        "data must be a pandas DataFrame or the path of a .csv or .parquet file, got "
+        f"{type(data).__name__}"
+    )
+
+
+def _frame_batches(encoder: FrameEncoder, frame: pd.DataFrame, batch_size: int) -> Iterator[Batch]:
+    """The rows of ``frame`` encoded by ``encoder``, in order, ``batch_size`` at a time."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    encoder.features(frame.iloc[:0], where="the frame")  # missing columns, even with no rows
+    for start in range(0, len(frame), batch_size):
+        rows = frame.iloc[start : start + batch_size]
+        yield _encoded_batch(encoder, rows, f"the frame (rows {start}..{start + len(rows) - 1})")
+
+
 def export_model(
     model: MultiTaskModel,
-    data: MultiTaskData,
+    data: MultiTaskData | pd.DataFrame | None,
     path: str | os.PathLike,
     *,
     example_batch_size: int = 8,
+    encoder: FrameEncoder | None = None,
 ) -> Path:
     """Export ``model`` with :func:`torch.export.export` and save it to ``path`` (``.pt2``).
 
     The graph is captured on an example batch (the first ``example_batch_size`` rows of
     ``data``) with a dynamic batch dimension, so the saved model serves any batch size, 1
     included. The task names and feature blocks are saved in the same file (as an extra file
-    ``mtlbook.json``), so :func:`load_exported` needs nothing but the path. The model is
-    exported in evaluation mode (no dropout); its own mode is restored afterwards.
+    ``mtlbook.json``), and so is the encoder of raw rows, when there is one (as
+    ``mtlbook_encoder.json``), so :func:`load_exported` needs nothing but the path. The model
+    is exported in evaluation mode (no dropout); its own mode is restored afterwards.
 
     Args:
         model: a trained (or freshly built) mtlbook model.
-        data: data with the model's feature columns; only the first rows are used.
+        data: data with the model's feature columns; only the first rows are used: a
+            :class:`~mtlbook.data.MultiTaskData`, a raw DataFrame (encoded with the encoder),
+            or ``None`` for an example batch of zeros (the graph depends on the shapes only).
         path: the file to write; its folder must exist. Write to a temporary folder rather
             than into a source tree.
         example_batch_size: rows of the example batch (at least 2 are used, so that the batch
             dimension is not specialised to 1).
+        encoder: the :class:`~mtlbook.data.FrameEncoder` to store; default ``data.encoder``,
+            else ``model.schema.encoder`` (set for models built on data from
+            :meth:`MultiTaskData.from_frame <mtlbook.data.MultiTaskData.from_frame>`), else
+            none. It is narrowed to the model's tasks.
 
     Returns:
         ``Path(path)``.
 
     Raises:
-        TypeError: for something that is not a mtlbook model or a data set.
-        ValueError: when the data's feature columns differ from the model's schema.
+        TypeError: for something that is not a mtlbook model, a data set or an encoder.
+        ValueError: when the data's feature columns or the encoder differ from the model's
+            schema.
         FileNotFoundError: when the folder of ``path`` does not exist.
         RuntimeError: when ``torch.export`` cannot capture the model (its message is kept).
     """
     if not isinstance(model, MultiTaskModel):
         raise TypeError(f"expected a mtlbook model (MultiTaskModel), got {type(model).__name__}")
-    _check_data(data, model.schema)
+    if encoder is None:
+        encoder = getattr(data, "encoder", None) if isinstance(data, MultiTaskData) else None
+        encoder = encoder if encoder is not None else model.schema.encoder
+    encoder = _encoder_for_model(model, encoder)
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"the folder {str(path.parent)!r} does not exist")
-    batch = _first_batch(data, max(2, example_batch_size))
+    batch = _example_batch(model, data, encoder, max(2, example_batch_size))
     if len(batch) < 2:
         raise ValueError("export needs at least 2 rows of data for a dynamic batch dimension")
+    program, names = _capture(model, batch)
+    meta = {
+        "format": _FORMAT,
+        "model": type(model).__name__,
+        "task_names": list(model.task_names),
+        "task_kinds": [t.kind for t in model.schema.tasks],
+        "inputs": names,
+    }
+    extra = {_META: json.dumps(meta)}
+    if encoder is not None:
+        extra[_ENCODER] = json.dumps(encoder.to_dict())
+    # Written under the same name in a temporary folder beside it, then renamed: a failed or
+    # interrupted export leaves no half-written file (and an older file at path as it was).
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        torch.export.save(program, folder / path.name, extra_files=extra)
+        os.replace(folder / path.name, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return path
+
+
+def _capture(model: MultiTaskModel, batch: Batch) -> tuple[Any, list[str]]:
+    """``(exported program, its input names)`` of ``model`` on the example ``batch``."""
     was_training = model.training
-    module = ServingModule(_without_empty_buffers(model))
+    module = ServingModule(_exportable(model))
     # Copies: a slice of the data shares its storage, and torch.export.save stores the
     # example inputs with the whole storage behind them.
     inputs = tuple(t.clone() for t in module.inputs(batch))
@@ -220,36 +400,35 @@ def export_model(
         raise RuntimeError(f"torch.export could not capture {type(model).__name__}: {err}") from err
     finally:
         model.train(was_training)
-    meta = {
-        "format": _FORMAT,
-        "model": type(model).__name__,
-        "task_names": list(module.task_names),
-        "task_kinds": [t.kind for t in model.schema.tasks],
-        "inputs": module.input_names(),
-    }
-    torch.export.save(program, path, extra_files={_META: json.dumps(meta)})
-    return path
+    return program, module.input_names()
 
 
 class ExportedModel:
-    """A model loaded by :func:`load_exported`: the exported graph and its task names.
+    """A model loaded by :func:`load_exported`: the exported graph, its task names and the
+    encoder of raw rows (when the export has one).
 
     Call it with the feature tensors (as :class:`ServingModule` takes them) to get a tuple of
-    predictions, or use :meth:`predict_batch` / :meth:`predict` for ``{task: predictions}``.
+    predictions, use :meth:`predict_batch` / :meth:`predict` for ``{task: predictions}``, or
+    :meth:`predict_frame` to score raw rows.
 
     Attributes:
         task_names: the tasks, in output order.
         inputs: the feature blocks the graph takes (``["dense", "categorical"]`` or one).
         model_name: the class name of the model that was exported.
         path: the file it was loaded from.
+        encoder: the :class:`~mtlbook.data.FrameEncoder` stored with the graph, or ``None``
+            for a model exported without one.
     """
 
-    def __init__(self, module: nn.Module, meta: Mapping, path: Path) -> None:
+    def __init__(
+        self, module: nn.Module, meta: Mapping, path: Path, encoder: FrameEncoder | None = None
+    ) -> None:
         self.module = module
         self.task_names = tuple(meta["task_names"])
         self.inputs = list(meta["inputs"])
         self.model_name = str(meta["model"])
         self.path = path
+        self.encoder = encoder
 
     def __call__(self, *features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.module(*features)
@@ -276,10 +455,47 @@ class ExportedModel:
                 parts[task].append(values.numpy())
         return {t: np.concatenate(v) if v else np.zeros(0, np.float32) for t, v in parts.items()}
 
+    def predict_frame(
+        self, data: pd.DataFrame | str | os.PathLike, batch_size: int = 4096
+    ) -> pd.DataFrame:
+        """Scores of raw rows, encoded with the stored :attr:`encoder`.
+
+        Args:
+            data: a DataFrame with (at least) the feature columns the model was trained on,
+                or the path of a CSV or Parquet file (:func:`~mtlbook.data.read_table`).
+                Labels are not needed; unseen and missing categorical values get the unknown
+                codes.
+            batch_size: rows per call of the graph.
+
+        Returns:
+            One column per task (probabilities for binary tasks), the rows in input order,
+            indexed like the input frame.
+
+        Raises:
+            ValueError: when the export has no encoder, or a feature column is missing or
+                changed type since training.
+        """
+        if self.encoder is None:
+            raise ValueError(
+                f"{str(self.path)!r} was exported without an encoder (the model was not "
+                "trained on data from MultiTaskData.from_frame), so it cannot encode raw "
+                "rows; export it with encoder=..., or encode the rows and use predict_batch"
+            )
+        frame = _raw_frame(data, self.encoder)
+        parts: dict[str, list[np.ndarray]] = {t: [] for t in self.task_names}
+        for batch in _frame_batches(self.encoder, frame, batch_size):
+            for task, values in self.predict_batch(batch).items():
+                parts[task].append(values.numpy())
+        return pd.DataFrame(
+            {t: np.concatenate(v) if v else np.zeros(0, np.float32) for t, v in parts.items()},
+            index=frame.index,
+        )
+
     def __repr__(self) -> str:
+        encoder = ", with encoder" if self.encoder is not None else ""
         return (
             f"ExportedModel({self.model_name}, tasks={list(self.task_names)}, "
-            f"path={str(self.path)!r})"
+            f"path={str(self.path)!r}{encoder})"
         )
 
 
@@ -288,12 +504,13 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
-        ValueError: when the file is not an exported mtlbook model.
+        ValueError: when the file is not an exported mtlbook model, or its encoder is of
+            another format version.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no exported model at {str(path)!r}")
-    extra = {_META: ""}
+    extra = {_META: "", _ENCODER: ""}
     try:
         program = torch.export.load(path, extra_files=extra)
     except Exception as err:
@@ -304,7 +521,13 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
             f"(it has no {_META} entry)"
         )
     meta = json.loads(extra[_META])
-    return ExportedModel(program.module(), meta, path)
+    encoder = None
+    if extra[_ENCODER]:
+        try:
+            encoder = FrameEncoder.from_dict(json.loads(extra[_ENCODER]))
+        except ValueError as err:
+            raise ValueError(f"the encoder stored in {str(path)!r} cannot be read: {err}") from err
+    return ExportedModel(program.module(), meta, path, encoder)
 
 
 def export_difference(

@@ -52,12 +52,17 @@ class Schema:
         cardinalities: number of distinct values of each categorical column (indices are
             ``0 .. cardinality - 1``).
         tasks: the task specifications, in order.
+        encoder: the :class:`~mtlbook.data.FrameEncoder` that turns raw frames into these
+            inputs (set for data built from a DataFrame; ``None`` otherwise). It travels with
+            a model built on the schema, so :func:`mtlbook.save` stores it; it takes no part
+            in comparing two schemas.
     """
 
     dense: tuple[str, ...]
     categorical: tuple[str, ...]
     cardinalities: tuple[int, ...]
     tasks: tuple[TaskSpec, ...]
+    encoder: Any = field(default=None, compare=False, repr=False)
 
     @property
     def n_dense(self) -> int:

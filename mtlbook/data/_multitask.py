@@ -9,6 +9,7 @@ group ids (users, for GAUC) and optional ground truth that is never fed to a mod
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +21,6 @@ from ._core import Schema, TaskSpec, parse_task_spec
 from ._loader import BatchLoader
 from ._validation import (
     _cardinalities,
-    _encode_categorical,
     _feature_blocks,
     _frame_columns,
     _group_ids,
@@ -110,38 +110,110 @@ class MultiTaskData:
         *,
         dense: Sequence[str] = (),
         categorical: Sequence[str] = (),
-        tasks: Mapping[str, str | Mapping[str, str]],
+        tasks: Mapping[str, str | Mapping[str, str]] | None = None,
         group: str | None = None,
         truth: Sequence[str] = (),
+        min_count: int = 1,
+        hash_buckets: int | Mapping[str, int] | None = None,
+        standardize: bool | Sequence[str] = False,
+        like: Any = None,
     ) -> MultiTaskData:
         """Build a data set from a pandas DataFrame — the way to bring your own data.
 
+        The first call, on the training rows, fits a :class:`~mtlbook.data.FrameEncoder`
+        (kept as ``data.encoder`` and in ``data.schema``); every later frame — validation,
+        test, new requests — is encoded with it: ``from_frame(test_df, like=train)`` (or
+        ``train.encode(test_df)``). Categories seen in training keep their codes; unseen,
+        rare (``min_count``) and missing values get the column's unknown code.
+
         Args:
             df: one row per sample (impression).
-            dense: numeric feature columns (used as float32, not rescaled).
-            categorical: categorical feature columns; their values are encoded as indices
-                ``0 .. k-1`` in sorted order (``data.meta["categories"]`` keeps the mapping).
+            dense: numeric feature columns (float32; rescaled only with ``standardize``).
+            categorical: categorical feature columns; the distinct training values, sorted,
+                are coded ``0 .. k-1`` and ``k`` is the unknown code (cardinality ``k + 1``;
+                ``data.meta["categories"]`` keeps the values).
             tasks: label column → kind (``"binary"`` or ``"regression"``), or → a dict
                 ``{"kind": ..., "mask": column}`` for a task defined only where the boolean
                 (or 0/1) column ``mask`` is true, e.g. ``{"kind": "binary", "mask": "click"}``
                 for conversion given click. Labels outside the mask may be NaN.
             group: optional column of group ids (for example the user id), used for GAUC.
             truth: optional ground-truth columns kept in ``data.truth``, never as features.
+            min_count, hash_buckets, standardize: encoding options of
+                :class:`~mtlbook.data.FrameEncoder`.
+            like: a data set built by ``from_frame`` (or a fitted
+                :class:`~mtlbook.data.FrameEncoder`, or a loaded run) whose encoder and
+                columns to reuse; then give no column or encoding arguments (``truth`` may
+                still be given).
+
+        Raises:
+            ValueError: for a missing column, a label among the features, text in a dense or
+                label column, NaN or inf features, labels other than 0/1 for a binary task,
+                or (with ``like``) a column whose type differs from the training frame's.
 
         Example:
             >>> import pandas as pd
             >>> df = pd.DataFrame({"price": [1.0, 2.5, 0.5, 3.0], "user": ["a", "b", "a", "c"],
             ...                    "item": [7, 7, 9, 8], "click": [1, 0, 1, 0],
             ...                    "buy": [1, 0, 0, 0]})
-            >>> data = MultiTaskData.from_frame(df, dense=["price"], categorical=["user", "item"],
-            ...                                 tasks={"click": "binary", "buy": "binary"})
-            >>> data.task_names, data.schema.cardinalities
-            (('click', 'buy'), (3, 3))
+            >>> train = MultiTaskData.from_frame(df, dense=["price"], categorical=["user", "item"],
+            ...                                  tasks={"click": "binary", "buy": "binary"})
+            >>> train.task_names, train.schema.cardinalities
+            (('click', 'buy'), (4, 4))
+            >>> new = df.assign(user=["a", "z", "c", "b"])      # "z" was never seen
+            >>> test = MultiTaskData.from_frame(new, like=train)
+            >>> test.categorical[:, 0].tolist()                 # a=0, b=1, c=2, unknown=3
+            [0, 3, 2, 1]
         """
-        dense, categorical, truth = _frame_columns(df, dense, categorical, tasks, group, truth)
+        from .encoding import FrameEncoder
 
+        if like is not None:
+            given = {
+                "dense": bool(dense),
+                "categorical": bool(categorical),
+                "tasks": tasks is not None,
+                "group": group is not None,
+                "min_count": min_count != 1,
+                "hash_buckets": hash_buckets is not None,
+                "standardize": standardize is not False,
+            }
+            extra = [name for name, on in given.items() if on]
+            if extra:
+                raise ValueError(
+                    f"from_frame(..., like=...) reuses the columns and encoding of `like`; "
+                    f"do not also give {extra}"
+                )
+            encoder = like if isinstance(like, FrameEncoder) else getattr(like, "encoder", None)
+            if not isinstance(encoder, FrameEncoder):
+                raise ValueError(
+                    "like must be a data set built by MultiTaskData.from_frame, a fitted "
+                    f"FrameEncoder or a loaded run; got {type(like).__name__} without an encoder"
+                )
+            return cls._from_encoded(df, encoder, truth=truth, where="the frame")
+        if tasks is None:
+            raise ValueError("from_frame needs tasks= (label column -> kind), or like=")
+        _frame_columns(df, dense, categorical, tasks, group, truth)
+        encoder = FrameEncoder(
+            dense=dense,
+            categorical=categorical,
+            tasks=tasks,
+            group=group,
+            min_count=min_count,
+            hash_buckets=hash_buckets,
+            standardize=standardize,
+        ).fit(df)
+        return cls._from_encoded(df, encoder, truth=truth, where="the training frame")
+
+    @classmethod
+    def _from_encoded(
+        cls, df: pd.DataFrame, encoder: Any, *, truth: Sequence[str] = (), where: str = "the frame"
+    ) -> MultiTaskData:
+        """The rows of ``df`` encoded by the fitted ``encoder`` (labels read from ``df``)."""
+        truth = _frame_columns(
+            df, encoder.dense, encoder.categorical, encoder.tasks, encoder.group, truth
+        )[2]
+        dense_arr, cat_arr = encoder.features(df, where=where)
         specs, labels, masks = [], {}, {}
-        for name, spec in tasks.items():
+        for name, spec in encoder.tasks.items():
             kind, mask_col = parse_task_spec(name, spec)
             specs.append(TaskSpec(name, kind))
             # Outside a mask the labels are ignored (NaN or anything else).
@@ -150,35 +222,32 @@ class MultiTaskData:
             labels[name] = _numeric_column(df, name, "label", hint, rows=inside)
             if mask_col is not None:
                 masks[name] = df[mask_col].to_numpy()
-
-        dense_arr = None
-        if dense:
-            dense_arr = np.stack(
-                [
-                    _numeric_column(
-                        df,
-                        col,
-                        "dense feature",
-                        "dense features must be numbers; declare the column as categorical instead",
-                    )
-                    for col in dense
-                ],
-                axis=1,
-            )
-        cat_arr, cards, categories = _encode_categorical(df, categorical)
-        return cls(
+        categories = {col: pd.Index(vocab) for col, vocab in encoder.vocabularies.items()}
+        out = cls(
             dense=dense_arr,
             categorical=cat_arr,
             labels=labels,
             tasks=specs,
-            dense_names=dense,
-            categorical_names=categorical,
-            cardinalities=cards,
+            dense_names=encoder.dense,
+            categorical_names=encoder.categorical,
+            cardinalities=encoder.cardinalities,
             masks=masks,
-            groups=None if group is None else df[group].to_numpy(),
+            groups=None if encoder.group is None else df[encoder.group].to_numpy(),
             truth=df[truth].reset_index(drop=True) if truth else None,
             meta={"categories": categories},
         )
+        out.schema = dataclasses.replace(out.schema, encoder=encoder)
+        return out
+
+    @property
+    def encoder(self) -> Any:
+        """The :class:`~mtlbook.data.FrameEncoder` of a data set built by :meth:`from_frame`
+        (``None`` for other data sets)."""
+        return self.schema.encoder
+
+    def encode(self, df: pd.DataFrame, *, truth: Sequence[str] = ()) -> MultiTaskData:
+        """``df`` encoded like this data set: ``MultiTaskData.from_frame(df, like=self)``."""
+        return MultiTaskData.from_frame(df, truth=truth, like=self)
 
     # ------------------------------------------------------------------ accessors
     def __len__(self) -> int:
@@ -283,12 +352,7 @@ class MultiTaskData:
         out = self.subset(np.arange(self._n))
         out.labels = {name: self.labels[name] for name in tasks}
         out.masks = {name: self.masks[name] for name in tasks if name in self.masks}
-        out.schema = Schema(
-            dense=self.schema.dense,
-            categorical=self.schema.categorical,
-            cardinalities=self.schema.cardinalities,
-            tasks=specs,
-        )
+        out.schema = dataclasses.replace(self.schema, tasks=specs)
         return out
 
     def subsample_labels(self, task: str, fraction: float, seed: int = 0) -> MultiTaskData:

@@ -333,6 +333,7 @@ def _frame_columns(
     for spec in tasks.values():
         if isinstance(spec, Mapping) and spec.get("mask") and spec["mask"] not in df.columns:
             missing.append(spec["mask"])
+    missing = list(dict.fromkeys(missing))
     if missing:
         raise ValueError(
             f"column(s) {missing} not found in the DataFrame; it has {list(df.columns)}"
@@ -350,33 +351,3 @@ def _frame_columns(
             "ground truth must never be fed to a model"
         )
     return dense, categorical, truth
-
-
-def _encode_categorical(
-    df: pd.DataFrame, categorical: list[str]
-) -> tuple[np.ndarray | None, list[int] | None, dict[str, pd.Index]]:
-    """Encode the categorical columns as indices ``0 .. k-1`` in sorted order.
-
-    Returns:
-        ``(codes [n, n_categorical], cardinalities, column → categories)``; ``(None, None,
-        {})`` without categorical columns.
-
-    Raises:
-        ValueError: when a categorical column has missing values.
-    """
-    cat_arr, cards, categories = None, None, {}
-    if categorical:
-        codes = []
-        for col in categorical:
-            n_missing = int(df[col].isna().sum())
-            if n_missing:
-                raise ValueError(
-                    f"categorical column {col!r} has {n_missing} missing "
-                    "values; fill them with an explicit category first"
-                )
-            code, uniques = pd.factorize(df[col], sort=True)
-            codes.append(code)
-            categories[col] = pd.Index(uniques)
-        cat_arr = np.stack(codes, axis=1)
-        cards = [len(categories[c]) for c in categorical]
-    return cat_arr, cards, categories

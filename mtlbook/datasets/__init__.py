@@ -14,6 +14,19 @@ Example:
     ('income', 'never_married')
 
 From a shell: ``python -m mtlbook.datasets list`` and ``python -m mtlbook.datasets fetch adult``.
+
+Processed files you already hold are read by :func:`read_processed` in their published
+layouts (``PROCESSED_LAYOUTS``): ``"aliexpress"`` (MTReclib's ``train.csv``/``test.csv``
+of one country, also torch-rechub's AliExpress samples), ``"ali-ccp"`` and
+``"census-income"`` (torch-rechub's preprocessed CSVs and their samples). The header must
+hold exactly the published columns, the labels and the columns that reveal one are never
+features (census: ``tax filer status`` and the two household columns spell out marital
+status), and a test file read with ``like=train`` is encoded with the training vocabulary,
+unseen values getting the unknown code. :func:`layout_spec` gives a layout's column spec.
+
+Example:
+    >>> train = datasets.read_processed("train.csv", "aliexpress")             # doctest: +SKIP
+    >>> test = datasets.read_processed("test.csv", "aliexpress", like=train)   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -42,20 +55,25 @@ from ._fetch import (
 )
 from ._kuairand import KUAIRAND_FORBIDDEN, load_kuairand
 from ._loaders import ADULT_FORBIDDEN, ML_FORBIDDEN, load_adult, load_movielens
+from ._processed import PROCESSED_LAYOUTS, ProcessedLayout, layout_spec, read_processed
 from ._registry import REGISTRY_ENV, DatasetEntry, RegistryError, read_registry
 
 __all__ = [
     "CACHE_ENV",
     "LEAKY_COLUMNS",
+    "PROCESSED_LAYOUTS",
     "REGISTRY_ENV",
     "ChecksumMismatchError",
     "DatasetError",
     "DatasetUnavailableError",
+    "ProcessedLayout",
     "RegistryError",
     "UnverifiedFileError",
     "available",
     "fetch",
+    "layout_spec",
     "load",
+    "read_processed",
     "resolve_cache_dir",
 ]
 

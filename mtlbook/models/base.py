@@ -6,6 +6,7 @@ import functools
 import inspect
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,9 +56,11 @@ class MultiTaskModel(nn.Module):
     """
 
     def __init_subclass__(cls, **kwargs) -> None:
-        # Construct under a forked RNG when a seed is given, so that building a seeded model
-        # leaves the global random state exactly as it was (layers initialise themselves on
-        # creation before ``reset_parameters(seed)`` sets the final weights).
+        # Every subclass's __init__ is wrapped (1) to construct under a forked RNG when a seed
+        # is given, so that building a seeded model leaves the global random state exactly as
+        # it was (layers initialise themselves on creation before ``reset_parameters(seed)``
+        # sets the final weights), and (2) to record the arguments of the outermost call
+        # (:attr:`init_arguments`), so that a saved run can build the model again.
         super().__init_subclass__(**kwargs)
         init = cls.__init__
         signature = inspect.signature(init)
@@ -68,16 +71,27 @@ class MultiTaskModel(nn.Module):
                 return init(self, *args, **kw)
             bound = signature.bind(self, *args, **kw)
             bound.apply_defaults()
-            if bound.arguments.get("seed") is None:
-                return init(self, *args, **kw)
-            object.__setattr__(self, "_constructing", True)
+            outermost = not getattr(self, "_recording_arguments", False)
+            if outermost:
+                arguments = _constructor_arguments(signature, bound)
+                object.__setattr__(self, "_recording_arguments", True)
             try:
-                with torch.random.fork_rng(devices=_cuda_devices()):
+                if bound.arguments.get("seed") is None:
                     init(self, *args, **kw)
+                else:
+                    object.__setattr__(self, "_constructing", True)
+                    try:
+                        with torch.random.fork_rng(devices=_cuda_devices()):
+                            init(self, *args, **kw)
+                    finally:
+                        object.__delattr__(self, "_constructing")
             finally:
-                object.__delattr__(self, "_constructing")
+                if outermost:
+                    object.__delattr__(self, "_recording_arguments")
+            if outermost:
+                object.__setattr__(self, "_init_arguments", arguments)
 
-        cls.__init__ = wrapped  # type: ignore[method-assign]  # deliberate: seeded construction
+        cls.__init__ = wrapped  # type: ignore[method-assign]  # deliberate: see above
 
     #: Whether the model needs every task to be binary (funnel models such as ESMM and AITM).
     binary_tasks_only: bool = False
@@ -120,6 +134,24 @@ class MultiTaskModel(nn.Module):
     @property
     def task_names(self) -> tuple[str, ...]:
         return self.schema.task_names
+
+    @property
+    def init_arguments(self) -> dict[str, Any]:
+        """The arguments the model was built with, defaults applied, without ``schema``:
+        ``type(model)(model.schema, **model.init_arguments)`` builds the same model again
+        (:func:`mtlbook.save` stores them). Arguments a subclass passes on to its parent's
+        ``__init__`` are not recorded, only the outermost call's.
+
+        Example:
+            >>> import mtlbook as mb
+            >>> from mtlbook.models import SharedBottom
+            >>> data = mb.simulate_funnel(100, seed=0)
+            >>> model = SharedBottom(data.schema, bottom_units=(16,))
+            >>> model.init_arguments
+            {'bottom_units': (16,), 'tower_units': (32,), 'embedding_dim': 8, 'dropout': 0.0,
+             'seed': 0}
+        """
+        return dict(getattr(self, "_init_arguments", {}))
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -256,8 +288,61 @@ class MultiTaskModel(nn.Module):
         if data.schema != self.schema:
             raise ValueError(
                 "the data's schema differs from the one the model was built with: "
-                f"model {self.schema} vs data {data.schema}"
+                + _schema_differences(self.schema, data.schema)
             )
+
+
+def _constructor_arguments(
+    signature: inspect.Signature, bound: inspect.BoundArguments
+) -> dict[str, Any]:
+    """The bound arguments of a model's ``__init__`` without ``self`` and the schema (its
+    first two parameters); ``**kwargs`` are spread out, ``*args`` kept under their name."""
+    skipped = list(signature.parameters)[:2]
+    out: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        if name in skipped:
+            continue
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _schema_differences(model: Schema, data: Schema) -> str:
+    """What differs between two schemas, in a few words (a column list, not two dumps)."""
+    parts = []
+    for name in ("dense", "categorical", "tasks"):
+        a, b = getattr(model, name), getattr(data, name)
+        if a != b:
+            a_names = [t.name if hasattr(t, "name") else t for t in a]
+            b_names = [t.name if hasattr(t, "name") else t for t in b]
+            only_model = [n for n in a_names if n not in b_names][:5]
+            only_data = [n for n in b_names if n not in a_names][:5]
+            detail = (
+                f"model has {only_model}, data has {only_data}"
+                if only_model or only_data
+                else ("same names in another order or of other kinds")
+            )
+            label = "tasks" if name == "tasks" else f"{name} columns"
+            parts.append(f"{label} differ ({detail})")
+    if model.categorical == data.categorical and model.cardinalities != data.cardinalities:
+        changed = [
+            f"{col} {a} vs {b}"
+            for col, a, b in zip(
+                model.categorical, model.cardinalities, data.cardinalities, strict=True
+            )
+            if a != b
+        ]
+        shown = ", ".join(changed[:5]) + (
+            f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        )
+        parts.append(
+            f"the cardinalities of {len(changed)} categorical column(s) differ (model vs data: "
+            f"{shown}); encode later frames with the training encoder: "
+            "MultiTaskData.from_frame(df, like=train) or train.encode(df)"
+        )
+    return "; ".join(parts) or "they differ"
 
 
 def _cuda_devices() -> list[int]:

@@ -7,21 +7,31 @@ tasks with masks, group) and yields the same :class:`~mtlbook.data.Batch` object
 of rows in memory. The rows of the source are the rows of its shards, shard after shard in the
 order given (sorted by name for a folder or a glob), each shard in its own row order: the
 source over the shards of a DataFrame ``df`` describes the same data as
-``MultiTaskData.from_frame(df, ...)``, with the same :class:`~mtlbook.data.Schema`.
+``MultiTaskData.from_frame(df, ...)`` with its default encoding (no ``min_count``,
+``hash_buckets`` or ``standardize``, which a source does not apply), with the same
+:class:`~mtlbook.data.Schema`.
 
 **Categorical vocabularies** are fixed before any batch is produced, so that a value has the
 same code in every shard and every pass. They come, per column, from (in this order) the
 ``categories`` argument (codes are positions in the given sequence), the metadata of shards
 written by :func:`write_parquet_shards` (which stores the in-memory vocabulary, unobserved
 values included), or one streaming pass over that column of every shard (codes are positions
-among the sorted distinct values, as in ``from_frame``).
+among the sorted distinct values, missing values left out, as in ``from_frame``). As in
+``from_frame``, a vocabulary of ``k`` values has the cardinality ``k + 1``: the last code,
+``k``, is *unknown*, and a missing value (null, or NaN in a float column) or a value not in
+the vocabulary takes it — the codes ``from_frame(df, like=train)`` gives, so a model trained
+in memory reads the stream and the reverse. Shards written from data whose cardinality is
+the length of the vocabulary (the built-in data sets), or written as codes (data without a
+vocabulary, such as the simulators'), read back with their stored cardinality and no unknown
+code: there a missing or unknown value is an error (``ParquetSource.unknown_codes`` says which
+columns have one). A categorical column that holds text in a shard where its vocabulary
+holds numbers, or the reverse, is an error naming the column (every value would be unknown).
 
-**Validation** happens per row group, with the checks and messages of ``from_frame`` (NaN or
-inf features, missing categories, labels other than 0/1, NaN labels inside a mask, masks that
-are not boolean, missing group ids, missing columns, labels listed as features), each message
-naming the shard file and the row (0-based, within the shard). By default the constructor
-reads every row group once to validate it; every row group is checked again whenever it is
-read.
+**Validation** happens per row group, with the checks of ``from_frame`` (NaN or inf
+features, labels other than 0/1, NaN labels inside a mask, masks that are not boolean,
+missing group ids, missing columns, labels listed as features), each message naming the
+shard file and the row (0-based, within the shard). By default the constructor reads every
+row group once to validate it; every row group is checked again whenever it is read.
 
 **Shuffling** (``shuffle=True``) has two modes, chosen with ``shuffle_mode``:
 

@@ -47,9 +47,11 @@ class ParquetSource:
             it may be NaN). ``None``: read the spec from the shards' metadata.
         group: optional column of group ids (for example the user id), kept by
             :meth:`to_data` for GAUC; batches do not carry it.
-        categories: categorical column → its vocabulary (a sequence of distinct values; a
-            value's code is its position). Columns not given here take the vocabulary stored
-            in the shards, or else the sorted distinct values found by one streaming pass.
+        categories: categorical column → its vocabulary (a sequence of ``k`` distinct
+            values; a value's code is its position, and ``k`` is the unknown code of values
+            not in it and of missing values). Columns not given here take the vocabulary
+            stored in the shards, or else the sorted distinct values found by one streaming
+            pass (as in ``from_frame``).
         validate: read every row group once now and raise on the first bad one. ``False``
             only reads the files' footers now (and the categorical columns when a vocabulary
             must be built); a bad row group then raises when it is first read.
@@ -61,14 +63,20 @@ class ParquetSource:
         shards: the Parquet files, in order.
         schema: the :class:`~mtlbook.data.Schema`, equal to that of the in-memory data.
         categories: categorical column → vocabulary (a ``pandas.Index``; a value's code is
-            its position), as ``data.meta["categories"]`` of ``from_frame``.
+            its position), as ``data.meta["categories"]`` of ``from_frame``; for a column
+            whose shards store codes, the codes themselves (a ``RangeIndex``).
+        unknown_codes: categorical column → the code of its missing and unseen values
+            (``len(categories[col])``, the last code), or ``None`` for a column without one
+            (shards of a data set whose cardinality is the length of its vocabulary, or that
+            store codes): there a missing or unseen value is an error.
         masks: task name → its mask column, for masked tasks.
         group: the group column or ``None``.
 
     Raises:
         ValueError: for a bad spec, a column missing from a shard, a non-numeric dense
-            column, labels listed as features, a bad vocabulary, or (with ``validate``) the
-            first bad row group, naming the shard and the row.
+            column, labels listed as features, a bad vocabulary, a categorical column that
+            holds text where its vocabulary holds numbers (or the reverse), or (with
+            ``validate``) the first bad row group, naming the shard and the row.
         FileNotFoundError: when a path does not exist or a folder/pattern finds no file.
 
     Example:
@@ -128,11 +136,15 @@ class ParquetSource:
                 strict=True,
             )
         )
-        self.categories = self._vocabularies(categories, stored_vocab, stored_cards)
+        self.categories, self.unknown_codes, cards = self._vocabularies(
+            categories, stored_vocab, stored_cards
+        )
+        for path, schema in zip(self.shards, schemas, strict=True):
+            self._check_kinds(path, schema)
         self.schema = Schema(
             dense=tuple(self._dense),
             categorical=tuple(self._categorical),
-            cardinalities=tuple(len(self.categories[c]) for c in self._categorical),
+            cardinalities=tuple(cards[c] for c in self._categorical),
             tasks=tuple(self._tasks),
         )
         if validate:
@@ -205,7 +217,9 @@ class ParquetSource:
         given: Mapping[str, Sequence[Any]] | None,
         stored: Mapping[str, Any],
         stored_cards: Mapping[str, int],
-    ) -> dict[str, pd.Index]:
+    ) -> tuple[dict[str, pd.Index], dict[str, int | None], dict[str, int]]:
+        """``(vocabularies, unknown codes, cardinalities)`` of the categorical columns, from
+        ``categories``, else the shards' metadata, else one streaming pass over the shards."""
         given = dict(given or {})
         unknown = sorted(set(given) - set(self._categorical))
         if unknown:
@@ -213,51 +227,44 @@ class ParquetSource:
                 f"categories given for {unknown}, which are not categorical "
                 f"columns; those are {self._categorical}"
             )
-        vocab: dict[str, pd.Index] = {}
-        for col, values in given.items():
-            if isinstance(values, str | bytes) or not isinstance(
-                values, Sequence | pd.Index | np.ndarray
-            ):
-                raise ValueError(
-                    f"categories[{col!r}] must be a sequence of values, got {values!r:.100}"
-                )
-            index = pd.Index(list(values))
-            if len(index) == 0:
-                raise ValueError(f"categories[{col!r}] is empty")
-            if index.hasnans:
-                raise ValueError(
-                    f"categories[{col!r}] holds a missing value; a category must "
-                    "be an explicit value"
-                )
-            if not index.is_unique:
-                dupes = index[index.duplicated()].unique()[:5].tolist()
-                raise ValueError(f"categories[{col!r}] must hold distinct values, {dupes} repeat")
-            vocab[col] = index
+        vocab = {col: _given_vocabulary(col, values) for col, values in given.items()}
+        cards: dict[str, int] = {}
         for col in self._categorical:
-            if col in vocab:
+            if col in vocab or col not in stored_cards:
                 continue
-            if col in stored and stored[col] is not None:
+            if stored.get(col) is not None:
                 vocab[col] = pd.Index(stored[col])
-            elif col in stored and col in stored_cards:  # shards hold the codes themselves
+                cards[col] = _stored_cardinality(col, len(vocab[col]), stored_cards[col])
+            elif col in stored:  # the shards hold the codes themselves
                 vocab[col] = pd.RangeIndex(stored_cards[col])
+                cards[col] = stored_cards[col]
         todo = [c for c in self._categorical if c not in vocab]
         if todo:
             vocab.update(self._scan_vocabularies(todo))
-        return {c: vocab[c] for c in self._categorical}
+        # A vocabulary of k values has the unknown code k (cardinality k + 1), unless the
+        # shards store a cardinality of k (codes, or a data set without an unknown code).
+        codes: dict[str, int | None] = {}
+        for col in self._categorical:
+            k = len(vocab[col])
+            cards.setdefault(col, k + 1)
+            codes[col] = k if cards[col] == k + 1 else None
+        return {c: vocab[c] for c in self._categorical}, codes, cards
 
     def _scan_vocabularies(self, columns: list[str]) -> dict[str, pd.Index]:
-        """One streaming pass over ``columns``: their sorted distinct values."""
-        pa, _, _ = _arrow()
+        """One streaming pass over ``columns``: their sorted distinct values, missing values
+        left out (whole floats as integers, as ``from_frame`` keys them)."""
+        pa, pc, _ = _arrow()
         found: dict[str, list[Any]] = {c: [] for c in columns}
-        for rg, table in self._tables(self._row_groups, columns):
+        for _, table in self._tables(self._row_groups, columns):
             for col in columns:
                 values = _plain(table.column(col))
-                missing = _missing(values)
-                if missing.any():
-                    raise ValueError(self._missing_category(col, missing, rg))
-                found[col].append(values.unique())
+                present = values.filter(pc.invert(pa.array(_missing(values))))
+                found[col].append(present.unique())
         out = {}
         for col, parts in found.items():
+            types = {p.type for p in parts}
+            if len(types) > 1 and all(_kind(t) == "number" for t in types):
+                parts = [p.cast(pa.float64()) for p in parts]  # ints in one shard, NaN in another
             try:
                 merged = pa.chunked_array(parts, type=parts[0].type) if parts else None
             except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -270,8 +277,24 @@ class ParquetSource:
                 out[col] = pd.Index([])
                 continue
             uniques = merged.unique().to_numpy(zero_copy_only=False)
-            out[col] = pd.Index(pd.unique(uniques)).sort_values()
+            out[col] = _whole_numbers(pd.Index(pd.unique(uniques)).sort_values())
         return out
+
+    def _check_kinds(self, path: Path, schema: Any) -> None:
+        """A categorical column of a shard holds text where its vocabulary holds numbers, or
+        the reverse: an error naming the column (every value would be unknown)."""
+        for col in self._categorical:
+            vocab = self.categories[col]
+            expected = _index_kind(vocab)
+            found = _kind(schema.field(col).type)
+            if expected is None or found is None or expected == found:
+                continue
+            noun = {"text": "text", "number": "numbers"}
+            raise ValueError(
+                f"categorical column {col!r} holds {noun[found]} ({schema.field(col).type}) in "
+                f"shard {str(path)!r} but its vocabulary holds {noun[expected]} (such as "
+                f"{vocab[0]!r}); write the column with the type of the vocabulary's values"
+            )
 
     # ------------------------------------------------------------------ reading
     def _tables(
@@ -311,11 +334,34 @@ class ParquetSource:
         first = int(np.flatnonzero(bad)[0])
         return f"shard {str(self.shards[rg.shard])!r}, first at row {rg.start + first}"
 
-    def _missing_category(self, col: str, missing: np.ndarray, rg: _RowGroup) -> str:
-        return (
-            f"categorical column {col!r} has {int(missing.sum())} missing values "
-            f"({self._where(rg, missing)}); fill them with an explicit category first"
-        )
+    def _codes(self, column: Any, col: str, rg: _RowGroup) -> np.ndarray:
+        """The codes of one categorical column of a row group: positions in the vocabulary,
+        the unknown code for missing and unseen values; an error for a column without one."""
+        values = _plain(column)
+        missing = _missing(values)
+        codes = _encode(self.categories[col], values.to_numpy(zero_copy_only=False))
+        unknown = self.unknown_codes[col]
+        if unknown is not None:
+            codes[(codes < 0) | missing] = unknown
+            return codes
+        if missing.any():
+            raise ValueError(
+                f"categorical column {col!r} has {int(missing.sum())} missing values "
+                f"({self._where(rg, missing)}) but no unknown code (its shards store "
+                f"{len(self.categories[col])} codes); fill them with an explicit category first"
+            )
+        outside = codes < 0
+        if outside.any():
+            first = int(np.flatnonzero(outside)[0])
+            value = values[first].as_py()
+            raise ValueError(
+                f"categorical column {col!r} has the value {value!r}, which is not in "
+                f"its vocabulary of {len(self.categories[col])} values "
+                f"({int(outside.sum())} such rows; {self._where(rg, outside)}); give "
+                "`categories` to read it with an unknown code, or let the vocabulary be "
+                "built from the shards"
+            )
+        return codes
 
     def _decode(self, table: Any, rg: _RowGroup) -> _Block:
         pa, _, _ = _arrow()
@@ -345,22 +391,7 @@ class ParquetSource:
         if self._categorical:
             categorical = np.empty((n, len(self._categorical)), dtype=np.int64)
             for j, col in enumerate(self._categorical):
-                values = _plain(table.column(col))
-                missing = _missing(values)
-                if missing.any():
-                    raise ValueError(self._missing_category(col, missing, rg))
-                codes = _encode(self.categories[col], values.to_numpy(zero_copy_only=False))
-                unknown = codes < 0
-                if unknown.any():
-                    first = int(np.flatnonzero(unknown)[0])
-                    value = values[first].as_py()
-                    raise ValueError(
-                        f"categorical column {col!r} has the value {value!r}, which is not in "
-                        f"its vocabulary of {len(self.categories[col])} values "
-                        f"({int(unknown.sum())} such rows; {self._where(rg, unknown)}); add "
-                        "it to `categories`, or let the vocabulary be built from the shards"
-                    )
-                categorical[:, j] = codes
+                categorical[:, j] = self._codes(table.column(col), col, rg)
         labels, masks = {}, {}
         for task in self._tasks:
             y = _numeric(table.column(task.name))
@@ -532,6 +563,73 @@ class ParquetSource:
         )
 
 
+def _given_vocabulary(col: str, values: Any) -> pd.Index:
+    """``categories[col]`` checked: a sequence of distinct, present values."""
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence | pd.Index | np.ndarray):
+        raise ValueError(f"categories[{col!r}] must be a sequence of values, got {values!r:.100}")
+    index = pd.Index(list(values))
+    if len(index) == 0:
+        raise ValueError(f"categories[{col!r}] is empty")
+    if index.hasnans:
+        raise ValueError(
+            f"categories[{col!r}] holds a missing value; a category must be an explicit "
+            "value (missing values take the unknown code)"
+        )
+    if not index.is_unique:
+        dupes = index[index.duplicated()].unique()[:5].tolist()
+        raise ValueError(f"categories[{col!r}] must hold distinct values, {dupes} repeat")
+    return index
+
+
+def _stored_cardinality(col: str, n_values: int, cardinality: int) -> int:
+    """The stored cardinality of a column stored as values: ``n_values + 1`` (the last code
+    is unknown, as after ``from_frame``) or ``n_values`` (a data set without one)."""
+    if cardinality not in (n_values, n_values + 1):
+        raise ValueError(
+            f"the shards' mtlbook metadata gives column {col!r} a cardinality of "
+            f"{cardinality} for a vocabulary of {n_values} values; expected {n_values} or "
+            f"{n_values + 1} (write the shards again with write_parquet_shards)"
+        )
+    return cardinality
+
+
+def _kind(arrow_type: Any) -> str | None:
+    """``"text"`` or ``"number"`` for an Arrow type (``None`` for any other)."""
+    pa, _, _ = _arrow()
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "text"
+    if (
+        pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_decimal(arrow_type)
+        or pa.types.is_boolean(arrow_type)
+    ):
+        return "number"
+    return None
+
+
+def _index_kind(index: pd.Index) -> str | None:
+    """``"text"`` or ``"number"`` for a vocabulary (``None`` when empty or of another kind)."""
+    if len(index) == 0:
+        return None
+    if pd.api.types.is_numeric_dtype(index.dtype) or pd.api.types.is_bool_dtype(index.dtype):
+        return "number"
+    if all(isinstance(v, str) for v in index):
+        return "text"
+    return None
+
+
+def _whole_numbers(index: pd.Index) -> pd.Index:
+    """A float vocabulary whose values are all whole as integers (ids read as floats because
+    of missing values), as ``from_frame`` keys them."""
+    if index.dtype.kind == "f" and len(index) and bool((index == np.floor(index)).all()):
+        if bool((np.abs(index) < 2**53).all()):
+            return index.astype(np.int64)
+    return index
+
+
 def _plain(column: Any) -> Any:
     """A chunked column as one plain (not dictionary-encoded) array."""
     pa, _, _ = _arrow()
@@ -554,7 +652,7 @@ def _encode(vocabulary: pd.Index, values: np.ndarray) -> np.ndarray:
         codes = values.astype(np.int64)
         codes[(codes < 0) | (codes >= len(vocabulary))] = -1
         return codes
-    return vocabulary.get_indexer(values)
+    return np.asarray(vocabulary.get_indexer(values), dtype=np.int64)
 
 
 def _missing(values: Any) -> np.ndarray:
@@ -562,8 +660,8 @@ def _missing(values: Any) -> np.ndarray:
     pa, pc, _ = _arrow()
     missing = values.is_null()
     if pa.types.is_floating(values.type):
-        missing = pc.or_(missing, pc.is_nan(values))
-    return missing.to_numpy(zero_copy_only=False)
+        missing = pc.or_kleene(missing, pc.is_nan(values))  # null or NaN: true, never null
+    return np.asarray(missing.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _numeric(column: Any) -> np.ndarray:

@@ -64,8 +64,9 @@ def _check_arguments(data: Any, rows_per_shard: Any, row_group_size: Any) -> int
 
 def _layout(data: MultiTaskData) -> _Layout:
     """The mask and group columns (named apart from the other columns) and the vocabularies
-    written as values: those of ``data.meta["categories"]`` that match the cardinality and
-    survive a trip through JSON."""
+    written as values: those of ``data.meta["categories"]`` that fit the cardinality (``k``
+    values for ``k + 1`` codes, the last one unknown, as after ``from_frame``; or ``k`` values
+    for ``k`` codes) and survive a trip through JSON."""
     schema = data.schema
     taken = set(schema.dense) | set(schema.categorical) | set(schema.task_names)
     masks = {}
@@ -79,7 +80,7 @@ def _layout(data: MultiTaskData) -> _Layout:
     vocab: dict[str, list[Any] | None] = {}
     for col, card in zip(schema.categorical, schema.cardinalities, strict=True):
         values = None
-        if col in known and len(known[col]) == card:
+        if col in known and card - len(known[col]) in (0, 1):
             values = _json_values(pd.Index(known[col]))
         vocab[col] = values
     return _Layout(masks, group, vocab)
@@ -133,8 +134,9 @@ def _columns(
         codes = data.categorical[lo:hi, j]
         if layout.vocab[col] is None:
             columns[col] = pa.array(codes, type=pa.int64())
-        else:
-            columns[col] = values_of[col].take(pa.array(codes))
+        else:  # the unknown code (one past the vocabulary) is written as a missing value
+            unknown = codes >= len(values_of[col])
+            columns[col] = values_of[col].take(pa.array(codes, mask=unknown))
     for task in schema.task_names:
         y = data.labels[task][lo:hi].astype(np.float64)
         if task in data.masks:
@@ -197,12 +199,13 @@ def write_parquet_shards(
     The shards are ``part-00000.parquet``, ``part-00001.parquet``, ... in ``folder`` (created
     if needed), ``rows_per_shard`` rows each (the last may hold fewer), in row order. Each
     holds the dense columns (float32), the categorical columns (their original values when
-    ``data.meta["categories"]`` has them — as after ``from_frame`` — else the codes), one
-    column per task (NaN outside its mask), a boolean ``<task>__mask`` column per masked
-    task and a ``group`` column when the data have group ids (names prefixed with ``_`` as
-    needed to stay distinct). The column spec, the cardinalities and the vocabularies are
-    stored in each file's metadata, so ``ParquetSource(folder)`` needs no other argument.
-    Ground truth (``data.truth``) is not written.
+    ``data.meta["categories"]`` has them — as after ``from_frame`` — else the codes; a row
+    with the unknown code holds a missing value), one column per task (NaN outside its
+    mask), a boolean ``<task>__mask`` column per masked task and a ``group`` column when the
+    data have group ids (names prefixed with ``_`` as needed to stay distinct). The column
+    spec, the cardinalities and the vocabularies are stored in each file's metadata, so
+    ``ParquetSource(folder)`` needs no other argument and reads the same codes and
+    cardinalities back. Ground truth (``data.truth``) is not written.
 
     Nothing is overwritten: if any of the files exists, nothing is written. Each file is
     written under a temporary name in ``folder`` and then linked to its name, so a file of
