@@ -261,7 +261,7 @@ class FrameEncoder:
     def unknown_counts(self, df: pd.DataFrame) -> dict[str, int]:
         """Rows of ``df`` whose value is coded unknown (unseen, rare or missing), per
         categorical column."""
-        _, categorical = self.features(df[self.feature_columns()])
+        _, categorical = self.features(df)
         if categorical is None:
             return {}
         return {
