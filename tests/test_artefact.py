@@ -399,3 +399,16 @@ def test_read_table_formats_and_errors(tmp_path):
     with pytest.raises(IsADirectoryError):
         read_table(tmp_path)
     assert os.listdir(tmp_path)  # nothing removed
+
+
+def test_read_table_reads_only_the_first_rows(tmp_path):
+    frame = pd.DataFrame({"shop": [f"{i:03d}" for i in range(150_000)], "price": 1.5})
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    frame.to_parquet(tmp_path / "rows.parquet")
+    for name in ("rows.csv", "rows.parquet"):
+        first = read_table(tmp_path / name, text_columns=["shop"], max_rows=70_000)
+        assert len(first) == 70_000 and first["shop"].iloc[-1] == "69999"
+        assert list(first.columns) == ["shop", "price"]
+        assert len(read_table(tmp_path / name, max_rows=10**9)) == 150_000
+    with pytest.raises(ValueError, match="max_rows must be None or an integer >= 1, got 0"):
+        read_table(tmp_path / "rows.csv", max_rows=0)

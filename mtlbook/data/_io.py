@@ -85,6 +85,7 @@ def read_table(
     *,
     columns: Sequence[str] | None = None,
     text_columns: Sequence[str] = (),
+    max_rows: int | None = None,
 ) -> pd.DataFrame:
     """Read a table file into a DataFrame: ``.csv``, ``.csv.gz``, ``.tsv``, ``.tsv.gz``,
     ``.parquet`` or ``.pq`` (Parquet needs ``pyarrow``).
@@ -95,15 +96,19 @@ def read_table(
         text_columns: columns to read as text (``str``, missing values stay missing), such as
             the categorical columns that held text in training: ids like ``"007"`` keep their
             leading zeros, and a column of numeric-looking values is not turned into numbers.
+        max_rows: read only the first rows of the file (``None``: all of them); the rest of a
+            large file is not read.
 
     Returns:
-        The table, with the index a Parquet file stores (a fresh ``RangeIndex`` for CSV).
+        The table, with the index a Parquet file stores (a fresh ``RangeIndex`` for CSV, and
+        for Parquet with ``max_rows``).
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
         IsADirectoryError: when ``path`` is a folder.
-        ValueError: for another suffix (the message lists the supported ones), or for
-            ``columns`` or ``text_columns`` the file does not have (named).
+        ValueError: for another suffix (the message lists the supported ones), for
+            ``columns`` or ``text_columns`` the file does not have (named), or for a
+            ``max_rows`` that is not a positive integer.
 
     Example:
         >>> import tempfile
@@ -125,10 +130,13 @@ def read_table(
     if missing:
         shown = present[:20] + (["…"] if len(present) > 20 else [])
         raise ValueError(f"column(s) {missing} not found in {str(path)!r}; it has {shown}")
+    if max_rows is not None and (
+        isinstance(max_rows, bool) or not isinstance(max_rows, int | np.integer) or max_rows < 1
+    ):
+        raise ValueError(f"max_rows must be None or an integer >= 1, got {max_rows!r}")
     text = [c for c in text_columns if c in wanted]
     if kind == "parquet":
-        _parquet()
-        frame = pd.read_parquet(path, columns=wanted)
+        frame = _read_parquet(path, wanted, max_rows)
         for col in text:
             frame[col] = _as_text(frame[col])
         return frame
@@ -137,7 +145,26 @@ def read_table(
         sep="\t" if kind == "tsv" else ",",
         usecols=wanted,
         dtype=dict.fromkeys(text, str),
+        nrows=max_rows,
     )[wanted]
+
+
+def _read_parquet(path: Path, columns: list[str], max_rows: int | None) -> pd.DataFrame:
+    """The ``columns`` of a Parquet file; with ``max_rows``, only its first row groups."""
+    pq = _parquet()
+    if max_rows is None:
+        return pd.read_parquet(path, columns=columns)
+    import pyarrow as pa
+
+    parts, n = [], 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536, columns=columns):
+        parts.append(batch)
+        n += batch.num_rows
+        if n >= max_rows:
+            break
+    if not parts:
+        return pd.read_parquet(path, columns=columns)
+    return pa.Table.from_batches(parts).slice(0, max_rows).to_pandas()[columns]
 
 
 def _as_text(values: pd.Series) -> pd.Series:

@@ -355,8 +355,7 @@ def _read(path: Path, layout: ProcessedLayout, max_rows: int | None) -> pd.DataF
     except pd.errors.EmptyDataError:
         columns = []
     _check_header(columns, layout, str(path))
-    frame = read_table(path, columns=layout.columns_read())
-    return frame.head(max_rows) if max_rows is not None else frame
+    return read_table(path, columns=layout.columns_read(), max_rows=max_rows)
 
 
 def _check_like(like: Any, layout: ProcessedLayout) -> None:
